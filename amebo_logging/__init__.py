@@ -1,0 +1,56 @@
+"""amebo_logging: ECS JSON records for Amebo, from structlog and the stdlib alike.
+
+    from amebo_logging import configure_logging, get_logger
+
+    configure_logging()                       # AMEBO_LOG_LEVEL, AMEBO_LOG_FORMAT, AMEBO_LOG_FILE
+    log = get_logger("amebo.gists")
+    log.info("event_published", action="user.created", payload_size=123)
+"""
+
+from . import events, schema
+from .asgi import CorrelationMiddleware
+from .config import LoggingConfig, configure_logging, reopen_log_file, uvicorn_log_config
+from .correlation import (
+    TraceContext,
+    bind_context,
+    clear_context,
+    correlation_scope,
+    get_correlation_id,
+    get_trace_context,
+    new_correlation_id,
+    parse_traceparent,
+    set_correlation_id,
+    set_trace_context,
+    unbind_context,
+    with_current_context,
+)
+from .logger import AmeboLogger, get_logger
+from .outbound import async_httpx_event_hooks, httpx_event_hooks
+from .sink import write_failures
+
+__all__ = [
+    "AmeboLogger",
+    "CorrelationMiddleware",
+    "LoggingConfig",
+    "TraceContext",
+    "async_httpx_event_hooks",
+    "bind_context",
+    "clear_context",
+    "configure_logging",
+    "correlation_scope",
+    "events",
+    "get_correlation_id",
+    "get_logger",
+    "get_trace_context",
+    "httpx_event_hooks",
+    "new_correlation_id",
+    "parse_traceparent",
+    "reopen_log_file",
+    "schema",
+    "set_correlation_id",
+    "set_trace_context",
+    "unbind_context",
+    "uvicorn_log_config",
+    "with_current_context",
+    "write_failures",
+]

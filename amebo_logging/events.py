@@ -1,0 +1,195 @@
+"""Amebo's event catalog as one-line helpers, so each event always has the same fields.
+
+Each helper takes the logger first and writes one record whose ``message`` is the event
+name; the fields are those declared for it in :data:`amebo_logging.schema.EVENTS`::
+
+    from amebo_logging import events, get_logger
+    log = get_logger("amebo.gists")
+    events.event_published(log, action="user.created", application="accounts",
+                           event_id="evt_42", payload={"id": 1})
+
+The same records can be written by hand: ``log.info("event_published", action=...,
+payload_size=...)``.  Extra keyword fields are passed through.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import orjson
+
+__all__ = [
+    "event_published",
+    "http_request",
+    "payload_size",
+    "safe_url",
+    "schema_validation_failed",
+    "webhook_delivered",
+    "webhook_failed",
+]
+
+
+def safe_url(url: str) -> str:
+    """*url* without its userinfo (credentials), query string and fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{host}:{parts.port}" if parts.port is not None else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return "<unparseable url>"
+
+
+def payload_size(payload: Any) -> int:
+    """Bytes of *payload* as JSON (what Amebo stores); ``len()`` for bytes and str."""
+    if isinstance(payload, (bytes, bytearray)):
+        return len(payload)
+    if isinstance(payload, str):
+        return len(payload.encode("utf-8"))
+    return len(orjson.dumps(payload, default=str))
+
+
+def event_published(
+    log: Any,
+    *,
+    action: str,
+    application: str,
+    event_id: str | int,
+    payload: Any = None,
+    size: int | None = None,
+    **fields: Any,
+) -> None:
+    """``event_published``: an event was accepted.  Give *payload* or its *size* in bytes."""
+    measured = size if size is not None else (payload_size(payload) if payload is not None else 0)
+    log.info(
+        "event_published",
+        action=action,
+        application=application,
+        event_id=str(event_id),
+        payload_size=measured,
+        **fields,
+    )
+
+
+def _webhook_fields(
+    subscription: str | int,
+    action: str,
+    url: str,
+    attempt: int,
+    max_retries: int,
+    status_code: int | None,
+    duration_ns: int | None,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "subscription": str(subscription),
+        "action": action,
+        "url.full": safe_url(url),
+        "attempt": attempt,
+        "max_retries": max_retries,
+    }
+    if status_code is not None:
+        fields["http.response.status_code"] = status_code
+    if duration_ns is not None:
+        fields["event.duration"] = int(duration_ns)
+    return fields
+
+
+def webhook_delivered(
+    log: Any,
+    *,
+    subscription: str | int,
+    action: str,
+    url: str,
+    status_code: int,
+    duration_ns: int,
+    attempt: int = 1,
+    max_retries: int = 1,
+    **fields: Any,
+) -> None:
+    """``webhook_delivered``: a subscriber accepted a delivery."""
+    log.info(
+        "webhook_delivered",
+        **_webhook_fields(subscription, action, url, attempt, max_retries, status_code, duration_ns),
+        **fields,
+    )
+
+
+def webhook_failed(
+    log: Any,
+    *,
+    subscription: str | int,
+    action: str,
+    url: str,
+    attempt: int,
+    max_retries: int,
+    status_code: int | None = None,
+    duration_ns: int | None = None,
+    error: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """``webhook_failed``: a delivery attempt failed; WARNING, or ERROR on the last attempt.
+
+    *error* (the exception, if one was raised) gives ``error.type``, ``error.message`` and
+    ``error.stack_trace``.
+    """
+    emit = log.error if attempt >= max_retries else log.warning
+    if error is not None:
+        fields["exc_info"] = error
+    emit(
+        "webhook_failed",
+        **_webhook_fields(subscription, action, url, attempt, max_retries, status_code, duration_ns),
+        **fields,
+    )
+
+
+def schema_validation_failed(
+    log: Any, *, action: str, application: str, errors: Iterable[Any], **fields: Any
+) -> None:
+    """``schema_validation_failed``: a payload failed its action's schema.
+
+    *errors* are strings, or ``jsonschema`` errors (rendered ``path: message``).
+    """
+    rendered = []
+    for err in errors:
+        message = getattr(err, "message", None)
+        if message is not None:
+            path = "/".join(str(p) for p in getattr(err, "absolute_path", ()) or ())
+            rendered.append(f"{path or '$'}: {message}")
+        else:
+            rendered.append(str(err))
+    log.warning("schema_validation_failed", action=action, application=application,
+                validation_errors=rendered, **fields)
+
+
+def http_request(
+    log: Any,
+    *,
+    method: str,
+    path: str,
+    status_code: int,
+    duration_ns: int,
+    client_ip: str | None = None,
+    user_agent: str | None = None,
+    quiet: bool = False,
+    **fields: Any,
+) -> None:
+    """``http_request``: one access record (the middleware writes these for you).
+
+    *quiet* logs at DEBUG (probe paths); 5xx responses log at ERROR; others at INFO.
+    """
+    out: dict[str, Any] = {
+        "http.request.method": method.upper(),
+        "url.path": path.split("?", 1)[0],
+        "http.response.status_code": status_code,
+        "event.duration": int(duration_ns),
+    }
+    if client_ip is not None:
+        out["client.ip"] = client_ip
+    if user_agent is not None:
+        out["user_agent.original"] = user_agent
+    emit = log.debug if quiet else (log.error if status_code >= 500 else log.info)
+    emit("http_request", **out, **fields)

@@ -1,0 +1,171 @@
+"""The record schema: every field the toolkit emits, its Elasticsearch type and meaning.
+
+This module is data.  The index template, the Kibana data view and the tests are derived
+from :data:`FIELDS` and :data:`EVENTS`; no other module declares a field.
+
+Field names are ECS dotted names (``http.response.status_code``); records carry them as
+flat keys, which Elasticsearch expands into objects on ingest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+#: The ECS version our field names follow, written as ``ecs.version`` on every record.
+ECS_VERSION: Final = "8.17.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One field of the record schema."""
+
+    name: str
+    """The dotted field name, as it appears as a key in a JSON record."""
+    type: str
+    """The Elasticsearch field type used in the index template."""
+    description: str
+    """One line saying what the field holds."""
+    origin: str = "ecs"
+    """``"ecs"`` for Elastic Common Schema fields, ``"amebo"`` for Amebo's own."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of Amebo's catalog: the ``message`` value and the fields it carries."""
+
+    name: str
+    level: str
+    description: str
+    fields: tuple[str, ...]
+
+
+_F = Field
+
+#: Every field the toolkit emits.  Keep sorted by group, then by name within the group.
+FIELDS: Final[tuple[Field, ...]] = (
+    # --- the ECS logging header and always-present fields -----------------------------
+    _F("@timestamp", "date", "When the record was made: RFC 3339, UTC, microseconds."),
+    _F("log.level", "keyword", "Lowercase severity: debug, info, warning, error, critical."),
+    _F("message", "match_only_text", "The event name (structlog) or the formatted message (stdlib)."),
+    _F("ecs.version", "keyword", "The ECS version these field names follow."),
+    _F("log.logger", "keyword", "The name of the logger that made the record."),
+    _F("service.name", "keyword", "The service that logged: AMEBO_SERVICE_NAME, default amebo."),
+    _F("service.version", "keyword", "The version of the service that logged."),
+    _F("service.environment", "keyword", "Where the service runs: production, staging, ..."),
+    _F("process.pid", "long", "The id of the process that logged."),
+    # --- correlation ---------------------------------------------------------------------
+    _F("correlation_id", "keyword", "The request id: inbound X-Request-ID, or a generated uuid4 hex.", "amebo"),
+    _F("trace.id", "keyword", "The W3C trace id (32 hex digits) of the current traceparent."),
+    _F("span.id", "keyword", "The W3C parent span id (16 hex digits) of the current traceparent."),
+    # --- errors --------------------------------------------------------------------------
+    _F("error.type", "keyword", "The exception class, qualified by its module unless builtin."),
+    _F("error.message", "match_only_text", "The exception's text, or why a line could not be parsed."),
+    _F("error.stack_trace", "wildcard", "The full traceback text."),
+    # --- HTTP, URLs and timing -------------------------------------------------------------
+    _F("event.duration", "long", "How long the operation took, in nanoseconds."),
+    _F("http.request.method", "keyword", "The HTTP method, upper case."),
+    _F("http.response.status_code", "long", "The HTTP status code of the response."),
+    _F("url.path", "wildcard", "The path of the request URL, without the query string."),
+    _F("url.full", "wildcard", "A full URL with credentials and query string stripped."),
+    _F("client.ip", "ip", "The address of the client that made the request."),
+    _F("user_agent.original", "keyword", "The User-Agent header of the request."),
+    # --- Amebo's event catalog -------------------------------------------------------------
+    _F("action", "keyword", "The Amebo action (event type), e.g. user.created.", "amebo"),
+    _F("application", "keyword", "The Amebo application that owns the action.", "amebo"),
+    _F("event_id", "keyword", "The id Amebo gave the published event.", "amebo"),
+    _F("payload_size", "long", "Bytes of the event's JSON payload.", "amebo"),
+    _F("subscription", "keyword", "The subscription a webhook delivery belongs to.", "amebo"),
+    _F("attempt", "long", "Which delivery attempt this was, counting from 1.", "amebo"),
+    _F("max_retries", "long", "How many attempts the deliverer makes at most.", "amebo"),
+    _F("validation_errors", "match_only_text", "Schema validation errors, one 'path: reason' each.", "amebo"),
+    # --- added by the shipper (amebo-logship) ---------------------------------------------
+    _F("log.file.path", "keyword", "The file the line was read from."),
+    _F("log.offset", "long", "The byte offset of the line in its file."),
+    _F("host.name", "keyword", "The host the shipper ran on."),
+    _F("tags", "keyword", "Markers, e.g. truncated for a line cut at --max-line-bytes."),
+)
+
+_BY_NAME: Final[Mapping[str, Field]] = {f.name: f for f in FIELDS}
+
+#: The fields every record carries, whatever its source.
+ALWAYS_PRESENT: Final[tuple[str, ...]] = (
+    "@timestamp",
+    "log.level",
+    "message",
+    "ecs.version",
+    "log.logger",
+    "service.name",
+    "service.version",
+    "service.environment",
+    "process.pid",
+)
+
+_WEBHOOK = (
+    "subscription",
+    "action",
+    "url.full",
+    "http.response.status_code",
+    "event.duration",
+    "attempt",
+    "max_retries",
+)
+_ERROR = ("error.type", "error.message", "error.stack_trace")
+
+#: Amebo's event catalog: the ``message`` values Amebo emits and the fields of each.
+EVENTS: Final[Mapping[str, Event]] = {
+    e.name: e
+    for e in (
+        Event("event_published", "info", "An event was accepted and stored.",
+              ("action", "application", "event_id", "payload_size")),
+        Event("webhook_delivered", "info", "A subscriber's endpoint accepted a delivery.", _WEBHOOK),
+        Event("webhook_failed", "warning", "A delivery attempt failed; error at the last attempt.",
+              _WEBHOOK + _ERROR),
+        Event("schema_validation_failed", "warning", "A published payload failed its action's schema.",
+              ("action", "application", "validation_errors")),
+        Event("http_request", "info", "One access-log record per HTTP request.",
+              ("http.request.method", "url.path", "http.response.status_code", "event.duration",
+               "client.ip", "user_agent.original")),
+    )
+}
+
+
+def field(name: str) -> Field:
+    """Return the declared field called *name*; raise :class:`KeyError` naming it if undeclared."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a declared field; declare it in amebo_logging/schema.py") from None
+
+
+def is_declared(name: str) -> bool:
+    """Whether *name* is a field of the schema."""
+    return name in _BY_NAME
+
+
+def undeclared(keys: Iterable[str]) -> set[str]:
+    """The keys among *keys* that the schema does not declare."""
+    return {k for k in keys if k not in _BY_NAME}
+
+
+def es_properties(fields: Iterable[Field] = FIELDS) -> dict[str, Any]:
+    """The Elasticsearch ``mappings.properties`` for *fields*, with dotted names nested as objects."""
+    root: dict[str, Any] = {}
+    for f in fields:
+        node = root
+        *parents, leaf = f.name.split(".")
+        for part in parents:
+            node = node.setdefault(part, {"properties": {}})["properties"]
+        spec: dict[str, Any] = {"type": f.type}
+        if f.type == "keyword":
+            spec["ignore_above"] = 1024
+        node[leaf] = spec
+    return root
+
+
+def markdown_table(fields: Iterable[Field] = FIELDS) -> str:
+    """The fields as the Markdown table the README shows (a test keeps the two equal)."""
+    rows = ["| field | type | origin | description |", "|---|---|---|---|"]
+    rows += [f"| `{f.name}` | {f.type} | {f.origin} | {f.description} |" for f in fields]
+    return "\n".join(rows)

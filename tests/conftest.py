@@ -1,0 +1,79 @@
+"""Shared fixtures: a configured logger writing to a real file, read back as parsed records."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from amebo_logging import clear_context, configure_logging
+from amebo_logging.stdlib import HANDLER_TAG
+
+
+class LogFile:
+    """A file that configure_logging() writes to, and its records read back."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stream = open(path, "ab")  # noqa: SIM115 - closed by the fixture
+
+    def configure(self, **kwargs: Any):
+        kwargs.setdefault("fmt", "json")
+        return configure_logging(stream=self.stream, **kwargs)
+
+    def lines(self) -> list[bytes]:
+        return self.path.read_bytes().splitlines(keepends=True)
+
+    def records(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.lines():
+            assert line.endswith(b"\n"), line
+            out.append(orjson.loads(line))
+        return out
+
+    def wait_for(self, message: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The records with *message*, once there are *count* of them (bounded wait).
+
+        A server writes its access record after the response went out, so a client can
+        read the file before it is there.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records() if r.get("message") == message]
+            if len(found) >= count or time.monotonic() > deadline:
+                assert len(found) >= count, f"{len(found)} of {count} {message!r} records after {timeout}s"
+                return found
+            time.sleep(0.005)
+
+    def one(self) -> dict[str, Any]:
+        records = self.records()
+        assert len(records) == 1, records
+        return records[0]
+
+
+def _remove_ours() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, HANDLER_TAG, False):
+            root.removeHandler(handler)
+
+
+@pytest.fixture
+def logfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogFile]:
+    for var in ("AMEBO_LOG_LEVEL", "AMEBO_LOG_FORMAT", "AMEBO_LOG_FILE", "AMEBO_SERVICE_NAME",
+                "AMEBO_SERVICE_VERSION", "AMEBO_ENVIRONMENT", "AMEBO_LOG_REDACT"):
+        monkeypatch.delenv(var, raising=False)
+    root = logging.getLogger()
+    level = root.level
+    clear_context()
+    lf = LogFile(tmp_path / "app.log")
+    yield lf
+    clear_context()
+    _remove_ours()
+    root.setLevel(level)
+    lf.stream.close()
