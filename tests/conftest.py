@@ -77,3 +77,20 @@ def logfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogFile
     _remove_ours()
     root.setLevel(level)
     lf.stream.close()
+
+
+@pytest.fixture
+def es() -> Iterator["FakeElasticsearch"]:
+    """The Elasticsearch-compatible test server, on 127.0.0.1."""
+    from .fake_es import FakeElasticsearch
+
+    with FakeElasticsearch() as server:
+        yield server
+
+
+@pytest.fixture
+def ship_dir(tmp_path: Path) -> Path:
+    """A directory for log files, with the state directory beside it at tmp_path/'state'."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    return logs

@@ -1,0 +1,187 @@
+"""The bulk sender: one batch at a time, read item by item, retried until every item is settled.
+
+Per item: 200/201 is delivered; 409 (the ``_id`` exists: a replay) is delivered; 429 and 5xx
+are retried with exponential backoff and jitter, without limit; any other status (400 mapping
+conflicts and the like) is permanent: the document goes to the dead-letter file and counts as
+settled.  A whole request that fails (connection refused, timeout, 429, 5xx, or any other
+error status) is retried the same way.  Only a *hard stop* (the shutdown timeout) ends the
+retries early; what is unsettled then is simply not committed, and is read again next time.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from elasticsearch import ApiError, Elasticsearch, TransportError
+
+from .batch import Batch
+from .deadletter import DeadLetter
+
+__all__ = ["Backoff", "BulkSender", "DeliveryStats"]
+
+FILTER_PATH = "errors,items.*.status,items.*.error"
+
+
+@dataclass
+class DeliveryStats:
+    """Counts kept by the sending side."""
+
+    delivered: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    retries: dict[str, int] = field(default_factory=lambda: {"429": 0, "5xx": 0, "connection": 0, "other": 0})
+    bulk_requests: int = 0
+    bulk_seconds: list[float] = field(default_factory=list)  # observed durations, drained by the monitor
+    last_delivery: float | None = None  # wall-clock time of the last settled item
+    last_error: str | None = None
+
+
+class Backoff:
+    """Exponential backoff with jitter: about initial, 2x, 4x ... up to *maximum* seconds."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0) -> None:
+        self.initial, self.maximum = initial, maximum
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.initial * (2 ** min(self.failures, 30)))
+        self.failures += 1
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def _cause(status: int | None) -> str:
+    if status is None:
+        return "connection"
+    if status == 429:
+        return "429"
+    if status >= 500:
+        return "5xx"
+    return "other"
+
+
+class BulkSender:
+    """Sends batches to *target* (a data stream or an index) with ``create`` operations."""
+
+    def __init__(
+        self,
+        client: Elasticsearch,
+        target: str,
+        dead_letter: DeadLetter,
+        *,
+        stats: DeliveryStats,
+        backoff: Backoff,
+        hard_stop: threading.Event,
+        on_problem: Callable[[str, dict[str, Any]], None],
+    ) -> None:
+        self.client = client
+        self.target = target
+        self.dead_letter = dead_letter
+        self.stats = stats
+        self.backoff = backoff
+        self.hard_stop = hard_stop
+        self.on_problem = on_problem
+
+    def _wait(self) -> bool:
+        """Back off; False when the hard stop came first."""
+        return not self.hard_stop.wait(self.backoff.next_delay())
+
+    def _request(self, body: bytes) -> tuple[dict[str, Any] | None, int | None, str]:
+        """(response, None, '') on HTTP 2xx; (None, status or None, reason) on failure."""
+        started = time.perf_counter()
+        self.stats.bulk_requests += 1
+        try:
+            resp = self.client.bulk(operations=body, index=self.target, filter_path=FILTER_PATH)
+            return resp.body, None, ""
+        except ApiError as exc:
+            return None, exc.status_code, f"HTTP {exc.status_code} {exc.message}"
+        except TransportError as exc:
+            return None, None, f"{type(exc).__name__}: {exc.message}"
+        finally:
+            self.stats.bulk_seconds.append(time.perf_counter() - started)
+            if len(self.stats.bulk_seconds) > 10_000:
+                del self.stats.bulk_seconds[:5_000]
+
+    def deliver(self, batch: Batch) -> bytearray:
+        """Settle every document of *batch*; returns a flag per document (1 = settled)."""
+        n = len(batch)
+        settled = bytearray(n)
+        pending = list(range(n))
+        while pending:
+            body = batch.body() if len(pending) == n else batch.body(pending)
+            resp, status, reason = self._request(body)
+            items = resp.get("items") if resp is not None else None
+            count = len(items) if items is not None else (resp or {}).get("items_count")
+            if resp is not None and resp.get("errors") is False and count == len(pending):
+                for i in pending:
+                    settled[i] = 1
+                self.stats.delivered += len(pending)
+                self.stats.last_delivery = time.time()
+                self.backoff.reset()
+                return settled
+            if resp is not None and (items is None or len(items) != len(pending)):
+                status, reason = 200, f"the bulk response has {count} items for {len(pending)} operations"
+            if items is None or len(items) != len(pending):
+                cause = _cause(status)
+                self.stats.retries[cause] += 1
+                self.stats.last_error = reason
+                self.on_problem("bulk_request_failed", {"reason": reason, "retry_cause": cause,
+                                                        "documents": len(pending)})
+                if not self._wait():
+                    return settled
+                continue
+            pending = self._settle_items(batch, pending, items, settled)
+            if pending:
+                self.on_problem("documents_retried", {"documents": len(pending)})
+                if not self._wait():
+                    return settled
+            else:
+                self.backoff.reset()
+        return settled
+
+    def _settle_items(self, batch: Batch, pending: list[int], items: list[Any], settled: bytearray) -> list[int]:
+        retry: list[int] = []
+        dead: list[tuple[int, int, Any]] = []
+        delivered = duplicates = 0
+        for i, item in zip(pending, items):
+            result = next(iter(item.values())) if isinstance(item, dict) and item else {}
+            status = result.get("status", 0) if isinstance(result, dict) else 0
+            if 200 <= status < 300:
+                settled[i] = 1
+                delivered += 1
+            elif status == 409:
+                settled[i] = 1
+                duplicates += 1
+            elif status == 429 or status >= 500 or status == 0:
+                retry.append(i)
+                self.stats.retries[_cause(status or None)] += 1
+            else:
+                dead.append((i, status, result.get("error")))
+        if dead:
+            entries = [self.dead_letter.entry(batch, i, st, err) for i, st, err in dead]
+            try:
+                self.dead_letter.write(entries)
+            except OSError as exc:  # not written: keep them pending, nothing is lost
+                self.on_problem("dead_letter_write_failed", {"error.message": str(exc),
+                                                             "file.path": str(self.dead_letter.path)})
+                retry.extend(i for i, _, _ in dead)
+            else:
+                for i, st, err in dead:
+                    settled[i] = 1
+                self.stats.dead_lettered += len(dead)
+                reason = dead[0][2].get("reason") if isinstance(dead[0][2], dict) else dead[0][2]
+                self.on_problem("documents_dead_lettered", {"documents": len(dead), "first_reason": reason,
+                                                            "file.path": str(self.dead_letter.path)})
+        self.stats.delivered += delivered
+        self.stats.duplicates += duplicates
+        if delivered or duplicates or dead:
+            self.stats.last_delivery = time.time()
+        retry.sort()
+        return retry

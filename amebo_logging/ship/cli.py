@@ -1,0 +1,224 @@
+"""The ``amebo-logship`` command (click): ``ship`` and ``reset-state``.
+
+Every option also reads an ``AMEBO_LOGSHIP_*`` variable.  Operator errors print one line
+and exit with a documented code (errors.py); the shipper's own logs are JSON on stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import configure_logging, get_logger
+from .connection import ConnectionSettings, make_client, probe
+from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
+from .state import StateError, reset_state
+
+__all__ = ["main"]
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/amebo-logship``, else ``~/.local/state/amebo-logship``."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "amebo-logship"
+
+
+def _env(name: str) -> str:
+    return f"AMEBO_LOGSHIP_{name}"
+
+
+def _secret(ctx: click.Context, value: str | None, file_value: Path | None, option: str, variable: str) -> str | None:
+    if file_value is not None:
+        try:
+            return file_value.read_text().strip()
+        except OSError as exc:
+            raise OperatorError(EXIT_CONFIG, f"cannot read {option}-file {file_value}: {exc.strerror}") from None
+    if value is not None and ctx.get_parameter_source(option.lstrip("-").replace("-", "_")) == click.core.ParameterSource.COMMANDLINE:
+        click.echo(f"amebo-logship: warning: {option} on the command line is visible to every user in the process "
+                   f"list; use {variable} or {option}-file instead", err=True)
+    return value
+
+
+def connection_options(fn: Any) -> Any:
+    """The options every command that talks to Elasticsearch takes."""
+    options = [
+        click.option("--es-url", "es_urls", multiple=True, envvar=_env("ES_URL"), default=["http://localhost:9200"],
+                     show_default=True, help="Elasticsearch URL; repeat for several nodes."),
+        click.option("--api-key", envvar=_env("API_KEY"), help="API key (base64 id:key)."),
+        click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False), envvar=_env("API_KEY_FILE"),
+                     help="Read the API key from this file."),
+        click.option("--username", envvar=_env("USERNAME"), help="User for basic authentication."),
+        click.option("--password", envvar=_env("PASSWORD"), help="Password for basic authentication."),
+        click.option("--password-file", type=click.Path(path_type=Path, dir_okay=False), envvar=_env("PASSWORD_FILE"),
+                     help="Read the password from this file."),
+        click.option("--ca-certs", type=click.Path(dir_okay=False), envvar=_env("CA_CERTS"),
+                     help="CA bundle to verify the cluster's certificate."),
+        click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
+                     help="Do NOT verify TLS certificates (anyone on the path can read and change the logs)."),
+        click.option("--compress", is_flag=True, envvar=_env("COMPRESS"), help="gzip request bodies."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_connection(ctx: click.Context, params: dict[str, Any]) -> ConnectionSettings:
+    api_key = _secret(ctx, params["api_key"], params["api_key_file"], "--api-key", _env("API_KEY"))
+    password = _secret(ctx, params["password"], params["password_file"], "--password", _env("PASSWORD"))
+    if params["insecure"]:
+        click.echo("amebo-logship: WARNING: --insecure: TLS certificates are NOT verified; anyone on the network "
+                   "path can read and change what is shipped", err=True)
+    return ConnectionSettings(urls=list(params["es_urls"]), api_key=api_key, username=params["username"],
+                              password=password, ca_certs=params["ca_certs"], insecure=params["insecure"],
+                              compress=params["compress"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="amebo-logging")
+def main() -> None:
+    """Ship Amebo's JSON log files into Elasticsearch, every complete line exactly once."""
+
+
+@main.command()
+@click.argument("patterns", nargs=-1, required=True)
+@connection_options
+@click.option("--data-stream", envvar=_env("DATA_STREAM"), default=None,
+              help="Target data stream  [default: logs-amebo-default]")
+@click.option("--index", envvar=_env("INDEX"), default=None, help="Target index, instead of a data stream.")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
+              default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship",
+              help="Where offsets are kept.")
+@click.option("--dead-letter", type=click.Path(path_type=Path, dir_okay=False), envvar=_env("DEAD_LETTER"),
+              help="NDJSON file for refused documents  [default: STATE_DIR/dead-letter.ndjson]")
+@click.option("--exclude", "excludes", multiple=True, envvar=_env("EXCLUDE"), help="Glob of paths to skip.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
+              envvar=_env("BATCH_SIZE"), help="Documents per bulk request at most.")
+@click.option("--batch-bytes", type=click.IntRange(1024), default=10 * 1024 * 1024, show_default=True,
+              envvar=_env("BATCH_BYTES"), help="Bytes per bulk request at most.")
+@click.option("--flush-interval", type=click.FloatRange(0.01), default=1.0, show_default=True,
+              envvar=_env("FLUSH_INTERVAL"), help="Send a partial batch after this many seconds.")
+@click.option("--max-line-bytes", type=click.IntRange(64), default=1024 * 1024, show_default=True,
+              envvar=_env("MAX_LINE_BYTES"), help="Longer lines are shipped cut to this, tagged truncated.")
+@click.option("--scan-interval", type=click.FloatRange(0.05), default=10.0, show_default=True,
+              envvar=_env("SCAN_INTERVAL"), help="Seconds between looks for new, renamed and deleted files.")
+@click.option("--close-inactive", type=click.FloatRange(0.0), default=300.0, show_default=True,
+              envvar=_env("CLOSE_INACTIVE"), help="Close a file renamed away after this many idle seconds.")
+@click.option("--shutdown-timeout", type=click.FloatRange(0.0), default=30.0, show_default=True,
+              envvar=_env("SHUTDOWN_TIMEOUT"), help="On SIGTERM/SIGINT, seconds to deliver what was read.")
+@click.option("--backoff-initial", type=click.FloatRange(0.001), default=0.5, show_default=True,
+              envvar=_env("BACKOFF_INITIAL"), help="First retry delay (seconds); doubles per failure.")
+@click.option("--backoff-max", type=click.FloatRange(0.001), default=30.0, show_default=True,
+              envvar=_env("BACKOFF_MAX"), help="Longest retry delay (seconds).")
+@click.option("--once", is_flag=True, envvar=_env("ONCE"),
+              help="Ship what the files hold now, wait for every acknowledgement, exit (a backfill).")
+@click.option("--wait-for-files", is_flag=True, envvar=_env("WAIT_FOR_FILES"),
+              help="Start even when no file matches yet.")
+@click.pass_context
+def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
+    """Follow the files matching PATTERNS (globs) and ship their lines to Elasticsearch."""
+    from .shipper import ShipOptions, Shipper
+
+    configure_logging(stream=sys.stderr, fmt=os.environ.get("AMEBO_LOG_FORMAT") or "json",
+                      service_name="amebo-logship", service_version=_version())
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per request is noise
+    log = get_logger("amebo.logship")
+    try:
+        if params["data_stream"] and params["index"]:
+            raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
+        settings = build_connection(ctx, params)
+        client = make_client(settings)
+        found = probe(client, settings)
+        if found.reachable:
+            log.info("elasticsearch_reachable", version=found.version, **{"url.full": settings.shown_urls()})
+        else:
+            log.warning("elasticsearch_unreachable", reason=found.problem, **{"url.full": settings.shown_urls()},
+                        action="reading waits and retries until it answers")
+        options = ShipOptions(
+            patterns=list(patterns), target=params["index"] or params["data_stream"] or "logs-amebo-default",
+            state_dir=params["state_dir"], dead_letter=params["dead_letter"], excludes=list(params["excludes"]),
+            batch_size=params["batch_size"], batch_bytes=params["batch_bytes"],
+            flush_interval=params["flush_interval"], max_line_bytes=params["max_line_bytes"],
+            scan_interval=params["scan_interval"], shutdown_timeout=params["shutdown_timeout"],
+            close_inactive=params["close_inactive"], backoff_initial=params["backoff_initial"],
+            backoff_max=params["backoff_max"], once=params["once"], wait_for_files=params["wait_for_files"],
+        )
+        shipper = Shipper(options, client, log)
+    except StateError as exc:
+        _fail(EXIT_STATE, str(exc))
+    except OperatorError as exc:
+        _fail(exc.exit_code, exc.message)
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name,
+                 shutdown_timeout=options.shutdown_timeout)
+        shipper.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("shipping_started", patterns=list(patterns), target=options.target, once=options.once,
+             state_dir=str(options.state_dir))
+    try:
+        summary = shipper.run()
+    except OperatorError as exc:
+        _fail(exc.exit_code, exc.message)
+    d, r = summary.delivery, summary.read
+    log.info("shipping_stopped", lines=r.lines, delivered=d.delivered, duplicates=d.duplicates,
+             dead_lettered=d.dead_lettered, parse_failures=r.parse_failures, truncated=r.truncated,
+             empty_lines=r.empty, unsettled=summary.unsettled, seconds=round(summary.seconds, 3))
+    for path, nbytes in summary.partial_lines.items():
+        log.warning("partial_line_pending", **{"log.file.path": path}, bytes=nbytes,
+                    reason="the file ends without a newline; that line ships once it is complete")
+    if options.once:
+        rate = r.lines / summary.seconds if summary.seconds > 0 else 0.0
+        click.echo(
+            f"shipped {r.lines} lines in {summary.seconds:.2f}s ({rate:,.0f}/s): {d.delivered} delivered, "
+            f"{d.duplicates} already there, {d.dead_lettered} dead-lettered, {r.parse_failures} not JSON, "
+            f"{r.truncated} truncated, {r.empty} empty skipped"
+            + (f"; {len(summary.partial_lines)} file(s) end with an incomplete line, not shipped"
+               if summary.partial_lines else "")
+        )
+
+
+@main.command("reset-state")
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
+              default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
+@click.confirmation_option(prompt="Forget every offset? Every file will be shipped again from its start")
+def reset_state_command(state_dir: Path) -> None:
+    """Forget all offsets (after a lost or corrupt database).
+
+    Lines shipped before are skipped as duplicates while their documents are in the same
+    backing index; after a rollover they would be indexed again."""
+    reset_state(state_dir)
+    click.echo(f"offsets in {state_dir} were reset")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("amebo-logging")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"amebo-logship: error: {message}", err=True)
+    sys.exit(code)
+
+
+def run() -> None:
+    """Console-script entry: never a traceback for an unexpected error, exit code 1."""
+    try:
+        main(standalone_mode=True)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        get_logger("amebo.logship").exception("internal_error")
+        click.echo(f"amebo-logship: internal error: {type(exc).__name__}: {exc} (please report it)", err=True)
+        sys.exit(EXIT_FAILURE)
