@@ -58,6 +58,20 @@ class ShipperProcess:
                     raise AssertionError(f"no matching record within {timeout}s; last: {self.records[-5:]}")
                 self._cond.wait(min(left, 0.2))
 
+    def count(self, name: str) -> int:
+        with self._cond:
+            return sum(1 for r in self.records if r.get("message") == name)
+
+    def wait_count(self, name: str, n: int, timeout: float = 30.0) -> None:
+        """Wait until *n* records named *name* have been logged (bounded)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while sum(1 for r in self.records if r.get("message") == name) < n:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
+                    raise AssertionError(f"fewer than {n} {name!r} records within {timeout}s")
+                self._cond.wait(min(left, 0.2))
+
     def event(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
         return self.wait_for(lambda r: r.get("message") == name, timeout)
 

@@ -154,7 +154,13 @@ class Tailer:
                 head = head_hash(tf.fd)
             except OSError:
                 continue
-            if head is not None and head != tf.head_hash:
+            if head is None:  # emptied (truncated) before its first line was rewritten
+                self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
+                                                       "reason": "it was emptied"}))
+                tf.superseded = True
+                self._release(tf)  # frees its identity for a copy; the path is opened anew
+                self.waiting[key] = path
+            elif head != tf.head_hash:
                 self._new_generation(tf, head, "its first line changed")
         for key in list(self.waiting):
             if key not in seen:
@@ -250,6 +256,8 @@ class Tailer:
             if st.st_size < tf.read_pos:  # copytruncate: the size dropped below what was read
                 head = head_hash(tf.fd)
                 if head is None:  # nothing complete yet: identify the new content later
+                    self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
+                                                           "reason": "its size dropped"}))
                     tf.superseded = True
                     self._release(tf)
                     return 0

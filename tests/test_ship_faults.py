@@ -1,0 +1,211 @@
+"""Faults: Elasticsearch down, 429 and 503 storms, per-item rejections, kill -9, SIGTERM, memory."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import psutil
+import pytest
+
+from .shipper_proc import ShipperProcess, record, run_ship, write_lines
+from .test_ship_delivery import TARGET, wait_docs
+
+FAST = ["--backoff-initial", "0.02", "--backoff-max", "0.2", "--flush-interval", "0.05", "--scan-interval", "0.1"]
+
+
+def ship_args(es, ship_dir, *extra):
+    return ["ship", str(ship_dir / "*.log"), "--es-url", es.url, "--state-dir", str(ship_dir.parent / "state"),
+            *FAST, *extra]
+
+
+def assert_exactly_once(es, n):
+    seqs = sorted(d["seq"] for d in es.docs(TARGET))
+    assert seqs == list(range(n)), f"{len(seqs)} documents, {len(set(seqs))} distinct, expected {n}"
+
+
+def test_elasticsearch_down_at_start(es, ship_dir):
+    write_lines(ship_dir / "app.log", [record(i) for i in range(3000)])
+    es.stop()
+    proc = ShipperProcess(ship_args(es, ship_dir, "--once", "--batch-size", "500"))
+    try:
+        proc.event("elasticsearch_unreachable")
+        proc.wait_for(lambda r: r.get("message") == "bulk_request_failed" and r["retry_cause"] == "connection")
+        es.start()
+        assert proc.wait() == 0
+    finally:
+        proc.kill()
+    assert_exactly_once(es, 3000)
+
+
+def test_elasticsearch_down_mid_ship(es, ship_dir):
+    path = ship_dir / "app.log"
+    write_lines(path, [record(i) for i in range(1000)])
+    proc = ShipperProcess(ship_args(es, ship_dir, "--batch-size", "200"))
+    try:
+        wait_docs(es, 1000)
+        es.stop()
+        write_lines(path, [record(i) for i in range(1000, 2000)])
+        proc.wait_for(lambda r: r.get("message") == "bulk_request_failed")
+        es.start()
+        wait_docs(es, 2000)
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+    finally:
+        proc.kill()
+    assert_exactly_once(es, 2000)
+
+
+def test_429_and_503_storms_on_whole_requests(es, ship_dir):
+    write_lines(ship_dir / "app.log", [record(i) for i in range(2000)])
+    es.fail_requests(*([429] * 6 + [503] * 4 + [502, 500]))
+    code, out, err = run_ship(ship_args(es, ship_dir, "--once", "--batch-size", "250"))
+    assert code == 0, err
+    assert_exactly_once(es, 2000)
+    assert not es.faults.request_failures  # every injected failure was met and retried
+    assert err.count('"retry_cause":"429"') == 6 and err.count('"retry_cause":"5xx"') == 6
+
+
+def test_per_item_429s_and_503s_are_retried_alone(es, ship_dir):
+    write_lines(ship_dir / "app.log", [record(i) for i in range(2000)])
+    rng = random.Random(4)
+    rejected: dict[str, int] = {}
+
+    def rule(doc_id, doc):  # a third of the items are refused once or twice before they pass
+        if doc_id not in rejected:
+            rejected[doc_id] = rng.choice((0, 0, 1, 2))
+        if rejected[doc_id] > 0:
+            rejected[doc_id] -= 1
+            return rng.choice((429, 503))
+        return None
+
+    es.fail_items(rule)
+    code, out, err = run_ship(ship_args(es, ship_dir, "--once", "--batch-size", "400"))
+    assert code == 0, err
+    assert "2000 delivered" in out and "0 dead-lettered" in out
+    assert_exactly_once(es, 2000)
+    assert all(left == 0 for left in rejected.values())
+
+
+def test_mixed_failures_dead_letter_holds_exactly_the_permanent_ones(es, ship_dir):
+    import orjson
+
+    es.store.index_templates["amebo"] = {
+        "index_patterns": ["logs-amebo-*"], "priority": 200, "data_stream": {},
+        "template": {"mappings": {"properties": {"payload_size": {"type": "long"}}}},
+    }
+    bad = {i for i in range(1500) if i % 97 == 3}
+    write_lines(ship_dir / "app.log", [record(i, payload_size="x" if i in bad else i) for i in range(1500)])
+    seen: set[str] = set()
+
+    def rule(doc_id, doc):
+        if doc_id in seen:
+            return None
+        seen.add(doc_id)
+        return 429 if int(doc_id.rsplit("-", 1)[1]) % 3 == 0 else None
+
+    es.fail_items(rule)
+    es.fail_requests(503, 429)
+    dead = ship_dir.parent / "dead.ndjson"
+    code, out, err = run_ship(ship_args(es, ship_dir, "--once", "--dead-letter", str(dead)))
+    assert code == 0, err
+    entries = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
+    assert sorted(orjson.loads(e["line"])["seq"] for e in entries) == sorted(bad)
+    assert sorted(d["seq"] for d in es.docs(TARGET)) == [i for i in range(1500) if i not in bad]
+
+
+def test_kill_9_at_random_moments_then_every_line_exactly_once(es, ship_dir):
+    n = 60_000
+    write_lines(ship_dir / "app.log", [record(i, payload_size=i * 7) for i in range(n)])
+    rng = random.Random(20261127)
+    kills = 0
+    deadline = time.monotonic() + 150
+    while True:
+        assert time.monotonic() < deadline, "did not finish in time"
+        before = es.bulk_requests
+        proc = ShipperProcess(ship_args(es, ship_dir, "--once", "--batch-size", str(rng.choice((500, 1000, 2000)))))
+        try:
+            if kills < 6:
+                target = before + rng.randint(1, 6)  # a random moment: after a random number of requests
+                while es.bulk_requests < target and proc.proc.poll() is None:
+                    time.sleep(0.005)
+                if rng.random() < 0.5:
+                    time.sleep(rng.uniform(0, 0.05))  # and sometimes in the middle of one
+                if proc.proc.poll() is None:
+                    proc.signal(signal.SIGKILL)
+                    proc.wait()
+                    kills += 1
+                    continue
+            assert proc.wait(timeout=120) == 0, proc.stderr_text()[-2000:]
+            break
+        finally:
+            proc.kill()
+    assert kills >= 3
+    assert_exactly_once(es, n)
+
+
+def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
+    write_lines(ship_dir / "app.log", [record(i) for i in range(20_000)])
+    es.faults.delay = 0.05  # slow enough to stop it mid-way
+    proc = ShipperProcess(ship_args(es, ship_dir, "--batch-size", "1000"))
+    try:
+        while es.bulk_requests < 2:
+            time.sleep(0.005)
+        proc.signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+        stopped = proc.event("shipping_stopped")
+        assert stopped["unsettled"] == 0
+    finally:
+        proc.kill()
+    delivered = len(es.docs(TARGET))
+    assert 0 < delivered < 20_000
+    es.faults.delay = 0
+    code, out, err = run_ship(ship_args(es, ship_dir, "--once"))
+    assert code == 0, err
+    assert f"{20_000 - delivered} delivered, 0 already there" in out  # resumed exactly where it stopped
+    assert_exactly_once(es, 20_000)
+
+
+def test_shutdown_timeout_bounds_the_stop_during_an_outage(es, ship_dir):
+    write_lines(ship_dir / "app.log", [record(i) for i in range(500)])
+    es.stop()
+    proc = ShipperProcess(ship_args(es, ship_dir, "--shutdown-timeout", "0.5"))
+    try:
+        proc.wait_for(lambda r: r.get("message") == "bulk_request_failed")
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert time.monotonic() - started < 10
+        assert proc.event("shutdown_timeout_reached")["unsettled_documents"] == 500
+    finally:
+        proc.kill()
+    es.start()
+    code, out, _ = run_ship(ship_args(es, ship_dir, "--once"))
+    assert code == 0 and "500 delivered" in out
+    assert_exactly_once(es, 500)
+
+
+def test_memory_stays_bounded_during_a_long_outage(es, ship_dir):
+    """200 MB of lines while Elasticsearch is down: reading pauses at the in-flight limit."""
+    path = ship_dir / "big.log"
+    line = record(0, padding="p" * 900)
+    with open(path, "wb") as f:
+        chunk = line * 10_000
+        for _ in range(20):
+            f.write(chunk)
+    es.stop()
+    proc = ShipperProcess(ship_args(es, ship_dir, "--batch-bytes", str(1 << 20), "--backoff-max", "0.05",
+                                          "--shutdown-timeout", "0.5"))
+    try:
+        ps = psutil.Process(proc.proc.pid)
+        peak = 0
+        for n in range(1, 41):  # many retries into the outage, sampling memory after each
+            proc.wait_count("bulk_request_failed", n)
+            peak = max(peak, ps.memory_info().rss)
+        assert peak < 120 * 1024 * 1024, f"peak RSS {peak / 1e6:.0f} MB while 200 MB waited"
+        proc.signal()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+        es.start()
