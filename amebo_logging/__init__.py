@@ -28,8 +28,19 @@ from .logger import AmeboLogger, get_logger
 from .outbound import async_httpx_event_hooks, httpx_event_hooks
 from .sink import write_failures
 
+def __getattr__(name: str) -> object:
+    # ElasticsearchHandler lives in the shipper wing; it is imported only when asked for, so
+    # `import amebo_logging` never loads the Elasticsearch client.
+    if name == "ElasticsearchHandler":
+        from .ship.handler import ElasticsearchHandler
+
+        return ElasticsearchHandler
+    raise AttributeError(f"module 'amebo_logging' has no attribute {name!r}")
+
+
 __all__ = [
     "AmeboLogger",
+    "ElasticsearchHandler",
     "CorrelationMiddleware",
     "LoggingConfig",
     "TraceContext",

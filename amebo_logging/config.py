@@ -124,6 +124,7 @@ def configure_logging(
     environment: str | None = None,
     redact: bool | list[str] | tuple[str, ...] | None = None,
     processors: Sequence[Processor] = (),
+    elasticsearch: Any = None,
 ) -> LoggingConfig:
     """Make every record, structlog's and the stdlib's, one ECS JSON line (or a console line).
 
@@ -143,6 +144,8 @@ def configure_logging(
             comma-separated list in the same form.
         processors: structlog processors run on every structlog record after its ECS
             fields are in place, before rendering (stdlib records do not pass through them).
+        elasticsearch: an :class:`amebo_logging.ElasticsearchHandler`: every JSON line,
+            structlog's and the stdlib's, is also queued to it (needs ``fmt="json"``).
 
     Returns:
         The settings now in force.
@@ -164,10 +167,15 @@ def configure_logging(
         "service.environment": environment or _env("AMEBO_ENVIRONMENT") or "production",
     }
 
+    write = sink.write
+    if elasticsearch is not None:
+        if out_format != "json":
+            sink.close()
+            raise ValueError("elasticsearch= ships JSON records: use fmt='json' (or unset AMEBO_LOG_FORMAT)")
+        write = _tee(sink.write, elasticsearch.submit)
+        logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # not a line per bulk request
     set_redactor(red)
-    _logger.install(
-        level=min_level, render=render, write=sink.write, processors=processors, service=service
-    )
+    _logger.install(level=min_level, render=render, write=write, processors=processors, service=service)
     structlog.configure(
         processors=list(processors),
         wrapper_class=AmeboLogger,
@@ -204,6 +212,14 @@ def configure_logging(
         environment=service["service.environment"],
         redacted_keys=red.keys,
     )
+
+
+def _tee(first: Any, second: Any) -> Any:
+    def write_both(line: bytes) -> None:
+        first(line)
+        second(line)
+
+    return write_both
 
 
 def _safe_isatty(stream: IO[Any]) -> bool:

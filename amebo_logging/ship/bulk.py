@@ -17,28 +17,51 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from typing import Protocol
+
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from .batch import Batch
-from .deadletter import DeadLetter
 
-__all__ = ["Backoff", "BulkSender", "DeliveryStats"]
+__all__ = ["Backoff", "BulkSender", "DeliveryStats", "PermanentFailures", "DURATION_BUCKETS"]
 
 FILTER_PATH = "errors,items.*.status,items.*.error"
+
+#: Upper bounds (seconds) of the bulk request duration histogram.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class PermanentFailures(Protocol):
+    """Where documents Elasticsearch refused for good go (the dead-letter file, or a count)."""
+
+    where: str
+
+    def record(self, batch: Batch, refused: list[tuple[int, int, Any]]) -> None:
+        """Keep (index, status, error) of each refused document; raise OSError if it cannot."""
 
 
 @dataclass
 class DeliveryStats:
-    """Counts kept by the sending side."""
+    """Counts kept by the sending side; the monitor reads them, never steers by them."""
 
     delivered: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
     retries: dict[str, int] = field(default_factory=lambda: {"429": 0, "5xx": 0, "connection": 0, "other": 0})
     bulk_requests: int = 0
-    bulk_seconds: list[float] = field(default_factory=list)  # observed durations, drained by the monitor
+    bulk_buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
+    bulk_seconds_sum: float = 0.0
     last_delivery: float | None = None  # wall-clock time of the last settled item
-    last_error: str | None = None
+    last_ok: float | None = None  # wall-clock time of the last request Elasticsearch answered 2xx
+    last_failure: tuple[float, str, str] | None = None  # (time, kind, reason) of the last failed request
+
+    def observe(self, seconds: float) -> None:
+        self.bulk_requests += 1
+        self.bulk_seconds_sum += seconds
+        for i, bound in enumerate(DURATION_BUCKETS):
+            if seconds <= bound:
+                self.bulk_buckets[i] += 1
+                break
 
 
 class Backoff:
@@ -74,7 +97,7 @@ class BulkSender:
         self,
         client: Elasticsearch,
         target: str,
-        dead_letter: DeadLetter,
+        dead_letter: PermanentFailures,
         *,
         stats: DeliveryStats,
         backoff: Backoff,
@@ -96,18 +119,21 @@ class BulkSender:
     def _request(self, body: bytes) -> tuple[dict[str, Any] | None, int | None, str]:
         """(response, None, '') on HTTP 2xx; (None, status or None, reason) on failure."""
         started = time.perf_counter()
-        self.stats.bulk_requests += 1
         try:
             resp = self.client.bulk(operations=body, index=self.target, filter_path=FILTER_PATH)
+            self.stats.last_ok = time.time()
             return resp.body, None, ""
         except ApiError as exc:
-            return None, exc.status_code, f"HTTP {exc.status_code} {exc.message}"
+            kind = "auth" if exc.status_code in (401, 403) else "http"
+            reason = f"HTTP {exc.status_code} {exc.message}"
+            self.stats.last_failure = (time.time(), kind, reason)
+            return None, exc.status_code, reason
         except TransportError as exc:
-            return None, None, f"{type(exc).__name__}: {exc.message}"
+            reason = f"{type(exc).__name__}: {exc.message}"
+            self.stats.last_failure = (time.time(), "connection", reason)
+            return None, None, reason
         finally:
-            self.stats.bulk_seconds.append(time.perf_counter() - started)
-            if len(self.stats.bulk_seconds) > 10_000:
-                del self.stats.bulk_seconds[:5_000]
+            self.stats.observe(time.perf_counter() - started)
 
     def deliver(self, batch: Batch) -> bytearray:
         """Settle every document of *batch*; returns a flag per document (1 = settled)."""
@@ -131,7 +157,6 @@ class BulkSender:
             if items is None or len(items) != len(pending):
                 cause = _cause(status)
                 self.stats.retries[cause] += 1
-                self.stats.last_error = reason
                 self.on_problem("bulk_request_failed", {"reason": reason, "retry_cause": cause,
                                                         "documents": len(pending)})
                 if not self._wait():
@@ -165,12 +190,11 @@ class BulkSender:
             else:
                 dead.append((i, status, result.get("error")))
         if dead:
-            entries = [self.dead_letter.entry(batch, i, st, err) for i, st, err in dead]
             try:
-                self.dead_letter.write(entries)
-            except OSError as exc:  # not written: keep them pending, nothing is lost
+                self.dead_letter.record(batch, dead)
+            except OSError as exc:  # not kept: they stay pending, nothing is lost
                 self.on_problem("dead_letter_write_failed", {"error.message": str(exc),
-                                                             "file.path": str(self.dead_letter.path)})
+                                                             "file.path": self.dead_letter.where})
                 retry.extend(i for i, _, _ in dead)
             else:
                 for i, st, err in dead:
@@ -178,7 +202,7 @@ class BulkSender:
                 self.stats.dead_lettered += len(dead)
                 reason = dead[0][2].get("reason") if isinstance(dead[0][2], dict) else dead[0][2]
                 self.on_problem("documents_dead_lettered", {"documents": len(dead), "first_reason": reason,
-                                                            "file.path": str(self.dead_letter.path)})
+                                                            "file.path": self.dead_letter.where})
         self.stats.delivered += delivered
         self.stats.duplicates += duplicates
         if delivered or duplicates or dead:

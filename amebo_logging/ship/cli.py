@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,11 @@ def main() -> None:
               help="Ship what the files hold now, wait for every acknowledgement, exit (a backfill).")
 @click.option("--wait-for-files", is_flag=True, envvar=_env("WAIT_FOR_FILES"),
               help="Start even when no file matches yet.")
+@click.option("--metrics-addr", envvar=_env("METRICS_ADDR"), metavar="HOST:PORT",
+              help="Serve Prometheus /metrics and /health here (off by default).")
+@click.option("--health-stall-seconds", type=click.FloatRange(1.0), default=300.0, show_default=True,
+              envvar=_env("HEALTH_STALL_SECONDS"),
+              help="/health is 503 when nothing was delivered this long while lines wait.")
 @click.pass_context
 def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
     """Follow the files matching PATTERNS (globs) and ship their lines to Elasticsearch."""
@@ -148,7 +154,21 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
             close_inactive=params["close_inactive"], backoff_initial=params["backoff_initial"],
             backoff_max=params["backoff_max"], once=params["once"], wait_for_files=params["wait_for_files"],
         )
-        shipper = Shipper(options, client, log)
+        monitor_at = _parse_addr(params["metrics_addr"]) if params["metrics_addr"] else None
+        progress = Progress() if options.once and _isatty(sys.stderr) else None
+        shipper = Shipper(options, client, log, progress=progress)
+        if monitor_at is not None:
+            from .monitor import MonitorServer
+
+            try:
+                monitor = MonitorServer(shipper, *monitor_at, stall_seconds=params["health_stall_seconds"]).start()
+            except OSError as exc:
+                shipper.close()
+                raise OperatorError(EXIT_CONFIG, f"cannot serve metrics on {params['metrics_addr']}: "
+                                                 f"{exc.strerror or exc}") from None
+            host, port = monitor.address[:2]
+            log.info("monitor_listening", **{"url.full": f"http://{_host_for_url(host)}:{port}/metrics"},
+                     port=port)
     except StateError as exc:
         _fail(EXIT_STATE, str(exc))
     except OperatorError as exc:
@@ -167,6 +187,9 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
         summary = shipper.run()
     except OperatorError as exc:
         _fail(exc.exit_code, exc.message)
+    finally:
+        if progress is not None:
+            progress.finish()
     d, r = summary.delivery, summary.read
     log.info("shipping_stopped", lines=r.lines, delivered=d.delivered, duplicates=d.duplicates,
              dead_lettered=d.dead_lettered, parse_failures=r.parse_failures, truncated=r.truncated,
@@ -185,6 +208,52 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
         )
 
 
+@main.command()
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
+              default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def status(state_dir: Path, as_json: bool) -> None:
+    """Every tracked file: identity, shipped offset, size, lag and last delivery."""
+    from .status import file_status, render_table
+
+    try:
+        rows = file_status(state_dir)
+    except StateError as exc:
+        _fail(EXIT_STATE, str(exc))
+    if as_json:
+        import orjson
+
+        click.echo(orjson.dumps(rows).decode())
+    else:
+        click.echo(render_table(rows))
+
+
+@main.command()
+@connection_options
+@click.option("--data-stream", envvar=_env("DATA_STREAM"), default=None,
+              help="Target data stream  [default: logs-amebo-default]")
+@click.option("--index", envvar=_env("INDEX"), default=None, help="Target index, instead of a data stream.")
+@click.pass_context
+def check(ctx: click.Context, **params: Any) -> None:
+    """Check that shipping would work: connection, TLS, credentials, version, target, privileges.
+
+    Prints one line per check; each problem says what to do.  Exits 0 only when all pass."""
+    from .checks import run_checks
+
+    try:
+        settings = build_connection(ctx, params)
+        client = make_client(settings)
+    except OperatorError as exc:
+        _fail(exc.exit_code, exc.message)
+    target = params["index"] or params["data_stream"] or "logs-amebo-default"
+    code = 0
+    for result in run_checks(client, settings, target, is_index=bool(params["index"])):
+        click.echo(f"{'ok  ' if result.ok else 'FAIL'}  {result.name}: {result.detail}")
+        if not result.ok and code == 0:
+            code = result.exit_code
+    sys.exit(code)
+
+
 @main.command("reset-state")
 @click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
               default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
@@ -196,6 +265,66 @@ def reset_state_command(state_dir: Path) -> None:
     backing index; after a rollover they would be indexed again."""
     reset_state(state_dir)
     click.echo(f"offsets in {state_dir} were reset")
+
+
+def _parse_addr(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise OperatorError(EXIT_CONFIG, f"--metrics-addr {value!r} is not HOST:PORT, e.g. 127.0.0.1:9109")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _host_for_url(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class Progress:
+    """A one-line progress bar on stderr for ``--once`` on a terminal."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.start: tuple[float, int, int] | None = None  # (time, committed bytes, delivered docs)
+        self.total = 0
+        self.last_draw = 0.0
+
+    def __call__(self, shipper: Any) -> None:
+        now = time.monotonic()
+        if now - self.last_draw < 0.25:
+            return
+        self.last_draw = now
+        files = list(shipper.tailer.files.values())
+        committed = sum(tf.committed for tf in files)
+        d = shipper.delivery_stats
+        if self.start is None:
+            self.start = (now, committed, d.delivered + d.duplicates)
+            self.total = sum(tf.size for tf in files) - committed
+        t0, c0, n0 = self.start
+        done = max(0, committed - c0)
+        total = max(self.total, done, 1)
+        elapsed = max(now - t0, 1e-6)
+        rate = (d.delivered + d.duplicates - n0) / elapsed
+        bytes_rate = done / elapsed
+        eta = (total - done) / bytes_rate if bytes_rate > 0 else float("inf")
+        filled = int(self.width * done / total)
+        eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
+        sys.stderr.write(
+            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done / 1e6:8.1f}/{total / 1e6:.1f} MB "
+            f"{rate:9,.0f} docs/s ETA {eta_text} dead letters {d.dead_lettered}"
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.start is not None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 def _version() -> str:

@@ -35,6 +35,11 @@ class DeadLetter:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         self._lock = threading.Lock()
         self.count = 0
+        self.where = str(self.path)
+
+    def record(self, batch: Batch, refused: list[tuple[int, int, Any]]) -> None:
+        """Append an entry per refused (index, status, error) of *batch*, fsynced."""
+        self.write([self.entry(batch, i, status, error) for i, status, error in refused])
 
     @staticmethod
     def original_line(batch: Batch, i: int) -> bytes | None:

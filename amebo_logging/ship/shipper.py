@@ -118,6 +118,7 @@ class Shipper:
                                  backoff=Backoff(options.backoff_initial, options.backoff_max),
                                  hard_stop=self.hard_stop, on_problem=self._problem)
         self.unsettled = 0
+        self.started_at = time.time()
         self._sender_thread = threading.Thread(target=self._send_loop, name="amebo-logship-sender", daemon=True)
         self._shutdown_timer: threading.Timer | None = None
 

@@ -1,0 +1,197 @@
+"""Prometheus metrics and ``/health`` for a running shipper.
+
+The metrics are read from the shipper's own counters at scrape time: they observe every
+stage and never steer one.  ``/health`` answers 200 while the shipper delivers, or is idle
+and can reach Elasticsearch; 503 with the reason when Elasticsearch is unreachable, refuses
+the credentials, or nothing was delivered for longer than the stall threshold while lines
+wait.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from elasticsearch import ApiError, TransportError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from .bulk import DURATION_BUCKETS
+
+if TYPE_CHECKING:
+    from .shipper import Shipper
+
+__all__ = ["HealthCheck", "MonitorServer", "ShipperCollector", "METRIC_NAMES"]
+
+P = "amebo_logship_"
+
+#: Every metric family this module exports (the alert rules' test checks against it).
+METRIC_NAMES = (
+    f"{P}lines_read_total",
+    f"{P}documents_delivered_total",
+    f"{P}duplicates_absorbed_total",
+    f"{P}documents_dead_lettered_total",
+    f"{P}parse_failures_total",
+    f"{P}truncated_lines_total",
+    f"{P}retries_total",
+    f"{P}bulk_request_duration_seconds",
+    f"{P}lag_bytes",
+    f"{P}files_watched",
+    f"{P}last_delivery_timestamp_seconds",
+)
+
+
+class ShipperCollector(Collector):
+    """Turns a shipper's counters into Prometheus metric families."""
+
+    def __init__(self, shipper: Shipper) -> None:
+        self.shipper = shipper
+
+    def collect(self) -> Iterator[Any]:
+        s = self.shipper
+        r, d = s.read_stats, s.delivery_stats
+        for name, doc, value in (
+            ("lines_read", "Complete lines read from the files.", r.lines),
+            ("documents_delivered", "Documents Elasticsearch acknowledged (200/201).", d.delivered),
+            ("duplicates_absorbed", "Documents already in Elasticsearch (409 on create): replays.", d.duplicates),
+            ("documents_dead_lettered", "Documents refused for good, written to the dead-letter file.",
+             d.dead_lettered),
+            ("parse_failures", "Lines that were not a JSON object (shipped with error.message).",
+             r.parse_failures),
+            ("truncated_lines", "Lines cut at --max-line-bytes.", r.truncated),
+        ):
+            yield CounterMetricFamily(f"{P}{name}", doc, value=value)
+        retries = CounterMetricFamily(f"{P}retries", "Bulk requests or items retried, by cause.",
+                                      labels=["cause"])
+        for cause, count in sorted(d.retries.items()):
+            retries.add_metric([cause], count)
+        yield retries
+        buckets, cumulative = [], 0
+        for bound, count in zip(DURATION_BUCKETS, list(d.bulk_buckets)):
+            cumulative += count
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", d.bulk_requests))
+        yield HistogramMetricFamily(f"{P}bulk_request_duration_seconds", "Duration of bulk requests.",
+                                    buckets=buckets, sum_value=d.bulk_seconds_sum)
+        lag = GaugeMetricFamily(f"{P}lag_bytes", "Bytes not yet shipped, per file.", labels=["file"])
+        files = list(s.tailer.files.values())
+        for tf in files:
+            lag.add_metric([tf.path], max(0, tf.size - tf.committed))
+        yield lag
+        yield GaugeMetricFamily(f"{P}files_watched", "Files open for reading.", value=len(files))
+        yield GaugeMetricFamily(f"{P}last_delivery_timestamp_seconds",
+                                "Unix time of the last settled document (0 before the first).",
+                                value=d.last_delivery or 0.0)
+
+
+class HealthCheck:
+    """Decides ``/health``: see the module docstring."""
+
+    def __init__(self, shipper: Shipper, stall_seconds: float = 300.0, probe_every: float = 5.0) -> None:
+        self.shipper = shipper
+        self.stall_seconds = stall_seconds
+        self.probe_every = probe_every
+        self._probe: tuple[float, str | None] = (0.0, None)  # (when, problem or None)
+        self._lock = threading.Lock()
+
+    def _reachability(self) -> str | None:
+        """A problem reaching Elasticsearch, or None; asks it when nothing answered lately."""
+        d = self.shipper.delivery_stats
+        now = time.time()
+        failure = d.last_failure
+        if failure is not None and (d.last_ok is None or failure[0] > d.last_ok):
+            kind, reason = failure[1], failure[2]
+            if kind == "auth":
+                return f"Elasticsearch refused the credentials: {reason}"
+            if kind == "connection":
+                return f"Elasticsearch is unreachable: {reason}"
+        if d.last_ok is not None and now - d.last_ok < self.probe_every:
+            return None
+        with self._lock:
+            when, problem = self._probe
+            if now - when < self.probe_every:
+                return problem
+            problem = self._ask()
+            self._probe = (time.time(), problem)
+            return problem
+
+    def _ask(self) -> str | None:
+        client = self.shipper.sender.client.options(request_timeout=min(5.0, self.probe_every))
+        try:
+            client.info()
+            return None
+        except ApiError as exc:
+            if exc.status_code in (401, 403):
+                return f"Elasticsearch refused the credentials: HTTP {exc.status_code}"
+            return f"Elasticsearch answered HTTP {exc.status_code}"
+        except TransportError as exc:
+            return f"Elasticsearch is unreachable: {type(exc).__name__}: {exc.message}"
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        s = self.shipper
+        d = s.delivery_stats
+        lag = sum(max(0, tf.size - tf.committed) for tf in list(s.tailer.files.values()))
+        body: dict[str, Any] = {
+            "lag_bytes": lag,
+            "files_watched": len(s.tailer.files),
+            "delivered": d.delivered,
+            "dead_lettered": d.dead_lettered,
+            "last_delivery": datetime.fromtimestamp(d.last_delivery, timezone.utc).isoformat()
+            if d.last_delivery else None,
+        }
+        problem = self._reachability()
+        if problem is None and lag > 0:
+            since = time.time() - (d.last_delivery or s.started_at)
+            if since > self.stall_seconds:
+                problem = f"nothing delivered for {since:.0f}s while {lag} bytes wait"
+        if problem is not None:
+            return 503, {"status": "unavailable", "reason": problem, **body}
+        return 200, {"status": "ok", **body}
+
+
+class MonitorServer:
+    """Serves ``/metrics`` and ``/health`` on *host*:*port* in a daemon thread."""
+
+    def __init__(self, shipper: Shipper, host: str, port: int, stall_seconds: float = 300.0) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ShipperCollector(shipper))
+        self.health = HealthCheck(shipper, stall_seconds)
+        registry, health = self.registry, self.health
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    status, body, ctype = 200, generate_latest(registry), CONTENT_TYPE_LATEST
+                elif path in ("/health", "/healthz"):
+                    status, doc = health.status()
+                    body, ctype = orjson.dumps(doc), "application/json"
+                else:
+                    status, body, ctype = 404, b'{"error":"try /metrics or /health"}', "application/json"
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.server.daemon_threads = True
+        self.address = self.server.server_address
+        self.thread = threading.Thread(target=self.server.serve_forever, name="amebo-logship-monitor", daemon=True)
+
+    def start(self) -> MonitorServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
