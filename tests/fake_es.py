@@ -366,6 +366,7 @@ class FakeElasticsearch:
         self.api_key = api_key
         self.privileges = privileges
         self.requests: list[tuple[str, str]] = []
+        self.forbidden: dict[str, int] = {}  # path prefix -> status for writes (privileges)
         self.bulk_requests = 0
         self.gzip_requests = 0
         self._sock: socket.socket | None = None
@@ -541,6 +542,12 @@ class _Handler(BaseHTTPRequestHandler):
                           header={"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"', "ApiKey"]})
             self._send(401, err.body(), {"WWW-Authenticate": 'Basic realm="security" charset="UTF-8"'})
             return
+        for prefix, status in self.es.forbidden.items():
+            if path.startswith(prefix) and method in ("PUT", "POST", "DELETE"):
+                err = EsError(status, "security_exception",
+                              f"action [{method} {path}] is unauthorized for user [amebo_writer]")
+                self._send(status, err.body())
+                return
         if self.es.faults.delay:
             time.sleep(self.es.faults.delay)
         try:

@@ -18,7 +18,7 @@ import click
 
 from .. import configure_logging, get_logger
 from .connection import ConnectionSettings, make_client, probe
-from .errors import EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
+from .errors import EXIT_AUTH, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
 from .state import StateError, reset_state
 
 __all__ = ["main"]
@@ -252,6 +252,66 @@ def check(ctx: click.Context, **params: Any) -> None:
         if not result.ok and code == 0:
             code = result.exit_code
     sys.exit(code)
+
+
+@main.command()
+@connection_options
+@click.option("--kibana-url", envvar=_env("KIBANA_URL"), help="Also import kibana/amebo.ndjson into this Kibana.")
+@click.option("--ilm-delete-after", default="90d", show_default=True, envvar=_env("ILM_DELETE_AFTER"),
+              help="Delete backing indices this long after they roll over.")
+@click.pass_context
+def setup(ctx: click.Context, kibana_url: str | None, ilm_delete_after: str, **params: Any) -> None:
+    """Install the ILM policy and index templates (and, with --kibana-url, the Kibana objects).
+
+    Idempotent: prints what it created, updated or left unchanged."""
+    from elasticsearch import ApiError, AuthenticationException, TransportError
+
+    from . import elastic_setup, kibana
+
+    try:
+        settings = build_connection(ctx, params)
+        client = make_client(settings)
+        elastic_setup.apply(client, ilm_delete_after,
+                            report=lambda c: click.echo(f"{c.action:9}  {c.kind} {c.name}"))
+    except OperatorError as exc:
+        _fail(exc.exit_code, exc.message)
+    except AuthenticationException:
+        _fail(EXIT_AUTH, f"Elasticsearch at {settings.shown_urls()} refused the credentials (HTTP 401)")
+    except ApiError as exc:
+        code = EXIT_AUTH if exc.status_code == 403 else EXIT_CONFIG
+        hint = ": the user needs the manage_ilm and manage_index_templates cluster privileges" \
+            if exc.status_code == 403 else ""
+        _fail(code, f"Elasticsearch refused the set-up (HTTP {exc.status_code}: {_reason(exc)}){hint}")
+    except TransportError as exc:
+        _fail(EXIT_CONFIG, f"cannot reach Elasticsearch at {settings.shown_urls()}: {exc.message}")
+    if kibana_url:
+        headers = _auth_headers(settings)
+        try:
+            answer = kibana.import_objects(kibana_url, kibana.ndjson().encode(), headers=headers,
+                                           ca_certs=settings.ca_certs, verify=not settings.insecure)
+        except PermissionError as exc:
+            _fail(EXIT_AUTH, str(exc))
+        except RuntimeError as exc:
+            _fail(EXIT_CONFIG, str(exc))
+        click.echo(f"imported   {answer.get('successCount', 0)} Kibana saved objects into {kibana_url}")
+
+
+def _reason(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        return str(body["error"].get("reason") or body["error"].get("type"))
+    return str(exc.message)
+
+
+def _auth_headers(settings: ConnectionSettings) -> dict[str, str]:
+    import base64
+
+    if settings.api_key:
+        return {"Authorization": f"ApiKey {settings.api_key}"}
+    if settings.username is not None:
+        token = base64.b64encode(f"{settings.username}:{settings.password or ''}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+    return {}
 
 
 @main.command("reset-state")

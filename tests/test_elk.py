@@ -1,0 +1,347 @@
+"""The ELK view: templates and ILM from the schema, `setup`, Kibana objects, Logstash, compose."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from amebo_logging import schema
+from amebo_logging.ship import elastic_setup, kibana
+
+from .fake_es import FakeElasticsearch, _flatten_properties
+from .shipper_proc import record, run_ship, write_lines
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- templates and ILM ------------------------------------------------------------------------
+
+
+def test_resources_are_generated_from_the_schema_and_do_not_drift():
+    for name, body in elastic_setup.resources().items():
+        committed = (ROOT / "amebo_logging" / "resources" / name).read_text()
+        assert committed == elastic_setup.render(body), f"{name} drifted: run python -m amebo_logging.ship.elastic_setup --write"
+    assert (ROOT / "kibana" / "amebo.ndjson").read_text() == kibana.ndjson(), "kibana/amebo.ndjson drifted"
+
+
+def test_mappings_cover_every_schema_field_with_the_intended_types():
+    mapped = _flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
+    for f in schema.FIELDS:
+        assert mapped[f.name] == f.type, f.name
+    for name in ("correlation_id", "trace.id", "event_id", "log.level", "action", "application"):
+        assert mapped[name] == "keyword"
+    assert mapped["message"] == "match_only_text" and mapped["payload_size"] == "long"
+    assert mapped["@timestamp"] == "date" and mapped["error.stack_trace"] == "wildcard"
+
+
+def test_index_template_and_ilm_policy():
+    t = elastic_setup.index_template()
+    assert t["index_patterns"] == ["logs-amebo-*"] and t["data_stream"] == {} and t["priority"] > 100
+    assert t["composed_of"][:3] == ["logs@mappings", "logs@settings", "ecs@mappings"]
+    assert t["composed_of"][-1] == "amebo-logs@mappings"  # ours last: it wins
+    assert t["ignore_missing_component_templates"] == ["logs@mappings", "logs@settings", "ecs@mappings"]
+    assert elastic_setup.component_settings()["template"]["settings"]["index"]["lifecycle"]["name"] == "amebo-logs"
+    phases = elastic_setup.ilm_policy("45d")["policy"]["phases"]
+    assert phases["hot"]["actions"]["rollover"] == {"max_primary_shard_size": "50gb", "max_age": "30d"}
+    assert phases["delete"] == {"min_age": "45d", "actions": {"delete": {}}}
+
+
+def test_setup_installs_then_is_idempotent_and_the_template_applies(es, ship_dir):
+    code, out, err = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "60d"])
+    assert code == 0, err
+    assert out.splitlines() == [
+        "created    ILM policy amebo-logs",
+        "created    component template amebo-logs@settings",
+        "created    component template amebo-logs@mappings",
+        "created    index template amebo-logs",
+    ]
+    assert es.store.ilm_policies["amebo-logs"]["policy"]["phases"]["delete"]["min_age"] == "60d"
+    code, out, _ = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "60d"])
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["unchanged"] * 4
+    code, out, _ = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "30d"])
+    assert out.splitlines()[0] == "updated    ILM policy amebo-logs"
+    # the data stream now takes our mappings: payload_size is a long, so text there is refused
+    write_lines(ship_dir / "a.log", [record(1, payload_size=5), record(2, payload_size="five")])
+    code, out, _ = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", es.url,
+                             "--state-dir", str(ship_dir.parent / "state")])
+    assert code == 0 and "1 delivered" in out and "1 dead-lettered" in out
+    assert es.store.data_streams["logs-amebo-default"]
+
+
+def test_setup_refusals_are_one_line():
+    with FakeElasticsearch(username="u", password="p") as es:
+        code, _, err = run_ship(["setup", "--es-url", es.url, "--username", "u"], env={"AMEBO_LOGSHIP_PASSWORD": "x"})
+        assert code == 4 and "refused the credentials" in err and "Traceback" not in err
+        es.forbidden["/_index_template"] = 403
+        code, out, err = run_ship(["setup", "--es-url", es.url, "--username", "u"], env={"AMEBO_LOGSHIP_PASSWORD": "p"})
+        assert code == 4 and "manage_index_templates" in err and "unauthorized" in err
+        assert len([x for x in err.splitlines() if x.startswith("amebo-logship: error:")]) == 1
+    code, _, err = run_ship(["setup", "--es-url", es.url])
+    assert code == 3 and "cannot reach" in err
+
+
+class FakeKibana:
+    """Kibana's saved objects import API, as far as `setup` uses it."""
+
+    def __init__(self, status: int = 200) -> None:
+        self.status = status
+        self.imports: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                boundary = self.headers["Content-Type"].split("boundary=", 1)[1].encode()
+                part = body.split(b"--" + boundary)[1]
+                headers, _, content = part.partition(b"\r\n\r\n")
+                lines = [orjson.loads(x) for x in content.rstrip(b"\r\n").splitlines()]
+                outer.imports.append({"path": self.path, "xsrf": self.headers.get("kbn-xsrf"),
+                                      "auth": self.headers.get("Authorization"), "objects": lines,
+                                      "disposition": headers})
+                answer = ({"success": True, "successCount": len(lines), "successResults": []}
+                          if outer.status == 200 else {"statusCode": outer.status, "message": "no"})
+                data = json.dumps(answer).encode()
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_setup_imports_the_kibana_objects_with_overwrite(es):
+    kb = FakeKibana()
+    try:
+        code, out, err = run_ship(["setup", "--es-url", es.url, "--kibana-url", kb.url, "--username", "elastic"],
+                                  env={"AMEBO_LOGSHIP_PASSWORD": "pw"})
+        assert code == 0, err
+        [imp] = kb.imports
+        assert imp["path"] == "/api/saved_objects/_import?overwrite=true" and imp["xsrf"] == "true"
+        assert imp["auth"].startswith("Basic ") and b'filename="amebo.ndjson"' in imp["disposition"]
+        assert imp["objects"] == kibana.objects()
+        assert f"imported   {len(kibana.objects())} Kibana saved objects" in out
+        kb.status = 403
+        code, _, err = run_ship(["setup", "--es-url", es.url, "--kibana-url", kb.url])
+        assert code == 4 and "Kibana refused the credentials" in err
+    finally:
+        kb.close()
+
+
+# --- the Kibana saved objects -------------------------------------------------------------------
+
+
+def ndjson_objects():
+    lines = (ROOT / "kibana" / "amebo.ndjson").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+def test_kibana_objects_are_valid_unique_and_resolve():
+    objs = ndjson_objects()
+    ids = [(o["type"], o["id"]) for o in objs]
+    assert len(ids) == len(set(ids))
+    types = {o["type"] for o in objs}
+    assert types == {"index-pattern", "search", "lens", "dashboard"}
+    assert sum(o["type"] == "search" for o in objs) == 4 and sum(o["type"] == "lens" for o in objs) == 6
+    present = set(ids)
+    for o in objs:
+        assert version_tuple(o["coreMigrationVersion"]) <= (8, 8, 0)
+        assert version_tuple(o["typeMigrationVersion"]) <= (8, 9, 0)
+        names = [r["name"] for r in o["references"]]
+        assert len(names) == len(set(names))
+        for ref in o["references"]:
+            assert (ref["type"], ref["id"]) in present, ref
+        attrs = o["attributes"]
+        if o["type"] == "dashboard":
+            for panel in json.loads(attrs["panelsJSON"]):
+                assert panel["panelRefName"] in names
+        if o["type"] == "search":
+            source = json.loads(attrs["kibanaSavedObjectMeta"]["searchSourceJSON"])
+            assert source["indexRefName"] in names
+        if o["type"] == "lens":
+            layers = attrs["state"]["datasourceStates"]["formBased"]["layers"]
+            for layer_id in layers:
+                assert f"indexpattern-datasource-layer-{layer_id}" in names
+
+
+def _fields_used(objs):
+    used = set()
+    kql_field = re.compile(r"([A-Za-z_@][\w.@]*)\s*:")
+    for o in objs:
+        a = o["attributes"]
+        if o["type"] == "index-pattern":
+            used.add(a["timeFieldName"])
+            used.update(json.loads(a["fieldFormatMap"]))
+        if o["type"] == "search":
+            used.update(a["columns"])
+            used.update(kql_field.findall(json.loads(a["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]))
+        if o["type"] == "lens":
+            used.update(kql_field.findall(a["state"]["query"]["query"]))
+            for layer in a["state"]["datasourceStates"]["formBased"]["layers"].values():
+                for col in layer["columns"].values():
+                    if col["sourceField"] != "___records___":
+                        used.add(col["sourceField"])
+                    if "filter" in col:
+                        used.update(kql_field.findall(col["filter"]["query"]))
+    return used
+
+
+def test_every_field_the_objects_use_is_in_the_template():
+    mapped = _flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
+    used = _fields_used(ndjson_objects())
+    assert {"correlation_id", "action", "event.duration", "error.type", "log.level"} <= used
+    assert used <= set(mapped), used - set(mapped)
+
+
+def test_correlation_id_links_to_discover_filtered_on_it():
+    view = next(o for o in ndjson_objects() if o["type"] == "index-pattern")
+    assert view["attributes"]["title"] == "logs-amebo-*" and view["attributes"]["timeFieldName"] == "@timestamp"
+    fmt = json.loads(view["attributes"]["fieldFormatMap"])["correlation_id"]
+    assert fmt["id"] == "url"
+    assert fmt["params"]["urlTemplate"].startswith("/app/discover#/")
+    assert "correlation_id:\"{{value}}\"" in fmt["params"]["urlTemplate"]
+
+
+# --- Logstash -------------------------------------------------------------------------------------
+
+BUNDLED = {
+    "input": {"beats", "tcp", "http", "elastic_agent", "file", "stdin", "generator", "heartbeat", "udp", "syslog",
+              "kafka", "redis", "pipeline", "dead_letter_queue", "elasticsearch", "s3", "sqs", "http_poller"},
+    "filter": {"json", "mutate", "fingerprint", "date", "grok", "dissect", "drop", "kv", "ruby", "translate",
+               "useragent", "geoip", "split", "clone", "prune", "uuid", "elasticsearch", "truncate", "urldecode"},
+    "output": {"elasticsearch", "stdout", "file", "pipeline", "tcp", "udp", "http", "kafka", "redis", "s3"},
+    "codec": {"json", "json_lines", "plain", "line", "rubydebug", "multiline", "es_bulk"},
+}
+
+
+def parse_logstash(text: str) -> dict[str, list[tuple[str, dict[str, str]]]]:
+    """{section: [(plugin, {option: raw value})]} for a pipeline file; conditionals flattened."""
+    out: dict[str, list[tuple[str, dict[str, str]]]] = {"input": [], "filter": [], "output": []}
+    stack: list[str] = []
+    for raw in text.splitlines():
+        line = re.sub(r'"[^"]*"', '""', raw.split("#", 1)[0]).strip()
+        if not line:
+            continue
+        block = re.fullmatch(r"([a-z_][a-z0-9_]*)\s*\{", line)
+        if re.match(r"(if|else)\b", line) and line.endswith("{"):
+            stack.append("?")
+        elif block:
+            name = block.group(1)
+            if stack and stack[0] in out and all(s == "?" for s in stack[1:]):
+                out[stack[0]].append((name, {}))
+            stack.append(name)
+        elif line == "}":
+            stack.pop()
+        elif "=>" in line and stack and stack[0] in out and out[stack[0]]:
+            key, _, _ = line.partition("=>")
+            value = raw.split("=>", 1)[1].strip()
+            out[stack[0]][-1][1][key.strip()] = value
+    assert not stack, "unbalanced braces"
+    return out
+
+
+def test_pipelines_point_at_existing_files_and_use_bundled_plugins():
+    pipelines = yaml.safe_load((ROOT / "logstash" / "config" / "pipelines.yml").read_text())
+    compose = yaml.safe_load((ROOT / "docker-compose.elk.yml").read_text())
+    mounts = dict(v.split(":")[1::-1] for v in compose["services"]["logstash"]["volumes"])  # container -> host
+    for p in pipelines:
+        container_path = p["path.config"]
+        host_dir = mounts["/usr/share/logstash/pipeline"]
+        host_file = ROOT / host_dir / Path(container_path).relative_to("/usr/share/logstash/pipeline")
+        assert host_file.is_file(), host_file
+        parsed = parse_logstash(host_file.read_text())
+        for section, plugins in parsed.items():
+            for name, options in plugins:
+                assert name in BUNDLED[section], f"{section} plugin {name} is not bundled with Logstash"
+                codec = options.get("codec")
+                if codec:
+                    assert codec in BUNDLED["codec"]
+
+
+def test_pipeline_rules_for_logstash_8_19_and_9():
+    conf = parse_logstash((ROOT / "logstash" / "pipeline" / "amebo.conf").read_text())
+    inputs = {name: opts for name, opts in conf["input"]}
+    assert inputs["beats"]["port"] == "5044" and inputs["tcp"]["port"] == "5000" and inputs["http"]["port"] == "8080"
+    assert inputs["tcp"]["codec"] == "json_lines"
+    removed_in_9 = {"ssl", "cacert", "ssl_certificate_verification", "ssl_verify_mode"}
+    for section in conf.values():
+        for name, opts in section:
+            assert not removed_in_9 & opts.keys(), (name, removed_in_9 & opts.keys())
+    [(name, es_out)] = conf["output"]
+    assert name == "elasticsearch" and es_out["data_stream"] == '"true"'
+    rejected_with_data_stream = {"index", "manage_template", "template", "template_name", "template_overwrite",
+                                 "ilm_enabled", "ilm_rollover_alias", "ilm_pattern", "ilm_policy", "document_type"}
+    assert not rejected_with_data_stream & es_out.keys()
+    assert es_out["data_stream_dataset"] == '"amebo"' and es_out["data_stream_namespace"] == '"default"'
+    for secret in ("user", "password", "hosts"):
+        assert "${" in es_out[secret]
+    assert "fingerprint" in es_out["document_id"]
+    filters = [name for name, _ in conf["filter"]]
+    assert "json" in filters and "fingerprint" in filters
+    json_filter = dict(conf["filter"])["json"]
+    assert "_jsonparsefailure" in json_filter["tag_on_failure"]
+    settings = yaml.safe_load((ROOT / "logstash" / "config" / "logstash.yml").read_text())
+    assert settings["dead_letter_queue.enable"] is True
+    assert "http.host" not in settings and settings["api.http.host"]
+
+
+# --- docker-compose.elk.yml ----------------------------------------------------------------------
+
+
+def test_compose_file_is_consistent():
+    text = (ROOT / "docker-compose.elk.yml").read_text()
+    compose = yaml.safe_load(text)
+    services = compose["services"]
+    env_example = (ROOT / ".env.example").read_text()
+    declared = dict(line.split("=", 1) for line in env_example.splitlines() if line and not line.startswith("#"))
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z_]+)", text))
+    assert used <= declared.keys(), used - declared.keys()
+    for secret in ("ELASTIC_PASSWORD", "KIBANA_PASSWORD", "KIBANA_ENCRYPTION_KEY"):
+        assert declared[secret] == ""  # no default password is committed
+        assert re.search(r"\$\{" + secret + r":\?", text)  # and compose refuses to start without one
+    assert not re.search(r"(?i)password[=:]\s*['\"]?(changeme|elastic|secret|password)\b", text)
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            host = volume.split(":")[0]
+            if host.startswith("."):
+                assert (ROOT / host).exists(), f"{name} mounts missing {host}"
+        if "build" in service:
+            assert (ROOT / service["build"] / "Dockerfile").is_file()
+    versions = {services[s]["image"].split(":", 1)[1] for s in ("elasticsearch", "kibana", "logstash")}
+    assert versions == {"${STACK_VERSION:?set STACK_VERSION in .env}"}
+    for s in ("elasticsearch", "kibana", "logstash"):
+        assert "healthcheck" in services[s]
+    assert services["amebo-setup"]["depends_on"] == {"elasticsearch": {"condition": "service_healthy"},
+                                                     "kibana": {"condition": "service_healthy"}}
+    assert services["amebo-setup"]["command"][:2] == ["amebo-logship", "setup"]
+    assert "--kibana-url" in services["amebo-setup"]["command"]
+    assert services["amebo-logship"]["command"][:2] == ["amebo-logship", "ship"]
+    assert services["amebo-demo"]["command"][:4] == ["python", "-m", "amebo_logging", "demo"]
+    elastic_env = dict(e.split("=", 1) for e in services["elasticsearch"]["environment"])
+    assert elastic_env["xpack.security.enabled"] == "true" and elastic_env["discovery.type"] == "single-node"
+    logstash_ports = {p.rsplit(":", 1)[1] for p in services["logstash"]["ports"]}
+    conf = parse_logstash((ROOT / "logstash" / "pipeline" / "amebo.conf").read_text())
+    assert logstash_ports == {opts["port"] for _, opts in conf["input"]}
+    for service in services.values():
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), "published on loopback only"
