@@ -127,7 +127,7 @@ def _format_message(event: Any, args: tuple[Any, ...]) -> Any:
     return event
 
 
-def _make_method(level: int, level_name: str, *, exception: bool = False) -> Callable[..., None]:
+def _make_method(level_name: str, *, exception: bool = False) -> Callable[..., None]:
     def method(self: AmeboLogger, event: Any = None, *args: Any, **kw: Any) -> None:
         try:
             if args or type(event) is not str or "://" in event:
@@ -160,9 +160,11 @@ def _make_method(level: int, level_name: str, *, exception: bool = False) -> Cal
         _write(line)
         return None
 
-    method.__name__ = level_name
-    method.__qualname__ = f"AmeboLogger.{level_name}"
-    method.__doc__ = f"Log *event* at {level_name.upper()} with *fields*; %-style *args* format *event*."
+    name = "exception" if exception else level_name
+    method.__name__ = name
+    method.__qualname__ = f"AmeboLogger.{name}"
+    method.__doc__ = (f"Log *event* at {level_name.upper()} with *fields*; %-style *args* format *event*."
+                      + (" Adds the exception being handled." if exception else ""))
     return method
 
 
@@ -219,14 +221,14 @@ def _set_level(min_level: int) -> None:
     _min_level = min_level
     for number, name in _NAME_OF.items():
         active = number >= min_level
-        method = _make_method(number, name) if active else _nop
+        method = _make_method(name) if active else _nop
         setattr(AmeboLogger, name, method)
     AmeboLogger.warn = AmeboLogger.warning
     AmeboLogger.err = AmeboLogger.error
     AmeboLogger.fatal = AmeboLogger.critical
     AmeboLogger.msg = AmeboLogger.info
     AmeboLogger.exception = (
-        _make_method(logging.ERROR, "error", exception=True) if logging.ERROR >= min_level else _nop
+        _make_method("error", exception=True) if logging.ERROR >= min_level else _nop
     )
 
 

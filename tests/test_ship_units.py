@@ -43,9 +43,13 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
     if data:
         batcher.add(Chunk(tf, 1000, data))
     batcher.flush()
+    def content(line: bytes) -> bytes:  # what the shipper sees: the newline and one \r removed
+        text = line + end[:-1]
+        return text[:-1] if text.endswith(b"\r") else text
+
     offsets, pos = [], 1000
     for line in lines:
-        if line:
+        if content(line):
             offsets.append(pos)
         pos += len(line) + len(end)
     docs = []
@@ -61,7 +65,7 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
     assert [d["log.offset"] for d in docs] == offsets
     for d in docs:
         assert d["log.file.path"] == tf.path and d["host.name"] == "h1" and "@timestamp" in d
-    assert stats.lines == len(lines) and stats.empty == sum(1 for line in lines if not line)
+    assert stats.lines == len(lines) and stats.empty == sum(1 for line in lines if not content(line))
     if batches:  # the read end covers every line, empty ones included
         assert max(b.file_ends.get(tf, 0) for b in batches) == 1000 + len(data)
 
@@ -117,3 +121,42 @@ def test_fake_server_filter_path():
                                                  {"create": {"status": 409, "error": {"type": "x"}}}]}
     assert apply_filter_path(body, "errors,items.*.status,items.*.error") == {
         "errors": True, "items": [{"create": {"status": 201}}, {"create": {"status": 409, "error": {"type": "x"}}}]}
+
+
+def test_a_deleted_file_whose_last_line_never_ends_is_let_go(tmp_path):
+    from amebo_logging.ship.tail import Tailer
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "a.log"
+    path.write_bytes(b'{"a":1}\n{"unfinished":')
+    tailer = Tailer([str(logs / "*.log")], StateStore(tmp_path / "state"), close_inactive=0.0)
+    tailer.scan()
+    chunks = tailer.poll()
+    assert [c.data for c in chunks] == [b'{"a":1}\n']
+    [tf] = tailer.files.values()
+    tf.committed = tf.emitted  # as if the first line was acknowledged
+    path.unlink()
+    tailer.scan()
+    tailer.poll()  # reaches the end through the open descriptor
+    tailer.retire()
+    assert not tailer.files
+    assert ("file_forgotten", {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')}) in tailer.events
+
+
+def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
+    from amebo_logging import get_logger
+    from amebo_logging.ship.shipper import ShipOptions, Shipper
+
+    class BrokenClient:
+        def bulk(self, **kwargs):
+            raise RuntimeError("a bug in the sender")
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.log").write_bytes(b"".join(b'{"n":%d}\n' % i for i in range(50)))
+    options = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", batch_size=5,
+                          max_in_flight=1, once=True)
+    shipper = Shipper(options, BrokenClient(), get_logger("test"))
+    with pytest.raises(RuntimeError, match="sending thread stopped unexpectedly"):
+        shipper.run()

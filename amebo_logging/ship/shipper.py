@@ -137,6 +137,10 @@ class Shipper:
         level(event, **fields)
 
     # --- the reading thread ------------------------------------------------------------------
+    def _sender_alive(self) -> None:
+        if self._sender_thread.ident is not None and not self._sender_thread.is_alive() and not self.hard_stop.is_set():
+            raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)")
+
     def _enqueue(self, batch: Batch) -> None:
         while True:
             try:
@@ -145,6 +149,7 @@ class Shipper:
             except queue.Full:
                 if self.hard_stop.is_set():
                     return  # shutting down: this batch is not committed, it is read again next time
+                self._sender_alive()
 
     def _drain_events(self) -> None:
         events, self.tailer.events = self.tailer.events, []
@@ -164,6 +169,15 @@ class Shipper:
                 "not expand them), or pass --wait-for-files to wait for files to appear",
             )
         self._sender_thread.start()
+        try:
+            return self._run(started)
+        except BaseException:
+            self.hard_stop.set()
+            self.close()
+            raise
+
+    def _run(self, started: float) -> Summary:
+        opts = self.options
         last_scan = time.monotonic()
         try:
             while not self.stop_requested.is_set():
@@ -205,11 +219,17 @@ class Shipper:
                 self.queue.put(None, timeout=0.1)
                 return
             except queue.Full:
-                if self.hard_stop.is_set() and not self._sender_thread.is_alive():
+                if not self._sender_thread.is_alive():
                     return
 
     # --- the sending thread ------------------------------------------------------------------
     def _send_loop(self) -> None:
+        try:
+            self._send_batches()
+        except BaseException as exc:  # a bug: say so; the reading thread notices and stops the run
+            self.log.critical("sender_crashed", exc_info=exc)
+
+    def _send_batches(self) -> None:
         while True:
             batch = self.queue.get()
             if batch is None:

@@ -309,13 +309,21 @@ class Tailer:
         A deleted one is forgotten by the state store as well."""
         now = time.monotonic()
         for tf in list(self.files.values()):
+            idle = now - tf.last_growth > self.close_inactive
+            if tf.deleted and tf.at_eof and tf.committed >= tf.emitted and tf.partial_bytes and idle:
+                # Deleted, and its last line never got its newline: free the disk space.
+                self._release(tf)
+                self.state.forget(tf.uid)
+                self.events.append(("file_forgotten", {"log.file.path": tf.path,
+                                                       "unfinished_line_bytes": tf.partial_bytes}))
+                continue
             if not (tf.at_eof and tf.committed >= tf.emitted and tf.partial_bytes == 0):
                 continue
             if tf.deleted:
                 self._release(tf)
                 self.state.forget(tf.uid)
                 self.events.append(("file_forgotten", {"log.file.path": tf.path}))
-            elif now - tf.last_growth > self.close_inactive and not self._still_at_path(tf):
+            elif idle and not self._still_at_path(tf):
                 self._release(tf)
                 self.events.append(("file_closed", {"log.file.path": tf.path, "reason": "renamed away and idle"}))
 
