@@ -35,6 +35,7 @@ _FRAMEWORK_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvic
                              "gunicorn", "gunicorn.error", "gunicorn.access")
 
 _installed_sink: LineSink | None = None
+_also_to: Any = None  # ElasticsearchHandler.submit, when configure_logging(elasticsearch=...)
 
 
 @dataclass(frozen=True)
@@ -167,13 +168,14 @@ def configure_logging(
         "service.environment": environment or _env("AMEBO_ENVIRONMENT") or "production",
     }
 
-    write = sink.write
+    global _also_to
     if elasticsearch is not None:
         if out_format != "json":
             sink.close()
             raise ValueError("elasticsearch= ships JSON records: use fmt='json' (or unset AMEBO_LOG_FORMAT)")
-        write = _tee(sink.write, elasticsearch.submit)
         logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # not a line per bulk request
+    _also_to = elasticsearch.submit if elasticsearch is not None else None
+    write = _writer(sink)
     set_redactor(red)
     _logger.install(level=min_level, render=render, write=write, processors=processors, service=service)
     structlog.configure(
@@ -214,7 +216,13 @@ def configure_logging(
     )
 
 
-def _tee(first: Any, second: Any) -> Any:
+def _writer(sink: LineSink) -> Any:
+    """The function every rendered line goes through: the sink, and the in-process
+    Elasticsearch handler too when one was given."""
+    if _also_to is None:
+        return sink.write
+    first, second = sink.write, _also_to
+
     def write_both(line: bytes) -> None:
         first(line)
         second(line)
@@ -257,6 +265,6 @@ def reopen_log_file() -> None:
     if path is None or old is None or old.name != path:
         return
     new = LineSink.open_file(path)
-    _logger.install_sink(new.write)
+    _logger.install_sink(_writer(new))
     _installed_sink = new
     old.close()

@@ -83,7 +83,8 @@ class EcsJsonFormatter(BaseJsonFormatter):
         extra_from_msg: dict[str, Any] | None = None
         if isinstance(msg, dict):  # python-json-logger's logger.info({"key": value}) form
             extra_from_msg = dict(msg)
-            message = extra_from_msg.pop("message", extra_from_msg.pop("event", ""))
+            key = "message" if "message" in extra_from_msg else "event"
+            message = extra_from_msg.pop(key, "")
         else:
             try:
                 message = record.getMessage()

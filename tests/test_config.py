@@ -201,3 +201,22 @@ def test_console_format_has_the_same_fields(logfile):
     assert "event_published" in text and "action=user.created" in text and "payload_size=123" in text
     assert "amebo.gists" in text and "RuntimeError: boom" in text and "Traceback" in text
     assert "\x1b[" not in text  # not a terminal: no colours
+
+
+def test_reopen_after_rotation_by_rename(tmp_path, logfile, monkeypatch):
+    from amebo_logging import reopen_log_file
+
+    target = tmp_path / "amebo.log"
+    monkeypatch.setenv("AMEBO_LOG_FILE", str(target))
+    configure_logging(fmt="json")
+    log = get_logger("x")
+    log.info("before_rotation")
+    target.rename(tmp_path / "amebo.log.1")
+    log.info("still_old_file")  # the descriptor follows the renamed file until reopened
+    reopen_log_file()
+    log.info("after_reopen")
+    logging.getLogger("y").info("stdlib_after_reopen")
+    old = [orjson.loads(x)["message"] for x in (tmp_path / "amebo.log.1").read_bytes().splitlines()]
+    new = [orjson.loads(x)["message"] for x in target.read_bytes().splitlines()]
+    assert old == ["before_rotation", "still_old_file"]
+    assert new == ["after_reopen", "stdlib_after_reopen"]

@@ -250,3 +250,13 @@ def test_fields_named_like_the_header_do_not_replace_it(logfile):
     assert TIMESTAMP.fullmatch(first["@timestamp"])
     assert first["message_"] == "bound" and first["log.level_"] is None and first["@timestamp_"] == "yesterday"
     assert second["log.level"] == "warning" and second["log.level_"] == "fake"
+
+
+def test_extra_processors_run_on_structlog_records(logfile):
+    logfile.configure(processors=[structlog.contextvars.merge_contextvars])
+    structlog.contextvars.bind_contextvars(tenant="acme")
+    try:
+        get_logger("x").info("with_structlog_context")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    assert logfile.one()["tenant"] == "acme"
