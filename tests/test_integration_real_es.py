@@ -58,3 +58,17 @@ def test_ship_once_into_a_real_data_stream_exactly_once(client, ship_dir):
         assert client.count(index=stream)["count"] == 501
     finally:
         client.options(ignore_status=404).indices.delete_data_stream(name=stream)
+
+
+def test_setup_is_idempotent_on_a_real_cluster(client):
+    code, out, err = run_ship(["setup"], env=_env())
+    assert code == 0, err
+    code, out, err = run_ship(["setup"], env=_env())
+    assert code == 0 and all(line.startswith("unchanged") for line in out.splitlines()), out
+    template = client.indices.get_index_template(name="amebo-logs")["index_templates"][0]["index_template"]
+    assert template["priority"] == 200 and "logs-amebo-*" in template["index_patterns"]
+
+
+def test_check_passes_on_a_real_cluster():
+    code, out, err = run_ship(["check"], env=_env())
+    assert code == 0, out + err

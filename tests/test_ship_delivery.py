@@ -262,3 +262,9 @@ def test_own_logs_are_ecs_json_on_stderr(es, ship_dir):
     assert records and all(r["service.name"] == "amebo-logship" for r in records)
     assert any(r["message"] == "shipping_stopped" for r in records)
     assert os.linesep not in out.strip()
+
+
+def test_data_stream_and_index_together_is_exit_3(es, ship_dir):
+    write_lines(ship_dir / "a.log", [record(1)])
+    code, _, err = ship_once(es, ship_dir, "--index", "a", "--data-stream", "logs-b-c")
+    assert code == 3 and "not both" in err

@@ -133,3 +133,23 @@ def test_dict_messages(logfile, msg):
     logging.getLogger("x").info(msg)
     record = logfile.one()
     assert record["n"] == 1 and record["message"] in ("dict_message", "m")
+
+
+def test_golden_stdlib_record(logfile):
+    logfile.configure(service_version="0.9.6", environment="staging")
+    set_correlation_id("rid-9")
+    logging.getLogger("amebo.events").warning("Could not list events: %s", "timeout", extra={"attempt": 2})
+    record = logfile.one()
+    record.pop("@timestamp")
+    assert record == {
+        "log.level": "warning",
+        "message": "Could not list events: timeout",
+        "ecs.version": schema.ECS_VERSION,
+        "log.logger": "amebo.events",
+        "service.name": "amebo",
+        "service.version": "0.9.6",
+        "service.environment": "staging",
+        "process.pid": os.getpid(),
+        "correlation_id": "rid-9",
+        "attempt": 2,
+    }
