@@ -6,13 +6,16 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
 
 from amebo_logging import clear_context, configure_logging
 from amebo_logging.stdlib import HANDLER_TAG
+
+if TYPE_CHECKING:
+    from .fake_es import FakeElasticsearch
 
 
 class LogFile:

@@ -9,7 +9,6 @@ import pty
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import orjson
 import pytest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,7 @@ import time
 
 import pytest
 
-from amebo_logging import ElasticsearchHandler, configure_logging, get_logger
+from amebo_logging import ElasticsearchHandler, get_logger
 
 TARGET = "logs-amebo-default"
 

@@ -7,7 +7,6 @@ import signal
 import time
 
 import psutil
-import pytest
 
 from .shipper_proc import ShipperProcess, record, run_ship, write_lines
 from .test_ship_delivery import TARGET, wait_docs

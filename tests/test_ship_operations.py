@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import pty
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 
 from .fake_es import FakeElasticsearch
 from .shipper_proc import ShipperProcess, record, run_ship, write_lines
-from .test_ship_delivery import TARGET, wait_docs
+from .test_ship_delivery import wait_docs
 from .test_ship_faults import FAST
 
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .shipper_proc import ShipperProcess, record
-from .test_ship_delivery import TARGET, wait_docs
+from .test_ship_delivery import wait_docs
 from .test_ship_faults import FAST, assert_exactly_once
 
 

@@ -197,7 +197,7 @@ class BulkSender:
                                                              "file.path": self.dead_letter.where})
                 retry.extend(i for i, _, _ in dead)
             else:
-                for i, st, err in dead:
+                for i, _, _ in dead:
                     settled[i] = 1
                 self.stats.dead_lettered += len(dead)
                 reason = dead[0][2].get("reason") if isinstance(dead[0][2], dict) else dead[0][2]

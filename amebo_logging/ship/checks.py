@@ -6,11 +6,9 @@ import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TlsError
-from elasticsearch import ApiError, AuthenticationException, Elasticsearch, UnsupportedProductError
+from elasticsearch import ApiError, Elasticsearch
 
-from .connection import ConnectionSettings
+from .connection import ConnectionSettings, ask_cluster
 from .errors import EXIT_AUTH, EXIT_CONFIG
 
 __all__ = ["CheckResult", "run_checks"]
@@ -31,33 +29,33 @@ def run_checks(client: Elasticsearch, settings: ConnectionSettings, target: str,
     """Connection and TLS, credentials, version, target, privileges; stops at the first
     check the others depend on."""
     urls = settings.shown_urls()
-    try:
-        info = client.info()
-    except TlsError as exc:
-        yield CheckResult("tls", False, f"TLS with {urls} failed ({exc.message}): give the cluster's CA "
-                                        "certificate with --ca-certs", EXIT_CONFIG)
+    answer = ask_cluster(client)
+    problem, detail = answer.problem, answer.detail
+    if problem == "tls":
+        yield CheckResult("tls", False, f"TLS with {urls} failed ({detail}): give the cluster's CA certificate "
+                                        "with --ca-certs", EXIT_CONFIG)
         return
-    except (TransportConnectionError, ConnectionTimeout) as exc:
-        yield CheckResult("connection", False, f"cannot reach {urls} ({exc.message}): is Elasticsearch running "
-                                               "and reachable from here? check --es-url", EXIT_CONFIG)
+    if problem == "unreachable":
+        yield CheckResult("connection", False, f"cannot reach {urls} ({detail}): is Elasticsearch running and "
+                                               "reachable from here? check --es-url", EXIT_CONFIG)
         return
-    except AuthenticationException:
+    if problem == "credentials":
         yield CheckResult("connection", True, f"{urls} answers")
         yield CheckResult("credentials", False, "Elasticsearch refused the credentials (HTTP 401): check --api-key "
                                                 "or --username/--password", EXIT_AUTH)
         return
-    except UnsupportedProductError:
+    if problem == "not_elasticsearch":
         yield CheckResult("connection", False, f"the server at {urls} is not Elasticsearch", EXIT_CONFIG)
         return
-    except ApiError as exc:
-        yield CheckResult("connection", False, f"{urls} answered HTTP {exc.status_code}: {exc.message}",
-                          EXIT_AUTH if exc.status_code == 403 else EXIT_CONFIG)
+    if problem is not None:
+        yield CheckResult("connection", False, f"{urls} answered {detail}",
+                          EXIT_AUTH if problem == "forbidden" else EXIT_CONFIG)
         return
     yield CheckResult("connection", True, f"{urls} answers" + (" over TLS, verified" if "https" in urls and
                                                                not settings.insecure else ""))
     yield CheckResult("credentials", True, "accepted" if (settings.api_key or settings.username) else
                       "none needed (security is off, or anonymous access)")
-    version = str(info.get("version", {}).get("number", "0"))
+    version = answer.version
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
     yield CheckResult("version", major >= MIN_MAJOR,
                       f"Elasticsearch {version}" + ("" if major >= MIN_MAJOR else

@@ -19,7 +19,7 @@ from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 from ..redaction import scrub_url_password
 from .errors import EXIT_AUTH, EXIT_CONFIG, OperatorError
 
-__all__ = ["ConnectionSettings", "make_client", "probe"]
+__all__ = ["ClusterAnswer", "ConnectionSettings", "ask_cluster", "make_client", "probe"]
 
 
 class _JsonSerializer(OrjsonSerializer):
@@ -103,6 +103,39 @@ def make_client(settings: ConnectionSettings) -> Elasticsearch:
 
 
 @dataclass
+class ClusterAnswer:
+    """What asking the cluster who it is (``GET /``) gave: its info, or one kind of problem.
+
+    *problem* is None, ``"tls"``, ``"unreachable"``, ``"credentials"`` (401),
+    ``"forbidden"`` (403), ``"not_elasticsearch"`` or ``"http"``; *detail* says more."""
+
+    info: dict[str, Any] | None
+    problem: str | None = None
+    detail: str = ""
+
+    @property
+    def version(self) -> str:
+        return str((self.info or {}).get("version", {}).get("number", "unknown"))
+
+
+def ask_cluster(client: Elasticsearch) -> ClusterAnswer:
+    """``GET /``, with every way it can fail sorted into a :class:`ClusterAnswer`."""
+    try:
+        return ClusterAnswer(client.info().body)
+    except AuthenticationException:
+        return ClusterAnswer(None, "credentials", "HTTP 401")
+    except UnsupportedProductError:
+        return ClusterAnswer(None, "not_elasticsearch")
+    except TlsError as exc:
+        return ClusterAnswer(None, "tls", str(exc.message))
+    except (TransportConnectionError, ConnectionTimeout) as exc:
+        return ClusterAnswer(None, "unreachable", f"{type(exc).__name__}: {exc.message}")
+    except ApiError as exc:
+        return ClusterAnswer(None, "forbidden" if exc.status_code == 403 else "http",
+                             f"HTTP {exc.status_code}: {exc.message}")
+
+
+@dataclass
 class ProbeResult:
     reachable: bool
     version: str | None = None
@@ -110,27 +143,24 @@ class ProbeResult:
 
 
 def probe(client: Elasticsearch, settings: ConnectionSettings) -> ProbeResult:
-    """Ask the cluster who it is.  Refused credentials and a non-Elasticsearch server are
-    OperatorErrors; an unreachable cluster is a ProbeResult (the shipper waits for it)."""
-    try:
-        info = client.info()
-    except AuthenticationException:
+    """Ask the cluster who it is.  Refused credentials, TLS failures and a server that is not
+    Elasticsearch are OperatorErrors; an unreachable cluster is a ProbeResult (the shipper
+    waits for it)."""
+    answer = ask_cluster(client)
+    urls = settings.shown_urls()
+    if answer.problem == "credentials":
         raise OperatorError(
             EXIT_AUTH,
-            f"Elasticsearch at {settings.shown_urls()} refused the credentials (HTTP 401): check --api-key "
+            f"Elasticsearch at {urls} refused the credentials (HTTP 401): check --api-key "
             "(AMEBO_LOGSHIP_API_KEY) or --username/--password (AMEBO_LOGSHIP_USERNAME/PASSWORD)",
-        ) from None
-    except UnsupportedProductError:
-        raise OperatorError(EXIT_CONFIG, f"the server at {settings.shown_urls()} is not Elasticsearch") from None
-    except TlsError as exc:
-        raise OperatorError(
-            EXIT_CONFIG,
-            f"TLS with {settings.shown_urls()} failed ({exc.message}): give the cluster's CA with --ca-certs",
-        ) from None
-    except (TransportConnectionError, ConnectionTimeout) as exc:
-        return ProbeResult(False, problem=f"{type(exc).__name__}: {exc.message}")
-    except ApiError as exc:
-        if exc.status_code == 403:
-            return ProbeResult(True, problem="the credentials may not read cluster info (HTTP 403)")
-        return ProbeResult(False, problem=f"HTTP {exc.status_code}: {exc.message}")
-    return ProbeResult(True, version=str(info.get("version", {}).get("number")))
+        )
+    if answer.problem == "not_elasticsearch":
+        raise OperatorError(EXIT_CONFIG, f"the server at {urls} is not Elasticsearch")
+    if answer.problem == "tls":
+        raise OperatorError(EXIT_CONFIG, f"TLS with {urls} failed ({answer.detail}): give the cluster's CA "
+                                         "with --ca-certs")
+    if answer.problem == "forbidden":
+        return ProbeResult(True, problem="the credentials may not read cluster info (HTTP 403)")
+    if answer.problem is not None:
+        return ProbeResult(False, problem=answer.detail)
+    return ProbeResult(True, version=answer.version)

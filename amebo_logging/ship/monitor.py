@@ -17,12 +17,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from elasticsearch import ApiError, TransportError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .bulk import DURATION_BUCKETS
+from .connection import ask_cluster
 
 if TYPE_CHECKING:
     from .shipper import Shipper
@@ -122,16 +122,14 @@ class HealthCheck:
             return problem
 
     def _ask(self) -> str | None:
-        client = self.shipper.sender.client.options(request_timeout=min(5.0, self.probe_every))
-        try:
-            client.info()
+        answer = ask_cluster(self.shipper.sender.client.options(request_timeout=min(5.0, self.probe_every)))
+        if answer.problem is None:
             return None
-        except ApiError as exc:
-            if exc.status_code in (401, 403):
-                return f"Elasticsearch refused the credentials: HTTP {exc.status_code}"
-            return f"Elasticsearch answered HTTP {exc.status_code}"
-        except TransportError as exc:
-            return f"Elasticsearch is unreachable: {type(exc).__name__}: {exc.message}"
+        if answer.problem in ("credentials", "forbidden"):
+            return f"Elasticsearch refused the credentials: {answer.detail}"
+        if answer.problem in ("unreachable", "tls"):
+            return f"Elasticsearch is unreachable: {answer.detail}"
+        return f"Elasticsearch answered {answer.detail or answer.problem}"
 
     def status(self) -> tuple[int, dict[str, Any]]:
         s = self.shipper
