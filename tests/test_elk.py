@@ -179,8 +179,19 @@ def test_kibana_objects_are_valid_unique_and_resolve():
             assert source["indexRefName"] in names
         if o["type"] == "lens":
             layers = attrs["state"]["datasourceStates"]["formBased"]["layers"]
-            for layer_id in layers:
+            for layer_id, layer in layers.items():
                 assert f"indexpattern-datasource-layer-{layer_id}" in names
+                assert layer["columnOrder"] == list(layer["columns"])
+                for column in layer["columns"].values():  # terms are ordered by a column that exists
+                    order = column.get("params", {}).get("orderBy", {})
+                    if order.get("type") == "column":
+                        assert order["columnId"] in layer["columns"], (o["id"], order)
+                vis = attrs["state"]["visualization"]
+                accessors = [c["columnId"] for c in vis.get("columns", [])]
+                for vis_layer in vis.get("layers", []):
+                    accessors += [vis_layer["xAccessor"], *vis_layer["accessors"]] + (
+                        [vis_layer["splitAccessor"]] if "splitAccessor" in vis_layer else [])
+                assert set(accessors) <= set(layer["columns"]), o["id"]
 
 
 def _fields_used(objs):

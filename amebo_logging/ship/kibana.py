@@ -84,10 +84,11 @@ def _date_histogram() -> dict[str, Any]:
             "params": {"interval": "auto", "includeEmptyRows": True, "dropPartials": False}}
 
 
-def _terms(name: str, size: int = 10) -> dict[str, Any]:
+def _terms(name: str, size: int = 10, order_by: str = "count") -> dict[str, Any]:
+    """Top *size* values of *name*, ordered by the layer's column *order_by*."""
     return {"label": f"Top {size} values of {name}", "dataType": "string", "operationType": "terms",
             "sourceField": _f(name), "isBucketed": True, "scale": "ordinal",
-            "params": {"size": size, "orderBy": {"type": "column", "columnId": "count"}, "orderDirection": "desc",
+            "params": {"size": size, "orderBy": {"type": "column", "columnId": order_by}, "orderDirection": "desc",
                        "otherBucket": True, "missingBucket": False}}
 
 
@@ -146,7 +147,7 @@ def visualizations() -> list[dict[str, Any]]:
              _xy("line", "time", ["count"]), "lnsXY"),
         lens("amebo-webhook-latency-p95", "Webhook delivery latency, p95",
              {"time": _date_histogram(), "p95": _percentile("event.duration", 95),
-              "action": _terms("action", 5)},
+              "action": _terms("action", 5, order_by="p95")},
              _xy("line", "time", ["p95"], "action"), "lnsXY", 'message : ("webhook_delivered" or "webhook_failed")'),
         lens("amebo-top-error-types", "Top error types",
              {"type": _terms("error.type", 10), "count": _count()},
