@@ -181,7 +181,9 @@ def test_kibana_objects_are_valid_unique_and_resolve():
             layers = attrs["state"]["datasourceStates"]["formBased"]["layers"]
             for layer_id, layer in layers.items():
                 assert f"indexpattern-datasource-layer-{layer_id}" in names
-                assert layer["columnOrder"] == list(layer["columns"])
+                assert sorted(layer["columnOrder"]) == sorted(layer["columns"])
+                bucketed = [layer["columns"][c]["isBucketed"] for c in layer["columnOrder"]]
+                assert bucketed == sorted(bucketed, reverse=True), "bucket columns come first"
                 for column in layer["columns"].values():  # terms are ordered by a column that exists
                     order = column.get("params", {}).get("orderBy", {})
                     if order.get("type") == "column":

@@ -108,9 +108,10 @@ def _percentile(name: str, pct: int) -> dict[str, Any]:
 
 def lens(id_: str, title: str, columns: dict[str, dict[str, Any]], visualization: dict[str, Any],
          vis_type: str, kql: str = "") -> dict[str, Any]:
+    order = [c for c in columns if columns[c]["isBucketed"]] + [c for c in columns if not columns[c]["isBucketed"]]
     state = {
         "datasourceStates": {"formBased": {"layers": {_LAYER: {
-            "columnOrder": list(columns), "columns": columns, "incompleteColumns": {}}}}},
+            "columnOrder": order, "columns": columns, "incompleteColumns": {}}}}},
         "visualization": visualization,
         "query": {"query": kql, "language": "kuery"},
         "filters": [],
