@@ -160,3 +160,20 @@ def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
     shipper = Shipper(options, BrokenClient(), get_logger("test"))
     with pytest.raises(RuntimeError, match="sending thread stopped unexpectedly"):
         shipper.run()
+
+
+def test_a_busy_file_does_not_starve_the_others(tmp_path):
+    from amebo_logging.ship.tail import Tailer
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a-busy.log").write_bytes(b'{"x":"' + b"a" * 100 + b'"}\n' * 1)  # first line, then a lot more
+    with open(logs / "a-busy.log", "ab") as f:
+        f.write((b'{"x":"' + b"a" * 1000 + b'"}\n') * 20_000)  # 20 MB waiting
+    (logs / "b-quiet.log").write_bytes(b'{"quiet":1}\n')
+    tailer = Tailer([str(logs / "*.log")], StateStore(tmp_path / "state"))
+    tailer.scan()
+    seen = set()
+    for _ in range(2):  # a budget of one chunk per poll: the quiet file must come up at once
+        seen |= {c.file.path for c in tailer.poll(max_bytes=1 << 20)}
+    assert str(logs / "b-quiet.log") in seen

@@ -121,6 +121,7 @@ class Tailer:
         self.by_uid: dict[str, TrackedFile] = {}
         self.waiting: dict[tuple[int, int], str] = {}  # no complete first line yet, or identity busy
         self.events: list[tuple[str, dict[str, Any]]] = []  # for the shipper's own log
+        self._turn = 0
 
     # --- discovery ---------------------------------------------------------------------------
     def matching_paths(self) -> list[str]:
@@ -243,7 +244,11 @@ class Tailer:
             self._open_waiting()
         out: list[Chunk | LongLine] = []
         budget = max_bytes
-        for tf in list(self.files.values()):
+        files = list(self.files.values())
+        if files:  # start one file further each time, so a busy file cannot starve the others
+            self._turn = (self._turn + 1) % len(files)
+            files = files[self._turn :] + files[: self._turn]
+        for tf in files:
             if budget <= 0:
                 break
             budget -= self._read(tf, min(budget, CHUNK_BYTES), out)
