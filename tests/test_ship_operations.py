@@ -205,3 +205,15 @@ def test_prometheus_rules_parse_and_name_only_real_metrics():
             base = re.sub(r"_(bucket|count|sum)$", "", metric)
             assert metric in known or base in known, f"{metric} in {expr!r} is not exported"
         assert expr.count("(") == expr.count(")")
+
+
+def test_a_line_waiting_for_its_newline_is_not_a_stall(es, ship_dir, monitored):
+    write_lines(ship_dir / "app.log", [record(0), b'{"unfinished":'])
+    proc, base = monitored("--health-stall-seconds", "1")
+    wait_docs(es, 1)
+    time.sleep(1.5)  # past the stall threshold: there is no event to wait for, only time
+    r = httpx.get(base + "/health")
+    assert r.status_code == 200, r.json()
+    assert r.json()["lag_bytes"] == len(b'{"unfinished":')
+    proc.signal()
+    assert proc.wait() == 0

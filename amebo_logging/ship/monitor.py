@@ -134,7 +134,10 @@ class HealthCheck:
     def status(self) -> tuple[int, dict[str, Any]]:
         s = self.shipper
         d = s.delivery_stats
-        lag = sum(max(0, tf.size - tf.committed) for tf in list(s.tailer.files.values()))
+        files = list(s.tailer.files.values())
+        lag = sum(max(0, tf.size - tf.committed) for tf in files)
+        # A last line still waiting for its newline is lag, but nothing can be delivered of it.
+        deliverable = sum(max(0, tf.size - tf.committed - tf.partial_bytes) for tf in files)
         body: dict[str, Any] = {
             "lag_bytes": lag,
             "files_watched": len(s.tailer.files),
@@ -144,10 +147,10 @@ class HealthCheck:
             if d.last_delivery else None,
         }
         problem = self._reachability()
-        if problem is None and lag > 0:
+        if problem is None and deliverable > 0:
             since = time.time() - (d.last_delivery or s.started_at)
             if since > self.stall_seconds:
-                problem = f"nothing delivered for {since:.0f}s while {lag} bytes wait"
+                problem = f"nothing delivered for {since:.0f}s while {deliverable} bytes wait"
         if problem is not None:
             return 503, {"status": "unavailable", "reason": problem, **body}
         return 200, {"status": "ok", **body}
