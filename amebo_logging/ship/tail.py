@@ -156,11 +156,7 @@ class Tailer:
             except OSError:
                 continue
             if head is None:  # emptied (truncated) before its first line was rewritten
-                self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
-                                                       "reason": "it was emptied"}))
-                tf.superseded = True
-                self._release(tf)  # frees its identity for a copy; the path is opened anew
-                self.waiting[key] = path
+                self._let_go_emptied(tf, "it was emptied")
             elif head != tf.head_hash:
                 self._new_generation(tf, head, "its first line changed")
         for key in list(self.waiting):
@@ -237,6 +233,15 @@ class Tailer:
         self.by_uid[new.uid] = new
         return new
 
+    def _let_go_emptied(self, tf: TrackedFile, reason: str) -> None:
+        """*tf* was truncated and has no complete first line yet: release its identity (a
+        copytruncate copy may continue it) and open the path anew once it has one."""
+        self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
+                                               "reason": reason}))
+        tf.superseded = True
+        self._release(tf)
+        self.waiting[(tf.dev, tf.ino)] = tf.path
+
     # --- reading -------------------------------------------------------------------------------
     def poll(self, max_bytes: int = 4 * CHUNK_BYTES) -> list[Chunk | LongLine]:
         """Read what the open files have gained, about *max_bytes* at most in all."""
@@ -261,10 +266,7 @@ class Tailer:
             if st.st_size < tf.read_pos:  # copytruncate: the size dropped below what was read
                 head = head_hash(tf.fd)
                 if head is None:  # nothing complete yet: identify the new content later
-                    self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
-                                                           "reason": "its size dropped"}))
-                    tf.superseded = True
-                    self._release(tf)
+                    self._let_go_emptied(tf, "its size dropped")
                     return 0
                 tf = self._new_generation(tf, head, "its size dropped")
             tf.deleted = tf.deleted or st.st_nlink == 0
@@ -315,20 +317,18 @@ class Tailer:
         now = time.monotonic()
         for tf in list(self.files.values()):
             idle = now - tf.last_growth > self.close_inactive
-            if tf.deleted and tf.at_eof and tf.committed >= tf.emitted and tf.partial_bytes and idle:
-                # Deleted, and its last line never got its newline: free the disk space.
+            if not (tf.at_eof and tf.committed >= tf.emitted):
+                continue
+            if tf.deleted and (tf.partial_bytes == 0 or idle):
+                # Deleted and read to the end; a last line that never got its newline is given
+                # up after close_inactive, to free the disk space.
                 self._release(tf)
                 self.state.forget(tf.uid)
-                self.events.append(("file_forgotten", {"log.file.path": tf.path,
-                                                       "unfinished_line_bytes": tf.partial_bytes}))
-                continue
-            if not (tf.at_eof and tf.committed >= tf.emitted and tf.partial_bytes == 0):
-                continue
-            if tf.deleted:
-                self._release(tf)
-                self.state.forget(tf.uid)
-                self.events.append(("file_forgotten", {"log.file.path": tf.path}))
-            elif idle and not self._still_at_path(tf):
+                fields: dict[str, Any] = {"log.file.path": tf.path}
+                if tf.partial_bytes:
+                    fields["unfinished_line_bytes"] = tf.partial_bytes
+                self.events.append(("file_forgotten", fields))
+            elif tf.partial_bytes == 0 and idle and not self._still_at_path(tf):
                 self._release(tf)
                 self.events.append(("file_closed", {"log.file.path": tf.path, "reason": "renamed away and idle"}))
 
