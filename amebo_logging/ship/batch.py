@@ -108,6 +108,7 @@ class Batcher:
         stats: ReadStats,
     ) -> None:
         self._emit = emit
+        self.host_name = host_name
         self.host_json = orjson.dumps(host_name)
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
@@ -145,18 +146,8 @@ class Batcher:
         self.stats.truncated += 1
         self.stats.bytes += item.length + 1
         head = item.head[:-1] if item.head.endswith(b"\r") else item.head
-        doc = {
-            "@timestamp": timestamp_now(),
-            "message": _safe_text(head),
-            "error.message": f"the line is {item.length} bytes, over --max-line-bytes "
-                             f"{self.max_line_bytes}: only its first bytes were kept",
-            "tags": ["truncated"],
-            "log.file.path": tf.path,
-            "log.offset": item.offset,
-            "host.name": orjson.loads(self.host_json),
-        }
-        self._append(tf, item.offset, item.offset + item.length + 1,
-                     tf.action_prefix + b"%d" % item.offset + _ACTION_END + orjson.dumps(doc) + b"\n")
+        doc = self._truncated(head, item.length)
+        self._append(tf, item.offset, item.offset + item.length + 1, self._op(tf, item.offset, doc))
 
     def _append(self, tf: TrackedFile, offset: int, end: int, op: bytes) -> None:
         b = self.batch
@@ -233,19 +224,26 @@ class Batcher:
         self.stats.lines += lines
         self.stats.empty += empty
 
+    def _truncated(self, head: bytes, length: int) -> dict[str, Any]:
+        """The document of a line of *length* bytes cut to its first bytes, *head*."""
+        return {
+            "@timestamp": timestamp_now(),
+            "message": _safe_text(head[: self.max_line_bytes]),
+            "error.message": f"the line is {length} bytes, over --max-line-bytes {self.max_line_bytes}: "
+                             "only its first bytes were kept",
+            "tags": ["truncated"],
+        }
+
+    def _op(self, tf: TrackedFile, offset: int, doc: dict[str, Any]) -> bytes:
+        """The bulk operation for *doc*, with the shipper's metadata (which replaces the line's)."""
+        doc.update({"log.file.path": tf.path, "log.offset": offset, "host.name": self.host_name})
+        return tf.action_prefix + b"%d" % offset + _ACTION_END + orjson.dumps(doc) + b"\n"
+
     def _slow_op(self, tf: TrackedFile, offset: int, line: bytes, max_len: int) -> bytes:
         """The operation for a line that is not a plain JSON object line."""
-        meta: dict[str, Any] = {"log.file.path": tf.path, "log.offset": offset,
-                                "host.name": orjson.loads(self.host_json)}
         if len(line) > max_len:
             self.stats.truncated += 1
-            doc: dict[str, Any] = {
-                "@timestamp": timestamp_now(),
-                "message": _safe_text(line[:max_len]),
-                "error.message": f"the line is {len(line)} bytes, over --max-line-bytes {max_len}: "
-                                 "only its first bytes were kept",
-                "tags": ["truncated"],
-            }
+            doc: dict[str, Any] = self._truncated(line, len(line))
         else:
             try:
                 parsed: Any = orjson.loads(line)
@@ -259,5 +257,4 @@ class Batcher:
                 self.stats.parse_failures += 1
                 doc = {"@timestamp": timestamp_now(), "message": _safe_text(line),
                        "error.message": _why_not_an_object(line, exc)}
-        doc.update(meta)
-        return tf.action_prefix + b"%d" % offset + _ACTION_END + orjson.dumps(doc) + b"\n"
+        return self._op(tf, offset, doc)

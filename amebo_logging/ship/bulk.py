@@ -15,9 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-from typing import Protocol
+from typing import Any, Protocol
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
 
@@ -143,18 +141,21 @@ class BulkSender:
         while pending:
             body = batch.body() if len(pending) == n else batch.body(pending)
             resp, status, reason = self._request(body)
-            items = resp.get("items") if resp is not None else None
-            count = len(items) if items is not None else (resp or {}).get("items_count")
-            if resp is not None and resp.get("errors") is False and count == len(pending):
-                for i in pending:
-                    settled[i] = 1
-                self.stats.delivered += len(pending)
-                self.stats.last_delivery = time.time()
-                self.backoff.reset()
-                return settled
-            if resp is not None and (items is None or len(items) != len(pending)):
-                status, reason = 200, f"the bulk response has {count} items for {len(pending)} operations"
-            if items is None or len(items) != len(pending):
+            items = None
+            if resp is not None:
+                items = resp.get("items")
+                count = len(items) if items is not None else resp.get("items_count")
+                if count == len(pending) and resp.get("errors") is False:  # the usual answer
+                    for i in pending:
+                        settled[i] = 1
+                    self.stats.delivered += len(pending)
+                    self.stats.last_delivery = time.time()
+                    self.backoff.reset()
+                    return settled
+                if count != len(pending) or items is None:
+                    items, status = None, 200
+                    reason = f"the bulk response has {count} items for {len(pending)} operations"
+            if items is None:  # the whole request failed: retry it
                 cause = _cause(status)
                 self.stats.retries[cause] += 1
                 self.on_problem("bulk_request_failed", {"reason": reason, "retry_cause": cause,
