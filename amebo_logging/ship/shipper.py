@@ -137,19 +137,23 @@ class Shipper:
         level(event, **fields)
 
     # --- the reading thread ------------------------------------------------------------------
-    def _sender_alive(self) -> None:
-        if self._sender_thread.ident is not None and not self._sender_thread.is_alive() and not self.hard_stop.is_set():
-            raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)")
+    def _enqueue(self, batch: Batch | None) -> None:
+        """Queue *batch* (None: the end), waiting while the queue is full.
 
-    def _enqueue(self, batch: Batch) -> None:
+        A batch is given up at the hard stop: it is not committed, so it is read again next
+        time.  If the sending thread died, the end needs no place, and a batch is an error."""
         while True:
             try:
                 self.queue.put(batch, timeout=0.1)
                 return
             except queue.Full:
-                if self.hard_stop.is_set():
-                    return  # shutting down: this batch is not committed, it is read again next time
-                self._sender_alive()
+                if batch is not None and self.hard_stop.is_set():
+                    return
+                thread = self._sender_thread
+                if thread.ident is not None and not thread.is_alive():
+                    if batch is None or self.hard_stop.is_set():
+                        return
+                    raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)")
 
     def _drain_events(self) -> None:
         events, self.tailer.events = self.tailer.events, []
@@ -200,7 +204,7 @@ class Shipper:
                     self.stop_requested.wait(POLL_INTERVAL)
         finally:
             self.batcher.flush()
-            self._enqueue_end()
+            self._enqueue(None)
             while self._sender_thread.is_alive():
                 self._sender_thread.join(timeout=0.2)
                 if self.progress is not None:
@@ -212,15 +216,6 @@ class Shipper:
                           partial_lines=partial, seconds=time.monotonic() - started, unsettled=self.unsettled)
         self.close()
         return summary
-
-    def _enqueue_end(self) -> None:
-        while True:
-            try:
-                self.queue.put(None, timeout=0.1)
-                return
-            except queue.Full:
-                if not self._sender_thread.is_alive():
-                    return
 
     # --- the sending thread ------------------------------------------------------------------
     def _send_loop(self) -> None:
