@@ -70,7 +70,7 @@ def test_setup_installs_then_is_idempotent_and_the_template_applies(es, ship_dir
     write_lines(ship_dir / "a.log", [record(1, payload_size=5), record(2, payload_size="five")])
     code, out, _ = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", es.url,
                              "--state-dir", str(ship_dir.parent / "state")])
-    assert code == 0 and "1 delivered" in out and "1 dead-lettered" in out
+    assert code == 0 and "delivered 1 document " in out and "1 dead-lettered" in out
     assert es.store.data_streams["logs-amebo-default"]
 
 

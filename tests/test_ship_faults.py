@@ -82,7 +82,7 @@ def test_per_item_429s_and_503s_are_retried_alone(es, ship_dir):
     es.fail_items(rule)
     code, out, err = run_ship(ship_args(es, ship_dir, "--once", "--batch-size", "400"))
     assert code == 0, err
-    assert "2000 delivered" in out and "0 dead-lettered" in out
+    assert "delivered 2000 documents" in out and "0 dead-lettered" in out
     assert_exactly_once(es, 2000)
     assert all(left == 0 for left in rejected.values())
 
@@ -162,7 +162,7 @@ def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
     es.faults.delay = 0
     code, out, err = run_ship(ship_args(es, ship_dir, "--once"))
     assert code == 0, err
-    assert f"{20_000 - delivered} delivered, 0 already there" in out  # resumed exactly where it stopped
+    assert f"delivered {20_000 - delivered} documents" in out and "0 already there" in out  # resumed exactly where it stopped
     assert_exactly_once(es, 20_000)
 
 
@@ -181,7 +181,7 @@ def test_shutdown_timeout_bounds_the_stop_during_an_outage(es, ship_dir):
         proc.kill()
     es.start()
     code, out, _ = run_ship(ship_args(es, ship_dir, "--once"))
-    assert code == 0 and "500 delivered" in out
+    assert code == 0 and "delivered 500 documents" in out
     assert_exactly_once(es, 500)
 
 

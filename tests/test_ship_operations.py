@@ -149,7 +149,7 @@ def test_once_prints_only_the_summary_when_not_a_terminal(es, ship_dir):
     code, out, err = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", es.url,
                                "--state-dir", str(ship_dir.parent / "state")])
     assert code == 0
-    assert out.count("\n") == 1 and out.startswith("shipped 50 lines")
+    assert out.count("\n") == 1 and out.startswith("delivered 50 documents")
     assert "\r" not in err and "ETA" not in err
 
 
@@ -176,7 +176,7 @@ def test_once_shows_progress_on_a_terminal(es, ship_dir):
     finally:
         os.close(main)
         proc.kill()
-    assert re.search(rb"\[#*\.*\] +[\d.]+/[\d.]+ MB +[\d,]+ docs/s ETA", seen), seen[-300:]
+    assert re.search(rb"\[#*\.*\] +[\d.]+ (B|KiB|MiB) / [\d.]+ MiB +[\d,]+ docs/s +ETA", seen), seen[-300:]
     assert b"dead letters 0" in seen
 
 

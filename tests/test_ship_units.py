@@ -1,6 +1,11 @@
-"""The shipper's parts on their own: batching, contiguous commits, the state store, backoff."""
+"""The shipper's parts on their own, no network: batching, the offsets owner (acknowledgements
+in, commits out), the state store, backoff, the tailer."""
 
 from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
 
 import orjson
 import pytest
@@ -9,48 +14,50 @@ from hypothesis import strategies as st
 
 from amebo_logging.ship.batch import Batch, Batcher, ReadStats
 from amebo_logging.ship.bulk import Backoff
-from amebo_logging.ship.shipper import commit_offsets
-from amebo_logging.ship.state import StateError, StateStore
-from amebo_logging.ship.tail import Chunk, TrackedFile
+from amebo_logging.ship.offsets import Ack, Offsets
+from amebo_logging.ship.state import StateError, StateStore, describe_sqlite_error
+from amebo_logging.ship.tail import Chunk, Source, Tailer
 
 
-def tracked(path="/var/log/amebo/app.log", uid="00112233445566aa"):
-    return TrackedFile(path=path, fd=-1, dev=1, ino=2, head_hash="h", generation=0, uid=uid,
-                       read_pos=0, line_start=0)
+def source(path="/var/log/amebo/app.log", uid="00112233445566aa"):
+    return Source.make(uid, path)
 
 
 line_values = st.one_of(
-    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.none()), max_size=4)
-    .map(lambda d: orjson.dumps(d)),
+    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.none()),
+                    max_size=4).map(lambda d: orjson.dumps(d)),
     st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")),
     st.just(b'{"@timestamp":"2026-11-27T00:00:00Z","a":1}'),
+    st.just(b'{"a":"no timestamp"}'),
     st.just(b'{"log.offset":5}'),
     st.just(b"{}"),
     st.just(b""),
+    st.just(b'{"a":' * 300 + b"1" + b"}" * 300),  # nested too deep to re-encode
 )
 
 
 @settings(max_examples=200, deadline=None)
 @given(lines=st.lists(line_values, max_size=30), crlf=st.booleans(), batch_size=st.integers(1, 7))
 def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, batch_size):
-    tf = tracked()
+    src = source()
     batches: list[Batch] = []
     stats = ReadStats()
     batcher = Batcher(batches.append, host_name="h1", batch_size=batch_size, batch_bytes=1 << 20,
-                      max_line_bytes=40, stats=stats)
+                      max_line_bytes=4000, stats=stats)
     end = b"\r\n" if crlf else b"\n"
     data = b"".join(line + end for line in lines)
     if data:
-        batcher.add(Chunk(tf, 1000, data))
+        batcher.add(Chunk(src, 1000, data))
     batcher.flush()
+
     def content(line: bytes) -> bytes:  # what the shipper sees: the newline and one \r removed
         text = line + end[:-1]
         return text[:-1] if text.endswith(b"\r") else text
 
-    offsets, pos = [], 1000
+    expected, pos = [], 1000
     for line in lines:
         if content(line):
-            offsets.append(pos)
+            expected.append((pos, content(line)))
         pos += len(line) + len(end)
     docs = []
     for batch in batches:
@@ -58,30 +65,108 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
         body = batch.body()
         ops = body.split(b"\n")
         assert ops[-1] == b"" and len(ops) == 2 * len(batch) + 1
-        for action, source in zip(ops[0:-1:2], ops[1:-1:2]):
-            doc = orjson.loads(source)  # every source is one valid JSON object
-            assert orjson.loads(action) == {"create": {"_id": f"{tf.uid}-{doc['log.offset']}"}}
-            docs.append(doc)
-    assert [d["log.offset"] for d in docs] == offsets
-    for d in docs:
-        assert d["log.file.path"] == tf.path and d["host.name"] == "h1" and "@timestamp" in d
+        for i, (action, src_line) in enumerate(zip(ops[0:-1:2], ops[1:-1:2])):
+            doc = orjson.loads(src_line)  # every source is one valid JSON object
+            assert orjson.loads(action) == {"create": {"_id": f"{src.uid}-{doc['log.offset']}"}}
+            docs.append((doc, batch.original_line(i)))
+    assert [d["log.offset"] for d, _ in docs] == [p for p, _ in expected]
+    for (d, original), (_, line) in zip(docs, expected):
+        assert d["log.file.path"] == src.path and d["host.name"] == "h1" and "@timestamp" in d
+        assert original == line  # the dead letter can always give the line back
     assert stats.lines == len(lines) and stats.empty == sum(1 for line in lines if not content(line))
     if batches:  # the read end covers every line, empty ones included
-        assert max(b.file_ends.get(tf, 0) for b in batches) == 1000 + len(data)
+        assert max(b.source_ends.get(src.uid, 0) for b in batches) == 1000 + len(data)
 
 
-def test_commit_stops_at_the_first_unsettled_line_of_each_file():
-    a, b = tracked(uid="a" * 16), tracked(path="/b.log", uid="b" * 16)
+def test_settled_ends_stop_at_the_first_unsettled_line_of_each_file():
+    a, b = source(uid="a" * 16), source(path="/b.log", uid="b" * 16)
     batch = Batch()
-    for tf, off in ((a, 0), (b, 0), (a, 10), (b, 10), (a, 20)):
+    for src, off in ((a, 0), (b, 0), (a, 10), (b, 10), (a, 20)):
         batch.ops.append(b"x")
-        batch.files.append(tf)
+        batch.sources.append(src)
         batch.offsets.append(off)
         batch.ends.append(off + 10)
-    batch.file_ends = {a: 35, b: 20}  # a has an empty line after its last document
-    assert commit_offsets(batch, bytearray([1, 1, 1, 1, 1])) == {a: 35, b: 20}
-    assert commit_offsets(batch, bytearray([1, 1, 0, 1, 1])) == {a: 10, b: 20}  # a later ack never skips a gap
-    assert commit_offsets(batch, bytearray([0, 0, 1, 1, 1])) == {}
+    batch.source_ends = {a.uid: 35, b.uid: 20}  # a has an empty line after its last document
+    assert batch.settled_ends(bytearray([1, 1, 1, 1, 1])) == {a.uid: (35, True), b.uid: (20, True)}
+    assert batch.settled_ends(bytearray([1, 1, 0, 1, 1])) == {a.uid: (10, False), b.uid: (20, True)}
+    assert batch.settled_ends(bytearray([0, 0, 1, 1, 1])) == {a.uid: (0, False), b.uid: (0, False)}
+
+
+# --- the offsets owner: acknowledgements in, commits out -------------------------------------
+
+
+def offsets_with(tmp_path, *uids):
+    store = StateStore(tmp_path / "state")
+    offsets = Offsets(store)
+    made = []
+    for i, _ in enumerate(uids):
+        record = offsets.register(f"/f{i}.log", 1, i, f"head{i}", 0, 0)
+        offsets.track(record.uid, f"/f{i}.log", 0, 0)
+        made.append(record.uid)
+    return store, offsets, made
+
+
+def test_acknowledgements_commit_only_contiguous_runs(tmp_path):
+    store, offsets, (u,) = offsets_with(tmp_path, "a")
+    for seq, end in ((1, 100), (2, 200), (3, 300)):
+        offsets.handed(u, end)
+        offsets.sent(seq, {u: end})
+    assert offsets.acknowledge(Ack(2, {u: (200, True)})) == []  # batch 1 is still out: nothing moves
+    assert store.get(u).offset == 0 and not offsets.settled(u)
+    assert offsets.acknowledge(Ack(1, {u: (100, True)})) == [(u, 200)]  # 1 and 2 together
+    assert offsets.acknowledge(Ack(3, {u: (250, False)})) == [(u, 250)]  # a settled prefix of 3 only
+    assert store.get(u).offset == 250 and not offsets.settled(u)
+    store.close()
+
+
+def test_handed_out_but_unsent_lines_keep_a_file_unsettled(tmp_path):
+    store, offsets, (u,) = offsets_with(tmp_path, "a")
+    offsets.handed(u, 50)  # in the batcher, not sent yet
+    assert not offsets.settled(u)
+    offsets.release(u)  # the reader let go (a truncation): the lines still get acknowledged
+    offsets.sent(1, {u: 50})
+    offsets.acknowledge(Ack(1, {u: (50, True)}))
+    assert offsets.settled(u) and store.get(u).offset == 50
+    store.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_offsets_match_a_model_under_any_acknowledgement_order(tmp_path_factory, data):
+    tmp_path = tmp_path_factory.mktemp("offsets")
+    nfiles = data.draw(st.integers(1, 3))
+    store, offsets, uids = offsets_with(tmp_path, *range(nfiles))
+    ends = {u: 0 for u in uids}
+    batches = []
+    for seq in range(1, data.draw(st.integers(1, 12)) + 1):
+        chosen = data.draw(st.lists(st.sampled_from(uids), min_size=1, unique=True))
+        carried = {}
+        for u in chosen:
+            ends[u] += data.draw(st.integers(1, 50))
+            offsets.handed(u, ends[u])
+            carried[u] = ends[u]
+        offsets.sent(seq, carried)
+        batches.append((seq, carried))
+    order = data.draw(st.permutations(batches))
+    acked: dict[int, dict] = {}
+    for seq, carried in order:
+        outcome = {u: (end, True) for u, end in carried.items()}
+        offsets.acknowledge(Ack(seq, outcome))
+        acked[seq] = outcome
+        for u in uids:  # the model: the end of the longest run of acknowledged batches, in order
+            expected = 0
+            for s, c in batches:
+                if u not in c:
+                    continue
+                if s not in acked:
+                    break
+                expected = c[u]
+            assert store.get(u).offset == expected
+    assert all(offsets.settled(u) for u in uids)
+    store.close()
+
+
+# --- the state store ----------------------------------------------------------------------------
 
 
 def test_state_never_moves_back_and_survives_reopening(tmp_path):
@@ -96,11 +181,40 @@ def test_state_never_moves_back_and_survives_reopening(tmp_path):
     again.close()
 
 
+def test_one_shipper_per_state_directory(tmp_path):
+    first = StateStore(tmp_path / "s")
+    with pytest.raises(StateError, match=rf"another amebo-logship \(PID {os.getpid()}\) is using") as err:
+        StateStore(tmp_path / "s")
+    assert err.value.kind == "locked"
+    first.close()
+    StateStore(tmp_path / "s").close()  # the lock went with the first store
+
+
 def test_state_refuses_a_missing_database_it_once_had(tmp_path):
     StateStore(tmp_path / "s").close()
     (tmp_path / "s" / "state.sqlite3").unlink()
-    with pytest.raises(StateError, match="missing"):
+    with pytest.raises(StateError, match="missing.*reset-state --state-dir"):
         StateStore(tmp_path / "s")
+
+
+def test_a_database_created_half_way_is_completed(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    sqlite3.connect(d / "state.sqlite3").close()  # the file exists, the disk filled before the schema
+    store = StateStore(d)
+    assert store.all() == []
+    store.close()
+
+
+def test_sqlite_errors_are_named():
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorname = "SQLITE_FULL"
+    err = describe_sqlite_error(full, Path("/s"), Path("/s/db"))
+    assert err.kind == "full" and str(err).startswith("disk full under /s")
+    bad = sqlite3.DatabaseError("file is not a database")
+    bad.sqlite_errorname = "SQLITE_NOTADB"
+    assert describe_sqlite_error(bad, Path("/s"), Path("/s/db")).kind \
+        == "corrupt"
 
 
 def test_backoff_grows_with_jitter_and_is_capped():
@@ -123,25 +237,105 @@ def test_fake_server_filter_path():
         "errors": True, "items": [{"create": {"status": 201}}, {"create": {"status": 409, "error": {"type": "x"}}}]}
 
 
-def test_a_deleted_file_whose_last_line_never_ends_is_let_go(tmp_path):
-    from amebo_logging.ship.tail import Tailer
+# --- the tailer ----------------------------------------------------------------------------------
 
+
+def tailer_for(tmp_path, pattern="*.log", **kwargs):
     logs = tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)
+    store = StateStore(tmp_path / "state")
+    return logs, store, Offsets(store), lambda offsets: Tailer([str(logs / pattern)], offsets, **kwargs)
+
+
+def acknowledge_all(offsets, chunks, seq=[0]):  # noqa: B006 - a counter across calls
+    ends: dict[str, int] = {}
+    for c in chunks:
+        ends[c.source.uid] = c.offset + len(c.data)
+    seq[0] += 1
+    offsets.sent(seq[0], ends)
+    offsets.acknowledge(Ack(seq[0], {u: (e, True) for u, e in ends.items()}))
+
+
+def test_a_deleted_file_whose_last_line_never_ends_is_let_go(tmp_path):
+    logs, store, offsets, make = tailer_for(tmp_path, close_inactive=0.0)
     path = logs / "a.log"
     path.write_bytes(b'{"a":1}\n{"unfinished":')
-    tailer = Tailer([str(logs / "*.log")], StateStore(tmp_path / "state"), close_inactive=0.0)
+    tailer = make(offsets)
     tailer.scan()
     chunks = tailer.poll()
     assert [c.data for c in chunks] == [b'{"a":1}\n']
-    [tf] = tailer.files.values()
-    tf.committed = tf.emitted  # as if the first line was acknowledged
+    acknowledge_all(offsets, chunks)
     path.unlink()
     tailer.scan()
     tailer.poll()  # reaches the end through the open descriptor
     tailer.retire()
-    assert not tailer.files
-    assert ("file_forgotten", {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')}) in tailer.events
+    assert not tailer.readers
+    assert ("info", "file_forgotten", {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')}) \
+        in tailer.events
+    store.close()
+
+
+def test_rewritten_under_a_paused_reader_is_noticed_at_the_next_read(tmp_path):
+    """copytruncate while reading was paused: the file regrew past the read position."""
+    logs, store, offsets, make = tailer_for(tmp_path, pattern="app.log*")
+    path = logs / "app.log"
+    old = b"".join(b'{"old":%d}\n' % i for i in range(100))
+    path.write_bytes(old)
+    tailer = make(offsets)
+    tailer.scan()
+    first = tailer.poll(max_bytes=300)  # a part of it, then reading pauses
+    acknowledge_all(offsets, first)
+    read_to = first[-1].offset + len(first[-1].data)
+    (logs / "app.log.1").write_bytes(old)  # logrotate's copy...
+    with open(path, "r+b") as f:  # ...then the truncation, and the file regrows past the position
+        f.truncate(0)
+        f.write(b"".join(b'{"new":%d}\n' % i for i in range(200)))
+    tailer.scan()
+    chunks = []
+    for _ in range(10):
+        chunks += tailer.poll()
+    by_file = {}
+    for c in chunks:
+        by_file.setdefault(c.source.path, []).append(c)
+    copy = by_file[str(logs / "app.log.1")]
+    assert copy[0].offset == read_to  # the copy continues exactly where the reading stopped
+    assert b"".join(c.data for c in copy) == old[read_to:]
+    live = by_file[str(path)]
+    assert live[0].offset == 0 and b"".join(c.data for c in live).startswith(b'{"new":0}\n')
+    assert live[0].source.uid != copy[0].source.uid
+    store.close()
+
+
+def test_never_more_descriptors_than_the_limit(tmp_path):
+    logs, store, offsets, make = tailer_for(tmp_path, once=True)
+    for i in range(30):
+        (logs / f"f{i:02d}.log").write_bytes(b'{"f":%d}\n' % i)
+    tailer = make(offsets)
+    tailer.max_open = 4
+    tailer.scan()
+    seen = set()
+    for _ in range(40):
+        chunks = tailer.poll()
+        assert len(tailer.readers) <= 4
+        acknowledge_all(offsets, chunks)
+        seen |= {c.source.path for c in chunks}
+        tailer.retire()
+    assert len(seen) == 30 and tailer.all_read()
+    store.close()
+
+
+def test_a_busy_file_does_not_starve_the_others(tmp_path):
+    logs, store, offsets, make = tailer_for(tmp_path)
+    with open(logs / "a-busy.log", "wb") as f:
+        f.write((b'{"x":"' + b"a" * 1000 + b'"}\n') * 20_000)  # 20 MB waiting
+    (logs / "b-quiet.log").write_bytes(b'{"quiet":1}\n')
+    tailer = make(offsets)
+    tailer.scan()
+    seen = set()
+    for _ in range(2):  # a budget of one chunk per poll: the quiet file must come up at once
+        seen |= {c.source.path for c in tailer.poll(max_bytes=1 << 20)}
+    assert str(logs / "b-quiet.log") in seen
+    store.close()
 
 
 def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
@@ -162,18 +356,44 @@ def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
         shipper.run()
 
 
-def test_a_busy_file_does_not_starve_the_others(tmp_path):
-    from amebo_logging.ship.tail import Tailer
+def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interval(tmp_path):
+    """Latency first: an idle sender takes a partial batch at once (--flush-interval 30 s)."""
+    import threading
+    import time
+
+    from amebo_logging import get_logger
+    from amebo_logging.ship.shipper import ShipOptions, Shipper
+
+    sent: list[float] = []
+
+    class ScriptedClient:  # the transport seam: answers like Elasticsearch, records when
+        def bulk(self, *, operations, index, filter_path=None):
+            sent.append(time.monotonic())
+            n = operations.count(b"\n") // 2
+            return type("Answer", (), {"body": {"errors": False, "items_count": n}})()
 
     logs = tmp_path / "logs"
     logs.mkdir()
-    (logs / "a-busy.log").write_bytes(b'{"x":"' + b"a" * 100 + b'"}\n' * 1)  # first line, then a lot more
-    with open(logs / "a-busy.log", "ab") as f:
-        f.write((b'{"x":"' + b"a" * 1000 + b'"}\n') * 20_000)  # 20 MB waiting
-    (logs / "b-quiet.log").write_bytes(b'{"quiet":1}\n')
-    tailer = Tailer([str(logs / "*.log")], StateStore(tmp_path / "state"))
-    tailer.scan()
-    seen = set()
-    for _ in range(2):  # a budget of one chunk per poll: the quiet file must come up at once
-        seen |= {c.file.path for c in tailer.poll(max_bytes=1 << 20)}
-    assert str(logs / "b-quiet.log") in seen
+    path = logs / "a.log"
+    path.write_bytes(b'{"n":0}\n')
+    options = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", flush_interval=30.0,
+                          scan_interval=0.05)
+    shipper = Shipper(options, ScriptedClient(), get_logger("test"))
+    runner = threading.Thread(target=shipper.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(sent) == 1
+        written = time.monotonic()
+        with open(path, "ab") as f:
+            f.write(b'{"n":1}\n')
+        while len(sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert len(sent) == 2 and sent[1] - written < 1.0  # not the 30 s flush interval
+    finally:
+        shipper.request_stop()
+        runner.join(10)
+    assert not runner.is_alive()
+

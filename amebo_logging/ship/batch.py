@@ -1,12 +1,16 @@
-"""Lines to documents, and documents into batches bounded by count, bytes and age.
+"""Lines to documents, and documents into batches bounded by count and bytes.
 
-Each complete line becomes one bulk ``create`` operation whose ``_id`` is the file's id and
-the line's offset.  A line holding a JSON object is shipped as that object with
-``log.file.path``, ``log.offset``, ``host.name`` (and ``@timestamp`` = the read time if it had
-none) added, without being re-serialized.  Any other line — not JSON, not an object, not
-UTF-8, NUL bytes, over the length limit — is shipped as a document whose ``message`` is the
-text, safely decoded, with ``error.message`` saying why.  Empty lines carry nothing and are
-counted, not shipped.
+Each complete line becomes one bulk ``create`` operation whose ``_id`` is the file
+generation's id and the line's offset.  A line holding a JSON object is shipped as that
+object with ``log.file.path``, ``log.offset``, ``host.name`` (and ``@timestamp`` = the read
+time if it had none) added, without being re-serialized.  Any other line (not JSON, not an
+object, not UTF-8, NUL bytes, over the length limit, nested too deep to re-encode) is shipped
+as a document whose ``message`` is the text, safely decoded, with ``error.message`` saying
+why.  No line can stop a file: whatever goes wrong turning a line into a document makes it
+such a document.  Empty lines carry nothing and are counted, not shipped.
+
+A :class:`Batch` is a value: once emitted nothing changes it, and it refers to its files only
+by :class:`~.tail.Source` (id and path), never by anything the reader still owns.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import msgspec
 import orjson
 
 from ..render import timestamp_now
-from .tail import Chunk, LongLine, TrackedFile
+from .tail import Chunk, LongLine, Source
 
 __all__ = ["Batch", "Batcher", "ReadStats"]
 
 _ACTION_END = b'"}}\n'
+_OFFSET_KEY = b',"log.offset":'
 
 
 class _Probe(msgspec.Struct):
@@ -56,11 +61,14 @@ class Batch:
     """Documents ready to send, with what is needed to acknowledge and dead-letter each."""
 
     ops: list[bytes] = field(default_factory=list)  # per document: its action line and source line
-    files: list[TrackedFile] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)  # offset just past each line's newline
-    file_ends: dict[TrackedFile, int] = field(default_factory=dict)  # read end, empty lines included
+    source_ends: dict[str, int] = field(default_factory=dict)  # per uid: read end, empty lines included
+    stamped: dict[int, int] = field(default_factory=dict)  # doc -> bytes of the @timestamp the shipper added
+    originals: dict[int, bytes] = field(default_factory=dict)  # doc -> its line, where the doc was rebuilt
     nbytes: int = 0
+    seq: int = 0
     created: float = field(default_factory=time.monotonic)
 
     def __len__(self) -> int:
@@ -76,6 +84,42 @@ class Batch:
             return b"".join(self.ops)
         ops = self.ops
         return b"".join([ops[i] for i in indices])
+
+    def original_line(self, i: int) -> bytes:
+        """The line document *i* was made from (its first bytes, for a truncated line)."""
+        found = self.originals.get(i)
+        if found is not None:
+            return found
+        source = self.ops[i].split(b"\n", 2)[1]
+        k = source.index(b",", source.index(_OFFSET_KEY) + len(_OFFSET_KEY))
+        rest = source[k + 1 :]
+        return b"{" + rest[self.stamped.get(i, 0) :]
+
+    def settled_ends(self, settled: bytearray) -> dict[str, tuple[int, bool]]:
+        """Per uid: the offset past the last line settled with every line before it settled,
+        and whether all of the uid's lines in this batch were settled.
+
+        When every document of a uid is settled, the end is the batch's read end for it
+        (which covers trailing empty lines)."""
+        if settled.count(0) == 0:
+            return {uid: (end, True) for uid, end in self.source_ends.items()}
+        out: dict[str, tuple[int, bool]] = {}
+        blocked: set[str] = set()
+        prefix: dict[str, int] = {}
+        for i, src in enumerate(self.sources):
+            uid = src.uid
+            if uid in blocked:
+                continue
+            if settled[i]:
+                prefix[uid] = self.ends[i]
+            else:
+                blocked.add(uid)
+        for uid, end in self.source_ends.items():
+            if uid in blocked:
+                out[uid] = (prefix.get(uid, 0), False)
+            else:
+                out[uid] = (end, True)
+        return out
 
 
 def _safe_text(raw: bytes) -> str:
@@ -95,7 +139,7 @@ def _why_not_an_object(raw: bytes, exc: Exception | None) -> str:
 
 
 class Batcher:
-    """Turns chunks of lines into batches; hands each full batch to *emit*."""
+    """Turns chunks of lines into batches; hands each full one to *emit*."""
 
     def __init__(
         self,
@@ -118,19 +162,24 @@ class Batcher:
         self._path_cache: dict[str, bytes] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
 
-    def _meta_prefix(self, tf: TrackedFile) -> bytes:
-        """``{"log.file.path":...,"host.name":...,"log.offset":`` for *tf*'s current path."""
-        prefix = self._path_cache.get(tf.path)
+    def _meta_prefix(self, source: Source) -> bytes:
+        """``{"log.file.path":...,"host.name":...,"log.offset":`` for *source*'s path."""
+        prefix = self._path_cache.get(source.path)
         if prefix is None:
-            prefix = b'{"log.file.path":' + orjson.dumps(tf.path) + b',"host.name":' + self.host_json + b',"log.offset":'
+            prefix = (b'{"log.file.path":' + orjson.dumps(source.path) + b',"host.name":' + self.host_json
+                      + _OFFSET_KEY)
             if len(self._path_cache) > 4096:
                 self._path_cache.clear()
-            self._path_cache[tf.path] = prefix
+            self._path_cache[source.path] = prefix
         return prefix
+
+    def pending(self) -> bool:
+        """Whether the batch being filled holds anything to emit."""
+        return bool(self.batch.ops or self.batch.source_ends)
 
     def flush(self) -> None:
         """Emit the batch being filled, if it has anything."""
-        if self.batch.ops or self.batch.file_ends:
+        if self.pending():
             batch, self.batch = self.batch, Batch()
             self._emit(batch)
 
@@ -141,40 +190,42 @@ class Batcher:
             self._add_chunk(item)
 
     def _add_long(self, item: LongLine) -> None:
-        tf = item.file
+        src = item.source
         self.stats.lines += 1
         self.stats.truncated += 1
         self.stats.bytes += item.length + 1
         head = item.head[:-1] if item.head.endswith(b"\r") else item.head
-        doc = self._truncated(head, item.length)
-        self._append(tf, item.offset, item.offset + item.length + 1, self._op(tf, item.offset, doc))
+        b = self.batch
+        b.originals[len(b.ops)] = head
+        self._append(src, item.offset, item.offset + item.length + 1,
+                     self._op(src, item.offset, self._truncated(head, item.length)))
 
-    def _append(self, tf: TrackedFile, offset: int, end: int, op: bytes) -> None:
+    def _append(self, src: Source, offset: int, end: int, op: bytes) -> None:
         b = self.batch
         b.ops.append(op)
-        b.files.append(tf)
+        b.sources.append(src)
         b.offsets.append(offset)
         b.ends.append(end)
-        b.file_ends[tf] = end
+        b.source_ends[src.uid] = end
         b.nbytes += len(op)
         if len(b.ops) >= self.batch_size or b.nbytes >= self.batch_bytes:
             self.flush()
 
     def _add_chunk(self, chunk: Chunk) -> None:
-        tf = chunk.file
+        src = chunk.source
+        uid = src.uid
         data = chunk.data
         offset = chunk.offset
         self.stats.bytes += len(data)
         all_ascii = data.isascii()
-        action = tf.action_prefix
-        middle = _ACTION_END + self._meta_prefix(tf)
+        action = src.action_prefix
+        middle = _ACTION_END + self._meta_prefix(src)
         probe = self._probe
-        decode_error = msgspec.DecodeError  # ValidationError (not an object) is a subclass
         max_len = self.max_line_bytes
         limit_n, limit_b = self.batch_size, self.batch_bytes
         read_time: bytes | None = None
         b = self.batch
-        ops, files, offsets, ends = b.ops, b.files, b.offsets, b.ends
+        ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
         size, nbytes = len(ops), b.nbytes
         lines = empty = 0
         for raw in data.split(b"\n")[:-1]:
@@ -184,7 +235,7 @@ class Batcher:
             line = raw[:-1] if raw[-1:] == b"\r" else raw
             if not line:
                 empty += 1
-                b.file_ends[tf] = offset
+                b.source_ends[uid] = offset
                 continue
             op = None
             # The fast path: a JSON object without a blank after "{", in UTF-8, without our
@@ -194,7 +245,7 @@ class Batcher:
                     found = probe(line)
                     if not all_ascii:
                         line.decode("utf-8")
-                except (decode_error, UnicodeDecodeError):
+                except Exception:  # DecodeError, UnicodeDecodeError, RecursionError...: the slow path
                     found = None
                 if found is not None and found.file_path is _UNSET and found.offset is _UNSET \
                         and found.host_name is _UNSET:
@@ -204,23 +255,26 @@ class Batcher:
                         if read_time is None:
                             read_time = b'"@timestamp":"' + timestamp_now().encode() + b'",'
                         op = b"%s%d%s%d,%s%s\n" % (action, start, middle, start, read_time, line[1:])
+                        b.stamped[size] = len(read_time)
             if op is None:
-                op = self._slow_op(tf, start, line, max_len)
+                b.originals[size] = line
+                op = self._slow_op(src, start, line, max_len)
             ops.append(op)
-            files.append(tf)
+            sources.append(src)
             offsets.append(start)
             ends.append(offset)
             nbytes += len(op)
             size += 1
             if size >= limit_n or nbytes >= limit_b:
                 b.nbytes = nbytes
-                b.file_ends[tf] = offset
+                b.source_ends[uid] = offset
                 self.flush()
                 b = self.batch
-                ops, files, offsets, ends = b.ops, b.files, b.offsets, b.ends
+                ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
                 size, nbytes = 0, 0
         b.nbytes = nbytes
-        b.file_ends[tf] = offset
+        if lines:
+            b.source_ends[uid] = offset
         self.stats.lines += lines
         self.stats.empty += empty
 
@@ -234,27 +288,30 @@ class Batcher:
             "tags": ["truncated"],
         }
 
-    def _op(self, tf: TrackedFile, offset: int, doc: dict[str, Any]) -> bytes:
+    def _op(self, src: Source, offset: int, doc: dict[str, Any]) -> bytes:
         """The bulk operation for *doc*, with the shipper's metadata (which replaces the line's)."""
-        doc.update({"log.file.path": tf.path, "log.offset": offset, "host.name": self.host_name})
-        return tf.action_prefix + b"%d" % offset + _ACTION_END + orjson.dumps(doc) + b"\n"
+        doc.update({"log.file.path": src.path, "log.offset": offset, "host.name": self.host_name})
+        return src.action_prefix + b"%d" % offset + _ACTION_END + orjson.dumps(doc) + b"\n"
 
-    def _slow_op(self, tf: TrackedFile, offset: int, line: bytes, max_len: int) -> bytes:
-        """The operation for a line that is not a plain JSON object line."""
-        if len(line) > max_len:
-            self.stats.truncated += 1
-            doc: dict[str, Any] = self._truncated(line, len(line))
-        else:
+    def _slow_op(self, src: Source, offset: int, line: bytes, max_len: int) -> bytes:
+        """The operation for a line that is not a plain JSON object line; never raises."""
+        try:
+            if len(line) > max_len:
+                self.stats.truncated += 1
+                return self._op(src, offset, self._truncated(line, len(line)))
             try:
                 parsed: Any = orjson.loads(line)
                 exc = None
             except orjson.JSONDecodeError as err:
                 parsed, exc = None, err
             if type(parsed) is dict:  # an object with our metadata keys, or leading blanks
-                doc = parsed
-                doc.setdefault("@timestamp", timestamp_now())
-            else:
-                self.stats.parse_failures += 1
-                doc = {"@timestamp": timestamp_now(), "message": _safe_text(line),
-                       "error.message": _why_not_an_object(line, exc)}
-        return self._op(tf, offset, doc)
+                parsed.setdefault("@timestamp", timestamp_now())
+                return self._op(src, offset, parsed)
+            self.stats.parse_failures += 1
+            return self._op(src, offset, {"@timestamp": timestamp_now(), "message": _safe_text(line),
+                                          "error.message": _why_not_an_object(line, exc)})
+        except Exception as err:  # nested too deep to re-encode, or anything else: still shipped
+            self.stats.parse_failures += 1
+            why = f"the line could not be turned into a document ({type(err).__name__}: {err})"
+            return self._op(src, offset, {"@timestamp": timestamp_now(),
+                                          "message": _safe_text(line[:max_len]), "error.message": why})

@@ -1,11 +1,21 @@
-"""The bulk sender: one batch at a time, read item by item, retried until every item is settled.
+"""The bulk sender: one batch at a time, read item by item, until every item is settled or
+the run cannot go on.  Its result is a value (:class:`Outcome`), never a change to shared state.
 
-Per item: 200/201 is delivered; 409 (the ``_id`` exists: a replay) is delivered; 429 and 5xx
-are retried with exponential backoff and jitter, without limit; any other status (400 mapping
-conflicts and the like) is permanent: the document goes to the dead-letter file and counts as
-settled.  A whole request that fails (connection refused, timeout, 429, 5xx, or any other
-error status) is retried the same way.  Only a *hard stop* (the shutdown timeout) ends the
-retries early; what is unsettled then is simply not committed, and is read again next time.
+Two kinds of "permanent", kept apart:
+
+* **Permanent for this line** (a 400 mapping conflict, a document larger than the server
+  takes): the document goes to the dead-letter file with the reason and counts as settled.
+* **Permanent for this run** (401; 403 ``security_exception``, per request or per item; a
+  target Elasticsearch refuses: invalid name, missing or closed index): nothing past it is
+  settled or dead-lettered; the :class:`Outcome` carries a :class:`Fatal` naming the cause
+  and the fix, and the shipper stops with the documented exit code.
+
+Per item: 2xx is delivered (counted apart when Elasticsearch put it in the data stream's
+failure store, ``"failure_store": "used"``); 409 (the ``_id`` exists: a replay) is
+delivered; 429, 5xx and other 403s (a write block) are retried with exponential backoff
+and jitter.  A whole request that fails (connection refused, timeout, 429, 5xx...) is
+retried the same way; with *give_up_after* (``--once``) only for that long.  413 splits the
+request in halves, down to one document, and remembers the size the server refused.
 """
 
 from __future__ import annotations
@@ -13,6 +23,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,12 +32,16 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from .batch import Batch
 
-__all__ = ["Backoff", "BulkSender", "DeliveryStats", "PermanentFailures", "DURATION_BUCKETS"]
+__all__ = ["Backoff", "BulkSender", "DeliveryStats", "Fatal", "Outcome", "PermanentFailures", "DURATION_BUCKETS"]
 
-FILTER_PATH = "errors,items.*.status,items.*.error"
+FILTER_PATH = "errors,items.*.status,items.*.error,items.*.failure_store"
 
 #: Upper bounds (seconds) of the bulk request duration histogram.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+#: Item error types that say the target itself is unusable, not the line.
+_TARGET_ERRORS = frozenset({"invalid_index_name_exception", "index_not_found_exception", "index_closed_exception",
+                            "invalid_alias_name_exception"})
 
 
 class PermanentFailures(Protocol):
@@ -38,13 +53,32 @@ class PermanentFailures(Protocol):
         """Keep (index, status, error) of each refused document; raise OSError if it cannot."""
 
 
+@dataclass(frozen=True)
+class Fatal:
+    """Why the run cannot go on: *kind* is ``credentials``, ``privileges``, ``target`` or
+    ``unreachable``; *message* names the cause and the fix."""
+
+    kind: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    """What became of one batch: a flag per document (1 = settled), and what stopped it."""
+
+    settled: bytearray
+    fatal: Fatal | None = None
+
+
 @dataclass
 class DeliveryStats:
-    """Counts kept by the sending side; the monitor reads them, never steers by them."""
+    """Counts kept by the sending thread (the only writer); others read copies."""
 
     delivered: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    failure_store: int = 0
+    too_large: int = 0
     retries: dict[str, int] = field(default_factory=lambda: {"429": 0, "5xx": 0, "connection": 0, "other": 0})
     bulk_requests: int = 0
     bulk_buckets: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS))
@@ -60,6 +94,13 @@ class DeliveryStats:
             if seconds <= bound:
                 self.bulk_buckets[i] += 1
                 break
+
+    def copy(self) -> DeliveryStats:
+        """A copy for readers in other threads."""
+        out = DeliveryStats(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+        out.retries = dict(self.retries)
+        out.bulk_buckets = list(self.bulk_buckets)
+        return out
 
 
 class Backoff:
@@ -88,6 +129,26 @@ def _cause(status: int | None) -> str:
     return "other"
 
 
+def _error_type(error: Any) -> str:
+    return str(error.get("type", "")) if isinstance(error, dict) else ""
+
+
+def _error_reason(error: Any) -> str:
+    if isinstance(error, dict):
+        return str(error.get("reason") or error.get("type") or error)
+    return str(error)
+
+
+@dataclass
+class _Answer:
+    """One bulk request's answer: the body on 2xx, else the status (None: no answer) and why."""
+
+    body: dict[str, Any] | None
+    status: int | None = None
+    reason: str = ""
+    error_type: str = ""
+
+
 class BulkSender:
     """Sends batches to *target* (a data stream or an index) with ``create`` operations."""
 
@@ -100,7 +161,9 @@ class BulkSender:
         stats: DeliveryStats,
         backoff: Backoff,
         hard_stop: threading.Event,
-        on_problem: Callable[[str, dict[str, Any]], None],
+        on_problem: Callable[[str, str, dict[str, Any]], None],
+        give_up_after: float | None = None,
+        where: str = "",
     ) -> None:
         self.client = client
         self.target = target
@@ -108,105 +171,213 @@ class BulkSender:
         self.stats = stats
         self.backoff = backoff
         self.hard_stop = hard_stop
-        self.on_problem = on_problem
+        self.on_problem = on_problem  # (level, event, fields)
+        self.give_up_after = give_up_after
+        self.where = where  # the cluster's URLs, for messages
+        self.max_body: int | None = None  # learned from 413s
+        self._failing_since: float | None = None
 
-    def _wait(self) -> bool:
-        """Back off; False when the hard stop came first."""
-        return not self.hard_stop.wait(self.backoff.next_delay())
-
-    def _request(self, body: bytes) -> tuple[dict[str, Any] | None, int | None, str]:
-        """(response, None, '') on HTTP 2xx; (None, status or None, reason) on failure."""
+    # --- one request -----------------------------------------------------------------------
+    def _request(self, body: bytes) -> _Answer:
         started = time.perf_counter()
         try:
             resp = self.client.bulk(operations=body, index=self.target, filter_path=FILTER_PATH)
             self.stats.last_ok = time.time()
-            return resp.body, None, ""
+            self._failing_since = None
+            return _Answer(resp.body)
         except ApiError as exc:
+            error = exc.body.get("error") if isinstance(exc.body, dict) else None
+            reason = f"HTTP {exc.status_code} {_error_reason(error) if error else exc.message}"
             kind = "auth" if exc.status_code in (401, 403) else "http"
-            reason = f"HTTP {exc.status_code} {exc.message}"
             self.stats.last_failure = (time.time(), kind, reason)
-            return None, exc.status_code, reason
+            return _Answer(None, exc.status_code, reason, _error_type(error))
         except TransportError as exc:
             reason = f"{type(exc).__name__}: {exc.message}"
             self.stats.last_failure = (time.time(), "connection", reason)
-            return None, None, reason
+            return _Answer(None, None, reason)
         finally:
             self.stats.observe(time.perf_counter() - started)
 
-    def deliver(self, batch: Batch) -> bytearray:
-        """Settle every document of *batch*; returns a flag per document (1 = settled)."""
+    def _wait(self) -> bool:
+        """Back off; False when the hard stop, or the give-up deadline, came first."""
+        delay = self.backoff.next_delay()
+        if self.give_up_after is not None and self._failing_since is not None:
+            left = self._failing_since + self.give_up_after - time.monotonic()
+            if left <= 0:
+                return False
+            delay = min(delay, left)
+        return not self.hard_stop.wait(delay)
+
+    def _gave_up(self) -> Fatal | None:
+        if self.give_up_after is None or self._failing_since is None:
+            return None
+        if time.monotonic() - self._failing_since < self.give_up_after:
+            return None
+        last = self.stats.last_failure[2] if self.stats.last_failure else "no answer"
+        return Fatal("unreachable", f"Elasticsearch at {self.where or 'the given --es-url'} did not accept "
+                                    f"documents for {self.give_up_after:g}s (last: {last}); nothing is lost: run "
+                                    "again to resume (or raise --give-up-after)")
+
+    # --- one batch -------------------------------------------------------------------------------
+    def deliver(self, batch: Batch) -> Outcome:
+        """Settle every document of *batch*, or say why the run cannot go on."""
         n = len(batch)
         settled = bytearray(n)
-        pending = list(range(n))
-        while pending:
-            body = batch.body() if len(pending) == n else batch.body(pending)
-            resp, status, reason = self._request(body)
-            items = None
-            if resp is not None:
-                items = resp.get("items")
-                count = len(items) if items is not None else resp.get("items_count")
-                if count == len(pending) and resp.get("errors") is False:  # the usual answer
-                    for i in pending:
-                        settled[i] = 1
-                    self.stats.delivered += len(pending)
-                    self.stats.last_delivery = time.time()
-                    self.backoff.reset()
-                    return settled
-                if count != len(pending) or items is None:
-                    items, status = None, 200
-                    reason = f"the bulk response has {count} items for {len(pending)} operations"
-            if items is None:  # the whole request failed: retry it
-                cause = _cause(status)
-                self.stats.retries[cause] += 1
-                self.on_problem("bulk_request_failed", {"reason": reason, "retry_cause": cause,
-                                                        "documents": len(pending)})
-                if not self._wait():
-                    return settled
+        work: deque[list[int]] = deque([list(range(n))]) if n else deque()
+        while work:
+            group = work.popleft()
+            body = batch.body() if len(group) == n else batch.body(group)
+            if self.max_body is not None and len(body) > self.max_body and len(group) > 1:
+                half = len(group) // 2
+                work.extendleft([group[half:], group[:half]])
                 continue
-            pending = self._settle_items(batch, pending, items, settled)
-            if pending:
-                self.on_problem("documents_retried", {"documents": len(pending)})
+            answer = self._request(body)
+            if answer.body is None:
+                go_on, fatal = self._request_failed(batch, group, answer, len(body), settled, work)
+                if not go_on:
+                    return Outcome(settled, fatal)
+                continue
+            items = answer.body.get("items")
+            count = len(items) if items is not None else answer.body.get("items_count")
+            if count == len(group) and answer.body.get("errors") is False and items is None:  # the usual answer
+                for i in group:
+                    settled[i] = 1
+                self.stats.delivered += len(group)
+                self.stats.last_delivery = time.time()
+                self.backoff.reset()
+                continue
+            if count != len(group) or items is None:
+                self.stats.retries["other"] += 1
+                self.on_problem("warning", "bulk_request_failed", {
+                    "reason": f"the bulk response has {count} items for {len(group)} operations",
+                    "retry_cause": "other", "documents": len(group)})
                 if not self._wait():
-                    return settled
+                    return Outcome(settled, self._gave_up())
+                work.appendleft(group)
+                continue
+            retry, fatal = self._settle_items(batch, group, items, settled)
+            if fatal is not None:
+                return Outcome(settled, fatal)
+            if retry:
+                self.on_problem("warning", "documents_retried", {"documents": len(retry)})
+                if not self._wait():
+                    return Outcome(settled, self._gave_up())
+                work.appendleft(retry)
             else:
                 self.backoff.reset()
-        return settled
+        return Outcome(settled)
 
-    def _settle_items(self, batch: Batch, pending: list[int], items: list[Any], settled: bytearray) -> list[int]:
+    def _request_failed(self, batch: Batch, group: list[int], answer: _Answer, size: int, settled: bytearray,
+                        work: deque[list[int]]) -> tuple[bool, Fatal | None]:
+        """Handle a request Elasticsearch (or a proxy) did not answer 2xx: (go on?, why not)."""
+        status = answer.status
+        if status == 401:
+            return False, Fatal("credentials", f"Elasticsearch at {self.where} refused the credentials (HTTP 401): check "
+                                        "--api-key (AMEBO_LOGSHIP_API_KEY) or --username/--password")
+        if status == 403 and answer.error_type == "security_exception":
+            return False, Fatal("privileges", f"Elasticsearch refused to write to {self.target} ({answer.reason}): grant "
+                                       f"the create_doc and auto_configure index privileges on {self.target} "
+                                       "(or on logs-amebo-*) to these credentials")
+        if status == 413:
+            self._too_large(batch, group, size, settled, work)
+            return True, None
+        if answer.error_type in _TARGET_ERRORS or status == 404:
+            return False, Fatal("target", f"Elasticsearch refused the target {self.target}: {answer.reason}")
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        cause = _cause(status)
+        self.stats.retries[cause] += 1
+        self.on_problem("error" if status in (400, 403, 404) else "warning", "bulk_request_failed",
+                        {"reason": answer.reason, "retry_cause": cause, "documents": len(group)})
+        if not self._wait():
+            return False, self._gave_up()
+        work.appendleft(group)
+        return True, None
+
+    def _too_large(self, batch: Batch, group: list[int], size: int, settled: bytearray,
+                   work: deque[list[int]]) -> None:
+        """HTTP 413: split the request; a single document over the limit is dead-lettered."""
+        limit = size - 1
+        if self.max_body is None or limit < self.max_body:
+            self.max_body = limit
+            self.on_problem("warning", "bulk_request_too_large", {
+                "bytes": size, "reason": f"the server refused a {size}-byte request (HTTP 413): requests are split "
+                                         f"from now on; set --batch-bytes below {size} (or raise the server's "
+                                         "http.max_content_length / the proxy's body limit)"})
+        if len(group) > 1:
+            half = len(group) // 2
+            work.extendleft([group[half:], group[:half]])
+            return
+        [i] = group
+        self.stats.too_large += 1
+        error = {"type": "request_entity_too_large",
+                 "reason": f"this document alone is a {size}-byte request, more than the server accepts (HTTP 413)"}
+        self._dead_letter(batch, [(i, 413, error)], settled, work)
+
+    def _settle_items(self, batch: Batch, group: list[int], items: list[Any],
+                      settled: bytearray) -> tuple[list[int], Fatal | None]:
         retry: list[int] = []
         dead: list[tuple[int, int, Any]] = []
-        delivered = duplicates = 0
-        for i, item in zip(pending, items):
+        delivered = duplicates = in_failure_store = 0
+        for i, item in zip(group, items):
             result = next(iter(item.values())) if isinstance(item, dict) and item else {}
-            status = result.get("status", 0) if isinstance(result, dict) else 0
+            if not isinstance(result, dict):
+                result = {}
+            status = result.get("status", 0)
+            error = result.get("error")
             if 200 <= status < 300:
                 settled[i] = 1
                 delivered += 1
+                if result.get("failure_store") == "used":
+                    in_failure_store += 1
             elif status == 409:
                 settled[i] = 1
                 duplicates += 1
-            elif status == 429 or status >= 500 or status == 0:
+            elif status == 403 and _error_type(error) == "security_exception":
+                return [], Fatal("privileges", f"Elasticsearch refused to write to {self.target} "
+                                               f"({_error_reason(error)}): grant the create_doc and auto_configure "
+                                               f"index privileges on {self.target} to these credentials")
+            elif _error_type(error) in _TARGET_ERRORS:
+                return [], Fatal("target", f"Elasticsearch refused the target {self.target}: {_error_reason(error)}")
+            elif status == 429 or status >= 500 or status in (0, 403, 408):
                 retry.append(i)
                 self.stats.retries[_cause(status or None)] += 1
+                if status == 403:
+                    self.on_problem("error", "documents_blocked", {
+                        "reason": _error_reason(error), "action": "retrying until the block is lifted"})
             else:
-                dead.append((i, status, result.get("error")))
-        if dead:
-            try:
-                self.dead_letter.record(batch, dead)
-            except OSError as exc:  # not kept: they stay pending, nothing is lost
-                self.on_problem("dead_letter_write_failed", {"error.message": str(exc),
-                                                             "file.path": self.dead_letter.where})
-                retry.extend(i for i, _, _ in dead)
-            else:
-                for i, _, _ in dead:
-                    settled[i] = 1
-                self.stats.dead_lettered += len(dead)
-                reason = dead[0][2].get("reason") if isinstance(dead[0][2], dict) else dead[0][2]
-                self.on_problem("documents_dead_lettered", {"documents": len(dead), "first_reason": reason,
-                                                            "file.path": self.dead_letter.where})
+                dead.append((i, status, error))
         self.stats.delivered += delivered
         self.stats.duplicates += duplicates
+        if in_failure_store:
+            self.stats.failure_store += in_failure_store
+            self.on_problem("warning", "documents_in_failure_store", {
+                "documents": in_failure_store,
+                "reason": "Elasticsearch could not index these documents and kept them in the data stream's "
+                          f"failure store ({self.target}::failures), not in {self.target}"})
+        if dead:
+            self._dead_letter(batch, dead, settled, None, retry)
         if delivered or duplicates or dead:
             self.stats.last_delivery = time.time()
         retry.sort()
-        return retry
+        return retry, None
+
+    def _dead_letter(self, batch: Batch, dead: list[tuple[int, int, Any]], settled: bytearray,
+                     work: deque[list[int]] | None, retry: list[int] | None = None) -> None:
+        try:
+            self.dead_letter.record(batch, dead)
+        except OSError as exc:  # not kept: they stay pending, nothing is lost
+            self.on_problem("error", "dead_letter_write_failed", {"error.message": str(exc),
+                                                                  "file.path": self.dead_letter.where})
+            pending = [i for i, _, _ in dead]
+            if retry is not None:
+                retry.extend(pending)
+            elif work is not None:
+                self.hard_stop.wait(self.backoff.next_delay())
+                work.appendleft(pending)
+            return
+        for i, _, _ in dead:
+            settled[i] = 1
+        self.stats.dead_lettered += len(dead)
+        self.on_problem("warning", "documents_dead_lettered", {
+            "documents": len(dead), "first_reason": _error_reason(dead[0][2]), "file.path": self.dead_letter.where})

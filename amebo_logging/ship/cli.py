@@ -10,7 +10,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -125,26 +124,40 @@ def main() -> None:
 @click.option("--health-stall-seconds", type=click.FloatRange(1.0), default=300.0, show_default=True,
               envvar=_env("HEALTH_STALL_SECONDS"),
               help="/health is 503 when nothing was delivered this long while lines wait.")
+@click.option("--give-up-after", type=click.FloatRange(0.0), default=60.0, show_default=True,
+              envvar=_env("GIVE_UP_AFTER"),
+              help="--once: exit 6 when Elasticsearch accepts nothing for this many seconds.")
+@click.option("--max-open-files", type=click.IntRange(1), default=None, envvar=_env("MAX_OPEN_FILES"),
+              help="Descriptors held at most  [default: the process limit less 64]")
+@click.option("--dry-run", is_flag=True, envvar=_env("DRY_RUN"),
+              help="Print the bulk requests (NDJSON) on stdout instead of sending them; save no offsets.")
 @click.pass_context
 def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
     """Follow the files matching PATTERNS (globs) and ship their lines to Elasticsearch."""
+    from .report import LogStream, Progress, exit_code, summary_lines
     from .shipper import ShipOptions, Shipper
 
-    configure_logging(stream=sys.stderr, fmt=os.environ.get("AMEBO_LOG_FORMAT") or "json",
+    progress = Progress() if params["once"] and not params["dry_run"] and _isatty(sys.stderr) else None
+    configure_logging(stream=LogStream(sys.stderr, progress), fmt=os.environ.get("AMEBO_LOG_FORMAT") or "json",
                       service_name="amebo-logship", service_version=_version())
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)  # one line per request is noise
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)  # its retries are ours to report
     log = get_logger("amebo.logship")
     try:
         if params["data_stream"] and params["index"]:
             raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
         settings = build_connection(ctx, params)
-        client = make_client(settings)
-        found = probe(client, settings)
-        if found.reachable:
-            log.info("elasticsearch_reachable", version=found.version, **{"url.full": settings.shown_urls()})
+        if params["dry_run"]:
+            from .dryrun import ConsoleClient
+
+            client: Any = ConsoleClient()
         else:
-            log.warning("elasticsearch_unreachable", reason=found.problem, **{"url.full": settings.shown_urls()},
-                        action="reading waits and retries until it answers")
+            client = make_client(settings)
+            found = probe(client, settings)
+            if found.reachable:
+                log.info("elasticsearch_reachable", version=found.version, **{"url.full": settings.shown_urls()})
+            else:
+                log.warning("elasticsearch_unreachable", reason=found.problem, **{"url.full": settings.shown_urls()},
+                            action="reading waits and retries until it answers")
         options = ShipOptions(
             patterns=list(patterns), target=params["index"] or params["data_stream"] or "logs-amebo-default",
             state_dir=params["state_dir"], dead_letter=params["dead_letter"], excludes=list(params["excludes"]),
@@ -152,16 +165,18 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
             flush_interval=params["flush_interval"], max_line_bytes=params["max_line_bytes"],
             scan_interval=params["scan_interval"], shutdown_timeout=params["shutdown_timeout"],
             close_inactive=params["close_inactive"], backoff_initial=params["backoff_initial"],
-            backoff_max=params["backoff_max"], once=params["once"], wait_for_files=params["wait_for_files"],
+            backoff_max=params["backoff_max"], once=params["once"] or params["dry_run"],
+            wait_for_files=params["wait_for_files"], give_up_after=params["give_up_after"],
+            max_open_files=params["max_open_files"], dry_run=params["dry_run"], where=settings.shown_urls(),
         )
         monitor_at = _parse_addr(params["metrics_addr"]) if params["metrics_addr"] else None
-        progress = Progress() if options.once and _isatty(sys.stderr) else None
         shipper = Shipper(options, client, log, progress=progress)
         if monitor_at is not None:
             from .monitor import MonitorServer
 
             try:
-                monitor = MonitorServer(shipper, *monitor_at, stall_seconds=params["health_stall_seconds"]).start()
+                monitor = MonitorServer(shipper, client, *monitor_at,
+                                        stall_seconds=params["health_stall_seconds"]).start()
             except OSError as exc:
                 shipper.close()
                 raise OperatorError(EXIT_CONFIG, f"cannot serve metrics on {params['metrics_addr']}: "
@@ -176,36 +191,38 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("stop_requested", signal=signal.Signals(signum).name,
-                 shutdown_timeout=options.shutdown_timeout)
-        shipper.request_stop()
+                 shutdown_timeout=options.shutdown_timeout,
+                 action="a second signal stops at once (offsets are safe)")
+        shipper.request_stop(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("shipping_started", patterns=list(patterns), target=options.target, once=options.once,
-             state_dir=str(options.state_dir))
+             state_dir=str(options.state_dir), dry_run=options.dry_run)
     try:
         summary = shipper.run()
+    except StateError as exc:
+        _fail(EXIT_STATE, str(exc))
     except OperatorError as exc:
         _fail(exc.exit_code, exc.message)
     finally:
         if progress is not None:
             progress.finish()
-    d, r = summary.delivery, summary.read
+    snap = summary.snapshot
+    d, r = snap.delivery, snap.read
     log.info("shipping_stopped", lines=r.lines, delivered=d.delivered, duplicates=d.duplicates,
-             dead_lettered=d.dead_lettered, parse_failures=r.parse_failures, truncated=r.truncated,
-             empty_lines=r.empty, unsettled=summary.unsettled, seconds=round(summary.seconds, 3))
+             dead_lettered=d.dead_lettered, failure_store=d.failure_store, parse_failures=r.parse_failures,
+             truncated=r.truncated, empty_lines=r.empty, unsettled=summary.unsettled,
+             left_bytes=summary.left_bytes, seconds=round(summary.seconds, 3), ended=summary.ended)
     for path, nbytes in summary.partial_lines.items():
         log.warning("partial_line_pending", **{"log.file.path": path}, bytes=nbytes,
                     reason="the file ends without a newline; that line ships once it is complete")
+    code = exit_code(summary, options.once)
     if options.once:
-        rate = r.lines / summary.seconds if summary.seconds > 0 else 0.0
-        click.echo(
-            f"shipped {r.lines} lines in {summary.seconds:.2f}s ({rate:,.0f}/s): {d.delivered} delivered, "
-            f"{d.duplicates} already there, {d.dead_lettered} dead-lettered, {r.parse_failures} not JSON, "
-            f"{r.truncated} truncated, {r.empty} empty skipped"
-            + (f"; {len(summary.partial_lines)} file(s) end with an incomplete line, not shipped"
-               if summary.partial_lines else "")
-        )
+        click.echo("\n".join(summary_lines(summary)), err=options.dry_run)
+    elif summary.fatal is not None or summary.state_error is not None:
+        click.echo("\n".join(summary_lines(summary)[1:]), err=True)
+    sys.exit(code)
 
 
 @main.command()
@@ -344,47 +361,6 @@ def _isatty(stream: Any) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
-
-
-class Progress:
-    """A one-line progress bar on stderr for ``--once`` on a terminal."""
-
-    def __init__(self, width: int = 30) -> None:
-        self.width = width
-        self.start: tuple[float, int, int] | None = None  # (time, committed bytes, delivered docs)
-        self.total = 0
-        self.last_draw = 0.0
-
-    def __call__(self, shipper: Any) -> None:
-        now = time.monotonic()
-        if now - self.last_draw < 0.25:
-            return
-        self.last_draw = now
-        files = list(shipper.tailer.files.values())
-        committed = sum(tf.committed for tf in files)
-        d = shipper.delivery_stats
-        if self.start is None:
-            self.start = (now, committed, d.delivered + d.duplicates)
-            self.total = sum(tf.size for tf in files) - committed
-        t0, c0, n0 = self.start
-        done = max(0, committed - c0)
-        total = max(self.total, done, 1)
-        elapsed = max(now - t0, 1e-6)
-        rate = (d.delivered + d.duplicates - n0) / elapsed
-        bytes_rate = done / elapsed
-        eta = (total - done) / bytes_rate if bytes_rate > 0 else float("inf")
-        filled = int(self.width * done / total)
-        eta_text = f"{eta:5.0f}s" if eta != float("inf") else "    ?"
-        sys.stderr.write(
-            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done / 1e6:8.1f}/{total / 1e6:.1f} MB "
-            f"{rate:9,.0f} docs/s ETA {eta_text} dead letters {d.dead_lettered}"
-        )
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.start is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
 
 
 def _version() -> str:

@@ -3,8 +3,8 @@
 One NDJSON object per refused document, appended (``O_APPEND``) and fsynced before the
 offsets past it are committed, so a refused line is never lost: at worst, after a crash, it
 is written twice.  Each entry holds Elasticsearch's status and error, the file and offset, the
-document's ``_id``, the original line (when its file could still be read) and the document
-as it was sent.
+document's ``_id``, the original line and the document as it was sent, all taken from the
+batch itself (the files may be gone, and belong to the reading thread).
 """
 
 from __future__ import annotations
@@ -41,31 +41,20 @@ class DeadLetter:
         """Append an entry per refused (index, status, error) of *batch*, fsynced."""
         self.write([self.entry(batch, i, status, error) for i, status, error in refused])
 
-    @staticmethod
-    def original_line(batch: Batch, i: int) -> bytes | None:
-        """The line document *i* was made from, re-read from its file; None if gone."""
-        tf = batch.files[i]
-        if tf.superseded or tf.fd < 0:
-            return None
-        start, end = batch.offsets[i], batch.ends[i]
-        try:
-            raw = os.pread(tf.fd, min(end - start, 1 << 20), start)
-        except OSError:
-            return None
-        raw = raw[:-1] if raw.endswith(b"\n") else raw
-        return raw[:-1] if raw.endswith(b"\r") else raw
-
     def entry(self, batch: Batch, i: int, status: int, error: Any) -> bytes:
         action, _, source = batch.op(i).partition(b"\n")
-        line = self.original_line(batch, i)
+        try:
+            line: str | None = _text(batch.original_line(i))
+        except ValueError:  # a document the shipper did not build from a line (the in-process handler)
+            line = None
         record = {
             "@timestamp": timestamp_now(),
             "status": status,
             "error": error,
             "_id": orjson.loads(action)["create"]["_id"],
-            "log.file.path": batch.files[i].path,
-            "log.offset": batch.offsets[i],
-            "line": None if line is None else _text(line),
+            "log.file.path": batch.sources[i].path if batch.sources else None,
+            "log.offset": batch.offsets[i] if batch.offsets else None,
+            "line": line,
             "document": _text(source.rstrip(b"\n")),
         }
         return orjson.dumps(record) + b"\n"

@@ -220,8 +220,13 @@ class ElasticsearchHandler(logging.Handler):
                     sender = BulkSender(self._client, self.target, self._refused, stats=self.delivery,
                                         backoff=Backoff(*self.backoff), hard_stop=self._hard_stop,
                                         on_problem=self._problem)
-                settled = sender.deliver(self._batch(lines))
-                self._unsent += settled.count(0)  # only when the hard stop cut the retries short
+                outcome = sender.deliver(self._batch(lines))
+                unsent = outcome.settled.count(0)  # the hard stop cut the retries short, or a refusal
+                self._unsent += unsent
+                if outcome.fatal is not None and unsent:
+                    self._refused.count += unsent
+                    self._diag.error("elasticsearch_handler_refused", extra={
+                        "documents": unsent, "reason": outcome.fatal.message})
                 self._in_flight = 0
             self._report_drops()
             with self._cond:
@@ -231,8 +236,8 @@ class ElasticsearchHandler(logging.Handler):
                 if self._hard_stop.is_set():
                     return
 
-    def _problem(self, event: str, fields: dict[str, Any]) -> None:
-        self._diag.warning(event, extra=fields)
+    def _problem(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        getattr(self._diag, level)(event, extra=fields)
 
     def _report_drops(self) -> None:
         dropped = self._dropped

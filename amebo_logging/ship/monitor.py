@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .bulk import DURATION_BUCKETS
+from .bulk import DURATION_BUCKETS, DeliveryStats
 from .connection import ask_cluster
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ METRIC_NAMES = (
     f"{P}documents_delivered_total",
     f"{P}duplicates_absorbed_total",
     f"{P}documents_dead_lettered_total",
+    f"{P}failure_store_total",
     f"{P}parse_failures_total",
     f"{P}truncated_lines_total",
     f"{P}retries_total",
@@ -54,14 +55,16 @@ class ShipperCollector(Collector):
         self.shipper = shipper
 
     def collect(self) -> Iterator[Any]:
-        s = self.shipper
-        r, d = s.read_stats, s.delivery_stats
+        snap = self.shipper.snapshot()
+        r, d = snap.read, snap.delivery
         for name, doc, value in (
             ("lines_read", "Complete lines read from the files.", r.lines),
             ("documents_delivered", "Documents Elasticsearch acknowledged (200/201).", d.delivered),
             ("duplicates_absorbed", "Documents already in Elasticsearch (409 on create): replays.", d.duplicates),
             ("documents_dead_lettered", "Documents refused for good, written to the dead-letter file.",
              d.dead_lettered),
+            ("failure_store", "Documents Elasticsearch kept in the data stream's failure store instead of "
+                              "indexing them (answered 201 with failure_store: used).", d.failure_store),
             ("parse_failures", "Lines that were not a JSON object (shipped with error.message).",
              r.parse_failures),
             ("truncated_lines", "Lines cut at --max-line-bytes.", r.truncated),
@@ -80,11 +83,10 @@ class ShipperCollector(Collector):
         yield HistogramMetricFamily(f"{P}bulk_request_duration_seconds", "Duration of bulk requests.",
                                     buckets=buckets, sum_value=d.bulk_seconds_sum)
         lag = GaugeMetricFamily(f"{P}lag_bytes", "Bytes not yet shipped, per file.", labels=["file"])
-        files = list(s.tailer.files.values())
-        for tf in files:
-            lag.add_metric([tf.path], max(0, tf.size - tf.committed))
+        for f in snap.files:
+            lag.add_metric([f.path], f.lag)
         yield lag
-        yield GaugeMetricFamily(f"{P}files_watched", "Files open for reading.", value=len(files))
+        yield GaugeMetricFamily(f"{P}files_watched", "Files open for reading.", value=len(snap.files))
         yield GaugeMetricFamily(f"{P}last_delivery_timestamp_seconds",
                                 "Unix time of the last settled document (0 before the first).",
                                 value=d.last_delivery or 0.0)
@@ -93,16 +95,16 @@ class ShipperCollector(Collector):
 class HealthCheck:
     """Decides ``/health``: see the module docstring."""
 
-    def __init__(self, shipper: Shipper, stall_seconds: float = 300.0, probe_every: float = 5.0) -> None:
+    def __init__(self, shipper: Shipper, client: Any, stall_seconds: float = 300.0, probe_every: float = 5.0) -> None:
         self.shipper = shipper
+        self.client = client
         self.stall_seconds = stall_seconds
         self.probe_every = probe_every
         self._probe: tuple[float, str | None] = (0.0, None)  # (when, problem or None)
         self._lock = threading.Lock()
 
-    def _reachability(self) -> str | None:
+    def _reachability(self, d: DeliveryStats) -> str | None:
         """A problem reaching Elasticsearch, or None; asks it when nothing answered lately."""
-        d = self.shipper.delivery_stats
         now = time.time()
         failure = d.last_failure
         if failure is not None and (d.last_ok is None or failure[0] > d.last_ok):
@@ -122,7 +124,7 @@ class HealthCheck:
             return problem
 
     def _ask(self) -> str | None:
-        answer = ask_cluster(self.shipper.sender.client.options(request_timeout=min(5.0, self.probe_every)))
+        answer = ask_cluster(self.client.options(request_timeout=min(5.0, self.probe_every)))
         if answer.problem is None:
             return None
         if answer.problem in ("credentials", "forbidden"):
@@ -132,23 +134,22 @@ class HealthCheck:
         return f"Elasticsearch answered {answer.detail or answer.problem}"
 
     def status(self) -> tuple[int, dict[str, Any]]:
-        s = self.shipper
-        d = s.delivery_stats
-        files = list(s.tailer.files.values())
-        lag = sum(max(0, tf.size - tf.committed) for tf in files)
+        snap = self.shipper.snapshot()
+        d = snap.delivery
         # A last line still waiting for its newline is lag, but nothing can be delivered of it.
-        deliverable = sum(max(0, tf.size - tf.committed - tf.partial_bytes) for tf in files)
+        deliverable = snap.deliverable_bytes
         body: dict[str, Any] = {
-            "lag_bytes": lag,
-            "files_watched": len(s.tailer.files),
+            "lag_bytes": snap.lag_bytes,
+            "files_watched": len(snap.files),
             "delivered": d.delivered,
             "dead_lettered": d.dead_lettered,
+            "failure_store": d.failure_store,
             "last_delivery": datetime.fromtimestamp(d.last_delivery, timezone.utc).isoformat()
             if d.last_delivery else None,
         }
-        problem = self._reachability()
+        problem = self._reachability(d)
         if problem is None and deliverable > 0:
-            since = time.time() - (d.last_delivery or s.started_at)
+            since = time.time() - (d.last_delivery or snap.started_at)
             if since > self.stall_seconds:
                 problem = f"nothing delivered for {since:.0f}s while {deliverable} bytes wait"
         if problem is not None:
@@ -159,10 +160,10 @@ class HealthCheck:
 class MonitorServer:
     """Serves ``/metrics`` and ``/health`` on *host*:*port* in a daemon thread."""
 
-    def __init__(self, shipper: Shipper, host: str, port: int, stall_seconds: float = 300.0) -> None:
+    def __init__(self, shipper: Shipper, client: Any, host: str, port: int, stall_seconds: float = 300.0) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ShipperCollector(shipper))
-        self.health = HealthCheck(shipper, stall_seconds)
+        self.health = HealthCheck(shipper, client, stall_seconds)
         registry, health = self.registry, self.health
 
         class Handler(BaseHTTPRequestHandler):

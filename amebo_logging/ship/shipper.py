@@ -1,9 +1,21 @@
-"""The shipping loop: read -> batch -> (queue) -> bulk -> commit, in two threads.
+"""The shipping pipeline: files -> tail -> batch -> bulk -> acknowledgement -> offsets.
 
-The reading thread tails the files and fills batches; full batches wait in a queue of
-``max_in_flight`` places, so while Elasticsearch is slow or down reading pauses and memory
-stays bounded.  The sending thread settles each batch (bulk.py) and then commits, per file,
-the offset past the last line that is settled along with every line before it.
+Two threads, nothing mutable shared between them:
+
+* **The main loop** owns the tailer, the batcher and the offsets.  It scans for files on its
+  own clock (also while sending is blocked), reads while the pipeline has room, hands
+  finished batches (values) to the sender, and applies the sender's outcomes (values) to the
+  offsets, which alone write the state store.
+* **The sending thread** owns the bulk sender: batch in, :class:`~.bulk.Outcome` out.
+
+**Latency first.**  A batch goes out as soon as the sender is idle; while a request is in
+flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and leaves
+when the sender is free again (or after ``--flush-interval`` at most).  Light load gets
+milliseconds; heavy load still gets full batches.  At most ``max_in_flight`` batches are
+handed out, so while Elasticsearch is slow or down reading pauses and memory stays bounded.
+
+Everything else (metrics, ``/health``, the progress bar, the summary) reads
+:meth:`Shipper.snapshot`, a value published by the main loop; nothing reads the internals.
 """
 
 from __future__ import annotations
@@ -12,24 +24,25 @@ import queue
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import Elasticsearch
-
 from ..logger import AmeboLogger
 from .batch import Batch, Batcher, ReadStats
-from .bulk import Backoff, BulkSender, DeliveryStats
+from .bulk import Backoff, BulkSender, DeliveryStats, Fatal, Outcome
 from .deadletter import DeadLetter
 from .errors import EXIT_CONFIG, OperatorError
-from .state import StateStore
-from .tail import Tailer, TrackedFile
+from .offsets import Ack, Offsets
+from .state import StateError, StateStore
+from .tail import Tailer, Waiting
 
-__all__ = ["ShipOptions", "Shipper", "Summary", "commit_offsets"]
+__all__ = ["FileState", "ShipOptions", "Shipper", "Snapshot", "Summary"]
 
-POLL_INTERVAL = 0.1
+POLL_INTERVAL = 0.05
+SNAPSHOT_EVERY = 0.2
 
 
 @dataclass
@@ -51,121 +64,175 @@ class ShipOptions:
     backoff_max: float = 30.0
     once: bool = False
     wait_for_files: bool = False
+    give_up_after: float | None = None  # --once: stop when Elasticsearch accepts nothing this long
+    max_open_files: int | None = None
+    dry_run: bool = False
     host_name: str = field(default_factory=socket.gethostname)
+    where: str = ""  # the cluster's URLs, for messages
+
+
+@dataclass(frozen=True)
+class FileState:
+    path: str
+    uid: str
+    size: int
+    committed: int
+    partial: int  # bytes of a last line still waiting for its newline
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.size - self.committed)
+
+    @property
+    def deliverable(self) -> int:
+        return max(0, self.size - self.committed - self.partial)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the shipper has done and holds, at one moment: the only view others get."""
+
+    started_at: float
+    read: ReadStats
+    delivery: DeliveryStats
+    files: tuple[FileState, ...]
+    waiting: tuple[Waiting, ...] = ()
+    skipped: tuple[str, ...] = ()
+    in_flight: int = 0
+
+    @property
+    def lag_bytes(self) -> int:
+        return sum(f.lag for f in self.files)
+
+    @property
+    def deliverable_bytes(self) -> int:
+        return sum(f.deliverable for f in self.files)
 
 
 @dataclass
 class Summary:
-    """What a run did."""
+    """What a run did, and how it ended."""
 
-    files: int
-    read: ReadStats
-    delivery: DeliveryStats
-    partial_lines: dict[str, int]
+    snapshot: Snapshot
     seconds: float
-    unsettled: int
+    ended: str  # "done", "stopped" (by a signal), "fatal"
+    fatal: Fatal | None = None
+    state_error: StateError | None = None
+    signal: int | None = None
+    unsettled: int = 0  # documents read but not acknowledged when the run ended
+    left_bytes: int = 0  # bytes of complete lines in matched files not shipped
+    dead_letter: str = ""
+    dry_run: bool = False
 
+    @property
+    def partial_lines(self) -> dict[str, int]:
+        return {f.path: f.partial for f in self.snapshot.files if f.partial}
 
-def commit_offsets(batch: Batch, settled: bytearray) -> dict[TrackedFile, int]:
-    """Per file, the offset past the last line settled with every line before it settled.
-
-    When every document of a file in *batch* is settled, that is the batch's read end for
-    the file (which covers trailing empty lines); else the end of the settled prefix.
-    """
-    if settled.count(0) == 0:  # the usual case: everything settled
-        return dict(batch.file_ends)
-    out: dict[TrackedFile, int] = {}
-    blocked: set[TrackedFile] = set()
-    for i, tf in enumerate(batch.files):
-        if tf in blocked:
-            continue
-        if settled[i]:
-            out[tf] = batch.ends[i]
-        else:
-            blocked.add(tf)
-    for tf, end in batch.file_ends.items():
-        if tf not in blocked:
-            out[tf] = max(out.get(tf, 0), end)
-    return out
+    def waiting(self, *reasons: str) -> list[Waiting]:
+        return [w for w in self.snapshot.waiting if w.reason in reasons]
 
 
 class Shipper:
     """Runs one shipping session; ``run()`` returns its :class:`Summary`."""
 
-    def __init__(self, options: ShipOptions, client: Elasticsearch, log: AmeboLogger,
-                 progress: Callable[[Shipper], None] | None = None) -> None:
+    def __init__(self, options: ShipOptions, client: Any, log: AmeboLogger,
+                 progress: Callable[[Snapshot], None] | None = None) -> None:
         self.options = options
         self.log = log
         self.progress = progress
-        self.state = StateStore(options.state_dir)
-        self.stop_requested = threading.Event()
+        store = StateStore.in_memory_copy(options.state_dir) if options.dry_run else StateStore(options.state_dir)
+        self.offsets = Offsets(store)
+        self.stopping = threading.Event()
         self.hard_stop = threading.Event()
         self.read_stats = ReadStats()
-        self.delivery_stats = DeliveryStats()
+        self._delivery = DeliveryStats()  # written by the sending thread only
         dead_path = options.dead_letter or (options.state_dir / "dead-letter.ndjson")
         try:
             self.dead_letter = DeadLetter(dead_path)
         except OSError as exc:
-            self.state.close()
-            raise OperatorError(EXIT_CONFIG, f"cannot open the dead-letter file {dead_path}: {exc.strerror}") from None
-        self.tailer = Tailer(options.patterns, self.state, excludes=options.excludes,
-                             max_line_bytes=options.max_line_bytes, close_inactive=options.close_inactive)
-        self.queue: queue.Queue[Batch | None] = queue.Queue(maxsize=max(1, options.max_in_flight))
-        self.batcher = Batcher(self._enqueue, host_name=options.host_name, batch_size=options.batch_size,
+            store.close()
+            raise OperatorError(EXIT_CONFIG, f"cannot open the dead-letter file {dead_path}: {exc.strerror}: give "
+                                             "a writable path with --dead-letter") from None
+        self.tailer = Tailer(options.patterns, self.offsets, excludes=options.excludes,
+                             max_line_bytes=options.max_line_bytes, close_inactive=options.close_inactive,
+                             max_open=options.max_open_files, once=options.once)
+        self.ready: deque[Batch] = deque()
+        self.batcher = Batcher(self.ready.append, host_name=options.host_name, batch_size=options.batch_size,
                                batch_bytes=options.batch_bytes, max_line_bytes=options.max_line_bytes,
                                stats=self.read_stats)
-        self.sender = BulkSender(client, options.target, self.dead_letter, stats=self.delivery_stats,
+        self.sender = BulkSender(client, options.target, self.dead_letter, stats=self._delivery,
                                  backoff=Backoff(options.backoff_initial, options.backoff_max),
-                                 hard_stop=self.hard_stop, on_problem=self._problem)
-        self.unsettled = 0
-        self.started_at = time.time()
+                                 hard_stop=self.hard_stop, on_problem=self._problem,
+                                 give_up_after=options.give_up_after if options.once else None,
+                                 where=options.where)
+        self._to_send: queue.Queue[Batch | None] = queue.Queue()
+        self._outcomes: queue.Queue[tuple[Batch, Outcome] | BaseException] = queue.Queue()
         self._sender_thread = threading.Thread(target=self._send_loop, name="amebo-logship-sender", daemon=True)
+        self._seq = 0
+        self.in_flight = 0
+        self.unsettled = 0
+        self.fatal: Fatal | None = None
+        self.state_error: StateError | None = None
+        self.signal: int | None = None
+        self.started_at = time.time()
+        self._snapshot = Snapshot(self.started_at, ReadStats(), DeliveryStats(), ())
+        self._snapshot_at = 0.0
         self._shutdown_timer: threading.Timer | None = None
 
     # --- control ---------------------------------------------------------------------------
-    def request_stop(self) -> None:
-        """Stop reading; deliver what was read within the shutdown timeout, then return."""
-        if not self.stop_requested.is_set():
-            self.stop_requested.set()
-            timer = threading.Timer(self.options.shutdown_timeout, self.hard_stop.set)
-            timer.daemon = True
-            timer.start()
-            self._shutdown_timer = timer
+    def request_stop(self, signum: int | None = None) -> None:
+        """Stop reading; deliver what was read within the shutdown timeout, then return.  A
+        second request stops at once (offsets stay where they were: nothing is lost)."""
+        if self.stopping.is_set():
+            self.hard_stop.set()
+            return
+        self.signal = signum
+        self.stopping.set()
+        if self._failing():  # nothing can be delivered now: do not wait for it
+            self.hard_stop.set()
+            return
+        timer = threading.Timer(self.options.shutdown_timeout, self.hard_stop.set)
+        timer.daemon = True
+        timer.start()
+        self._shutdown_timer = timer
 
-    def _problem(self, event: str, fields: dict[str, Any]) -> None:
-        level = self.log.warning if event in ("documents_retried",) else self.log.error
-        level(event, **fields)
+    def _failing(self) -> bool:
+        d = self._delivery
+        failure = d.last_failure
+        return failure is not None and (d.last_ok is None or failure[0] > d.last_ok)
 
-    # --- the reading thread ------------------------------------------------------------------
-    def _enqueue(self, batch: Batch | None) -> None:
-        """Queue *batch* (None: the end), waiting while the queue is full.
+    def _problem(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        getattr(self.log, level)(event, **fields)
 
-        A batch is given up at the hard stop: it is not committed, so it is read again next
-        time.  If the sending thread died, the end needs no place, and a batch is an error."""
-        while True:
-            try:
-                self.queue.put(batch, timeout=0.1)
-                return
-            except queue.Full:
-                if batch is not None and self.hard_stop.is_set():
-                    return
-                thread = self._sender_thread
-                if thread.ident is not None and not thread.is_alive():
-                    if batch is None or self.hard_stop.is_set():
-                        return
-                    raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)")
+    def snapshot(self) -> Snapshot:
+        """The latest published view of the run (safe to call from any thread)."""
+        return self._snapshot
 
-    def _drain_events(self) -> None:
+    def _publish(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._snapshot_at < SNAPSHOT_EVERY:
+            return
+        self._snapshot_at = now
+        files = tuple(FileState(f["path"], f["uid"], f["size"], f["committed"], f["partial"])
+                      for f in self.tailer.files())
+        self._snapshot = Snapshot(self.started_at, replace(self.read_stats), self._delivery.copy(), files,
+                                  tuple(replace(w) for w in self.tailer.waiting.values()),
+                                  tuple(self.tailer.skipped.values()), self.in_flight)
+        if self.progress is not None:
+            self.progress(self._snapshot)
+
+    def _log_events(self) -> None:
         events, self.tailer.events = self.tailer.events, []
-        for event, fields in events:
-            self.log.info(event, **fields)
+        for level, event, fields in events:
+            getattr(self.log, level)(event, **fields)
 
+    # --- the main loop -------------------------------------------------------------------------
     def run(self) -> Summary:
         started = time.monotonic()
         opts = self.options
         self.tailer.scan()
-        self._drain_events()
-        if not self.tailer.files and not self.tailer.waiting and not opts.wait_for_files:
+        self._log_events()
+        if not self.tailer.readers and not self.tailer.waiting and not opts.wait_for_files:
             self.close()
             raise OperatorError(
                 EXIT_CONFIG,
@@ -174,98 +241,186 @@ class Shipper:
             )
         self._sender_thread.start()
         try:
-            return self._run(started)
+            ended = self._loop()
         except BaseException:
             self.hard_stop.set()
+            self._to_send.put(None)
             self.close()
             raise
-
-    def _run(self, started: float) -> Summary:
-        opts = self.options
-        last_scan = time.monotonic()
-        try:
-            while not self.stop_requested.is_set():
-                items = self.tailer.poll()
-                for item in items:
-                    self.batcher.add(item)
-                now = time.monotonic()
-                if len(self.batcher.batch) and now - self.batcher.batch.created >= opts.flush_interval:
-                    self.batcher.flush()
-                if self.progress is not None:
-                    self.progress(self)
-                if not items:
-                    if opts.once and self.tailer.all_at_eof():
-                        break
-                    if now - last_scan >= opts.scan_interval:
-                        self.tailer.scan()
-                        self.tailer.retire()
-                        last_scan = now
-                    self._drain_events()
-                    self.stop_requested.wait(POLL_INTERVAL)
-        finally:
-            self.batcher.flush()
-            self._enqueue(None)
-            while self._sender_thread.is_alive():
-                self._sender_thread.join(timeout=0.2)
-                if self.progress is not None:
-                    self.progress(self)
-            self.tailer.retire()
-            self._drain_events()
-        partial = {tf.path: tf.partial_bytes for tf in self.tailer.files.values() if tf.partial_bytes}
-        summary = Summary(files=len(self.tailer.files), read=self.read_stats, delivery=self.delivery_stats,
-                          partial_lines=partial, seconds=time.monotonic() - started, unsettled=self.unsettled)
+        self._finish()
+        self._publish(force=True)
+        summary = Summary(self._snapshot, time.monotonic() - started, ended, self.fatal, self.state_error,
+                          self.signal, self.unsettled, self._left_bytes(), str(self.dead_letter.path),
+                          opts.dry_run)
         self.close()
         return summary
 
-    # --- the sending thread ------------------------------------------------------------------
-    def _send_loop(self) -> None:
-        try:
-            self._send_batches()
-        except BaseException as exc:  # a bug: say so; the reading thread notices and stops the run
-            self.log.critical("sender_crashed", exc_info=exc)
-
-    def _send_batches(self) -> None:
+    def _loop(self) -> str:
+        opts = self.options
+        last_scan = time.monotonic()
+        budget = min(4 << 20, max(opts.batch_bytes, 1 << 16))
         while True:
-            batch = self.queue.get()
-            if batch is None:
-                return
-            settled = self.sender.deliver(batch) if len(batch) else bytearray()
-            self._commit(batch, settled)
-            missing = settled.count(0)
-            if missing:  # the hard stop cut the retries short: commit nothing after this
-                self.unsettled += missing + sum(len(b) for b in self._drain_queue())
-                self.log.warning("shutdown_timeout_reached", unsettled_documents=self.unsettled,
-                                 reason="these lines were not acknowledged; they are read again next time")
-                return
+            self._take_outcomes(0.0)
+            if self.fatal is not None or self.state_error is not None:
+                return "fatal"
+            if self.hard_stop.is_set():
+                return "stopped"
+            now = time.monotonic()
+            if self.stopping.is_set():
+                self.batcher.flush()
+                self._dispatch()
+                if self.in_flight == 0 and not self.ready:
+                    return "stopped"
+                self._publish()
+                self._take_outcomes(POLL_INTERVAL)
+                continue
+            if now - last_scan >= opts.scan_interval:
+                self.tailer.scan()
+                self.tailer.retire()
+                last_scan = now
+            read = 0
+            if not self.ready and self.in_flight < opts.max_in_flight:
+                for item in self.tailer.poll(budget):
+                    read += 1
+                    self.batcher.add(item)
+            if self.batcher.pending() and not self.ready and (
+                    self.in_flight == 0 or now - self.batcher.batch.created >= opts.flush_interval):
+                self.batcher.flush()  # the sender is idle (or the batch is old): send now
+            self._dispatch()
+            if not read:
+                if opts.once:
+                    self.tailer.retire()
+                    if self._once_done():
+                        self._log_events()
+                        return "done"
+                self._log_events()
+            self._publish()
+            if not read:
+                self._take_outcomes(POLL_INTERVAL)
 
-    def _drain_queue(self) -> list[Batch]:
+    def _once_done(self) -> bool:
+        return (self.tailer.all_read() and not self.batcher.pending() and not self.ready
+                and self.in_flight == 0)
+
+    def _dispatch(self) -> None:
+        while self.ready and self.in_flight < self.options.max_in_flight:
+            batch = self.ready.popleft()
+            self._seq += 1
+            batch.seq = self._seq
+            self.offsets.sent(batch.seq, batch.source_ends)
+            self.in_flight += 1
+            self._to_send.put(batch)
+
+    def _take_outcomes(self, wait: float) -> None:
+        """Apply the sender's outcomes to the offsets; wait up to *wait* seconds for one."""
+        timeout: float | None = wait
+        while True:
+            try:
+                item = self._outcomes.get(timeout=timeout) if timeout else self._outcomes.get_nowait()
+            except queue.Empty:
+                return
+            timeout = None
+            if isinstance(item, BaseException):  # the sending thread crashed: a bug
+                raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)") \
+                    from item
+            batch, outcome = item
+            self.in_flight -= 1
+            missing = outcome.settled.count(0)
+            if missing:
+                self.unsettled += missing
+            try:
+                self.offsets.acknowledge(Ack(batch.seq, batch.settled_ends(outcome.settled)))
+            except StateError as exc:
+                self.state_error = exc
+                self.log.error("offsets_not_saved", **{"error.message": str(exc)})
+            if outcome.fatal is not None and self.fatal is None:
+                self.fatal = outcome.fatal
+                self.log.error("shipping_cannot_continue", reason=outcome.fatal.message, kind=outcome.fatal.kind,
+                               unsettled_documents=missing)
+            elif missing and not self.hard_stop.is_set():
+                self.hard_stop.set()
+
+    def _finish(self) -> None:
+        """Stop the sender; settle what it still reports; say what was not acknowledged."""
+        self.batcher.flush()
+        self._to_send.put(None)
+        if self.fatal is not None or self.state_error is not None:
+            self.hard_stop.set()
+        grace: float | None = None
+        while self._sender_thread.is_alive():
+            self._sender_thread.join(timeout=0.1)
+            self._drain_outcomes()
+            self._publish()
+            if self.hard_stop.is_set():  # a request may hang up to its timeout: do not wait for it
+                grace = grace or time.monotonic() + 2.0
+                if time.monotonic() > grace:
+                    break
+        self._drain_outcomes()
+        for batch in self.ready:
+            self.unsettled += len(batch)
+        self.ready.clear()
+        if self.in_flight:
+            self.unsettled += sum(len(b) for b in self._drain_to_send())
+            self.in_flight = 0
+        if self.unsettled and self.fatal is None:
+            self.log.warning("shutdown_timeout_reached" if self.hard_stop.is_set() else "documents_unsettled",
+                             unsettled_documents=self.unsettled,
+                             reason="these lines were not acknowledged; they are read again next time")
+        if self.state_error is None:
+            try:
+                self.tailer.retire()
+            except StateError as exc:
+                self.state_error = exc
+        self._log_events()
+
+    def _drain_outcomes(self) -> None:
+        try:
+            self._take_outcomes(0.0)
+        except RuntimeError:
+            pass
+
+    def _drain_to_send(self) -> list[Batch]:
         out = []
         while True:
             try:
-                b = self.queue.get_nowait()
+                b = self._to_send.get_nowait()
             except queue.Empty:
                 return out
             if b is not None:
                 out.append(b)
 
-    def _commit(self, batch: Batch, settled: bytearray) -> None:
-        offsets = commit_offsets(batch, settled)
-        rows = [(tf.uid, off, tf.path, tf.size) for tf, off in offsets.items() if off > tf.committed]
-        if not rows:
-            return
+    def _left_bytes(self) -> int:
+        """Bytes of complete lines in matched files that this run did not get shipped."""
+        left = sum(f.deliverable for f in self._snapshot.files)
+        for w in self.tailer.blocking():
+            try:
+                left += Path(w.path).stat().st_size
+            except OSError:
+                pass
+        return left
+
+    # --- the sending thread ------------------------------------------------------------------
+    def _send_loop(self) -> None:
         try:
-            self.state.commit(rows)
-        except Exception as exc:  # sqlite3 errors, a full disk: the lines are shipped again later
-            self.log.error("offset_commit_failed", **{"error.message": str(exc)},
-                           reason="offsets stay where they were; replayed lines are absorbed as duplicates")
-            return
-        for tf, off in offsets.items():
-            if off > tf.committed:
-                tf.committed = off
+            while True:
+                batch = self._to_send.get()
+                if batch is None:
+                    return
+                if self.hard_stop.is_set():  # not sent: not acknowledged, read again next time
+                    self._outcomes.put((batch, Outcome(bytearray(len(batch)))))
+                    continue
+                outcome = self.sender.deliver(batch)
+                self._outcomes.put((batch, outcome))
+                if outcome.fatal is not None:
+                    self.hard_stop.set()
+        except BaseException as exc:  # a bug: say so; the main loop stops the run
+            self.log.critical("sender_crashed", exc_info=exc)
+            self._outcomes.put(exc)
 
     def close(self) -> None:
         if self._shutdown_timer is not None:
             self._shutdown_timer.cancel()
         self.tailer.close()
         self.dead_letter.close()
-        self.state.close()
+        self.offsets.store.close()
+

@@ -1,47 +1,72 @@
-"""Discover files, know them across renames and truncations, and read complete lines.
+"""Discover files, know them across renames, truncations and copies, and read complete lines.
 
 **Identity.**  A file is known by a hash of its first line (its *head*, at most 1,024 bytes),
-as Filebeat's fingerprint mode knows files: a renamed or moved file keeps its identity and
-offset, a reused inode does not inherit another file's offset, and the copy that
-copytruncate leaves behind continues where the original stopped.  A file is not read until
-its first line is complete.  When an open file's size drops below what was read, or its head
-changes, it is a new *generation*, read from byte 0.  At most one open file reads an
-identity at a time; a second file with the same head waits until the first is finished.
+as Filebeat's fingerprint mode knows files: a renamed or moved file keeps its offset, a
+reused inode does not inherit another file's offset, and the copy that copytruncate leaves
+continues where the original stopped.  A file is not read until its first line is complete.
 
-**Lines.**  Only complete lines (ended by ``\\n``) leave this module, with their byte
-offsets.  A line longer than the limit is cut to its first *max_line_bytes* bytes and handed
-out once its newline arrives; the bytes between are skipped, never held in memory.
+**Checked at every read, not only at scans.**  Before reading what a file gained, the
+reader checks that the bytes at its position still belong to what it read: the head is
+unchanged, the byte before the position is a newline, a waiting partial line is still
+there.  Otherwise the file was truncated or rewritten (copytruncate while shipping was
+paused, say): the identity is let go, so the copy that holds the rest is found by its head
+and resumed from the right place, and the live file is read from byte 0 as a new
+generation.
 
-**Ending.**  A deleted file is read to its end through the open descriptor, then closed and
-forgotten once everything read was committed.  A file renamed out of the patterns is read
-until it has been idle for *close_inactive* seconds.
+**Discovery never stops.**  :meth:`Tailer.scan` runs on its own clock, also while sending is
+blocked, and opens what it finds (holding the descriptor, so a later rename cannot hide
+it).  At most *max_open* descriptors are held: finished, idle files are closed (and opened
+again when they grow); the rest wait their turn.
+
+Only complete lines (ended by ``\\n``) leave this module, as values: the :class:`Source` (file
+generation id and path), the byte offset and the bytes.  Nothing handed out is ever changed
+afterwards, and nothing here is shared with another thread.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import glob
 import hashlib
 import os
+import resource
 import stat
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .state import StateStore
+from .offsets import Offsets
 
-__all__ = ["Chunk", "LongLine", "Tailer", "TrackedFile"]
+__all__ = ["Chunk", "LongLine", "Source", "Tailer", "default_max_open"]
 
 HEAD_BYTES = 1024
 CHUNK_BYTES = 1 << 20
+FD_RESERVE = 64  # descriptors left for the database, sockets, the dead letter, Python itself
+
+_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
+               (b"PK\x03\x04", "zip"))
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One file generation as the rest of the pipeline sees it: immutable."""
+
+    uid: str
+    path: str
+    action_prefix: bytes  # the start of its documents' bulk action: {"create":{"_id":"<uid>-
+
+    @classmethod
+    def make(cls, uid: str, path: str) -> Source:
+        return cls(uid, path, b'{"create":{"_id":"' + uid.encode() + b"-")
 
 
 @dataclass(slots=True)
 class Chunk:
     """Complete lines of one file: *data* ends with ``\\n`` and starts at byte *offset*."""
 
-    file: TrackedFile
+    source: Source
     offset: int
     data: bytes
 
@@ -50,38 +75,33 @@ class Chunk:
 class LongLine:
     """A line longer than the limit: its first bytes, where it starts, and its whole length."""
 
-    file: TrackedFile
+    source: Source
     offset: int
     head: bytes
     length: int  # bytes of the line, newline excluded
 
 
-@dataclass(eq=False)
-class TrackedFile:
-    """One open file generation being read."""
+@dataclass(eq=False, slots=True)
+class _Reader:
+    """One open file generation being read (the tailer's own, never handed out)."""
 
     path: str
     fd: int
     dev: int
     ino: int
-    head_hash: str
-    generation: int
+    head: str
     uid: str
+    generation: int
+    source: Source
     read_pos: int  # the next byte to read
-    line_start: int  # where the pending (incomplete) line starts
+    line_start: int  # where the pending (incomplete) line starts: the end of what was handed out
     pending: bytes = b""
     long_line: tuple[int, bytes, int] | None = None  # (start, head, length so far) while skipping
     size: int = 0
+    verified: tuple[int, int] = (-1, -1)  # (size, mtime_ns) when the content was last checked
     last_growth: float = field(default_factory=time.monotonic)
     at_eof: bool = False
     deleted: bool = False
-    committed: int = 0  # offset committed in the state store
-    emitted: int = 0  # end of the last complete line handed out
-    superseded: bool = False  # a newer generation of the file took over the descriptor
-    action_prefix: bytes = b""
-
-    def __post_init__(self) -> None:
-        self.action_prefix = b'{"create":{"_id":"' + self.uid.encode() + b"-"
 
     @property
     def partial_bytes(self) -> int:
@@ -100,40 +120,77 @@ def head_hash(fd: int) -> str | None:
     return hashlib.blake2b(head, digest_size=8).hexdigest()
 
 
+def default_max_open() -> int:
+    """Descriptors the tailer may hold: the process's soft limit less a reserve."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(4, min(soft - FD_RESERVE, 16384))
+
+
+@dataclass
+class Waiting:
+    """A matched file not being read, and why."""
+
+    path: str
+    reason: str  # "new", "empty", "no_first_line", "same_first_line", "unreadable", "no_descriptor"
+    detail: str = ""  # the holder's path (same_first_line), the error (unreadable)
+    holder: str = ""  # same_first_line: the uid being read by another file
+    stamp: tuple[int, int, int] | None = None  # (size, mtime, ctime) when it last could not be opened
+
+    def unchanged(self, st: os.stat_result) -> bool:
+        return self.stamp == (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class Tailer:
     """Finds the files matching *patterns* (less *excludes*) and reads their new lines."""
 
     def __init__(
         self,
         patterns: Iterable[str],
-        state: StateStore,
+        offsets: Offsets,
         *,
         excludes: Iterable[str] = (),
         max_line_bytes: int = 1 << 20,
         close_inactive: float = 300.0,
+        max_open: int | None = None,
+        once: bool = False,
     ) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
         self.excludes = [os.path.abspath(os.path.expanduser(p)) for p in excludes]
-        self.state = state
+        self.offsets = offsets
         self.max_line_bytes = max_line_bytes
         self.close_inactive = close_inactive
-        self.files: dict[tuple[int, int], TrackedFile] = {}  # by (dev, inode)
-        self.by_uid: dict[str, TrackedFile] = {}
-        self.waiting: dict[tuple[int, int], str] = {}  # no complete first line yet, or identity busy
-        self.events: list[tuple[str, dict[str, Any]]] = []  # for the shipper's own log
+        self.max_open = max_open or default_max_open()
+        self.once = once
+        self.readers: dict[tuple[int, int], _Reader] = {}  # by (dev, inode)
+        self.waiting: dict[tuple[int, int], Waiting] = {}
+        self.closed: dict[tuple[int, int], tuple[str, int, int]] = {}  # (path, size, mtime_ns) when closed idle
+        self.skipped: dict[tuple[int, int], str] = {}  # compressed files: path
+        self.done: set[tuple[int, int]] = set()  # --once: read to the end and closed
+        self.events: list[tuple[str, str, dict[str, Any]]] = []  # (level, event, fields) for the shipper's log
+        self._warned: set[tuple[Any, ...]] = set()
         self._turn = 0
+
+    def _event(self, level: str, event: str, **fields: Any) -> None:
+        self.events.append((level, event, fields))
+
+    def _warn_once(self, key: tuple[Any, ...], event: str, **fields: Any) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._event("warning", event, **fields)
 
     # --- discovery ---------------------------------------------------------------------------
     def matching_paths(self) -> list[str]:
         found: dict[str, None] = {}
         for pattern in self.patterns:
-            for path in sorted(glob.glob(pattern)):
+            for path in sorted(glob.glob(pattern, recursive=True)):
                 if not any(fnmatch.fnmatchcase(path, ex) for ex in self.excludes):
                     found[path] = None
         return list(found)
 
     def scan(self) -> None:
-        """Pick up new files; notice renames, deletions and rewrites of open ones."""
+        """Pick up new and grown files; notice renames and deletions; open what can be."""
         seen: set[tuple[int, int]] = set()
         for path in self.matching_paths():
             try:
@@ -144,103 +201,157 @@ class Tailer:
                 continue
             key = (st.st_dev, st.st_ino)
             seen.add(key)
-            tf = self.files.get(key)
-            if tf is None:
-                self.waiting[key] = path
+            reader = self.readers.get(key)
+            if reader is not None:
+                if reader.path != path:
+                    self._event("info", "file_renamed", **{"log.file.path": path, "previous_path": reader.path})
+                    self._rename(reader, path)
                 continue
-            if tf.path != path:
-                self.events.append(("file_renamed", {"log.file.path": path, "previous_path": tf.path}))
-                tf.path = path
-            try:
-                head = head_hash(tf.fd)
-            except OSError:
+            if key in self.skipped or key in self.done:
                 continue
-            if head is None:  # emptied (truncated) before its first line was rewritten
-                self._let_go_emptied(tf, "it was emptied")
-            elif head != tf.head_hash:
-                self._new_generation(tf, head, "its first line changed")
-        for key in list(self.waiting):
-            if key not in seen:
-                del self.waiting[key]
-        for key, tf in self.files.items():
-            if key not in seen and not tf.deleted:
+            closed = self.closed.get(key)
+            if closed is not None:
+                if closed == (path, st.st_size, st.st_mtime_ns):
+                    continue  # unchanged since it was closed
+                del self.closed[key]
+            if key not in self.waiting:
+                self.waiting[key] = Waiting(path, "new")
+            else:
+                self.waiting[key].path = path
+        for table in (self.waiting, self.closed, self.skipped):
+            for key in [k for k in table if k not in seen]:
+                del table[key]
+        self.done &= seen
+        for key, reader in self.readers.items():
+            if key not in seen and not reader.deleted:
                 try:
-                    tf.deleted = os.fstat(tf.fd).st_nlink == 0
+                    reader.deleted = os.fstat(reader.fd).st_nlink == 0
                 except OSError:
                     continue
-                if tf.deleted:
-                    self.events.append(("file_deleted", {"log.file.path": tf.path}))
+                if reader.deleted:
+                    self._event("info", "file_deleted", **{"log.file.path": reader.path})
         self._open_waiting()
 
-    def _open_waiting(self) -> None:
-        for key, path in list(self.waiting.items()):
-            if self._open(path, key):
-                del self.waiting[key]
+    def _rename(self, reader: _Reader, path: str) -> None:
+        reader.path = path
+        reader.source = Source.make(reader.uid, path)
+        self.offsets.observe(reader.uid, path, reader.size)
 
-    def _open(self, path: str, key: tuple[int, int]) -> bool:
-        """Open *path* if its identity is known and free; False to try again later."""
+    def _open_waiting(self) -> None:
+        held = {r.uid for r in self.readers.values()}
+        for key in list(self.waiting):
+            waiting = self.waiting.get(key)
+            if waiting is None or (waiting.reason == "same_first_line" and waiting.holder in held):
+                continue
+            if waiting.stamp is not None:
+                try:
+                    if waiting.unchanged(os.stat(waiting.path)):
+                        continue  # still empty, unreadable...: nothing to try until it changes
+                except OSError:
+                    continue
+            if len(self.readers) >= self.max_open and not self._make_room():
+                waiting.reason = "no_descriptor"
+                self._warn_once(("max_open",), "open_file_limit_reached", max_open=self.max_open,
+                                waiting_files=len(self.waiting),
+                                reason="more files match than descriptors may be held; the rest are read as "
+                                       "finished files are closed (raise `ulimit -n`, or --max-open-files)")
+                return
+            if self._open(waiting, key):
+                self.waiting.pop(key, None)
+            else:
+                held = {r.uid for r in self.readers.values()}
+
+    @staticmethod
+    def _stamp(waiting: Waiting) -> None:
+        try:
+            st = os.stat(waiting.path)
+            waiting.stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:
+            waiting.stamp = None
+
+    def _make_room(self) -> bool:
+        """Close the least recently grown finished file to free a descriptor."""
+        finished = [r for r in self.readers.values() if self._finished(r)]
+        if not finished:
+            return False
+        self._close(min(finished, key=lambda r: r.last_growth), "to free a descriptor for a waiting file")
+        return True
+
+    def _open(self, waiting: Waiting, key: tuple[int, int]) -> bool:
+        """Open the file if it can be read now; False to try again later."""
+        path = waiting.path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return True
         except OSError as exc:
-            self.events.append(("file_unreadable", {"log.file.path": path, "error.message": str(exc)}))
-            return True
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                self.max_open = max(1, len(self.readers))
+                waiting.reason = "no_descriptor"
+                return False
+            waiting.reason, waiting.detail = "unreadable", exc.strerror or str(exc)
+            self._stamp(waiting)
+            self._warn_once((key, "unreadable", exc.errno), "file_unreadable",
+                            **{"log.file.path": path, "error.message": exc.strerror or str(exc)},
+                            reason="this file matches but cannot be read: fix its permissions")
+            return False
         try:
             st = os.fstat(fd)
-            head = head_hash(fd) if (st.st_dev, st.st_ino) == key else None
-        except OSError:
-            head = None
+            if (st.st_dev, st.st_ino) != key:  # replaced between the scan and now
+                os.close(fd)
+                return True
+            head = head_hash(fd)
+            magic = os.pread(fd, 6, 0) if head is not None else b""
+        except OSError as exc:
+            os.close(fd)
+            waiting.reason, waiting.detail = "unreadable", exc.strerror or str(exc)
+            return False
         if head is None:
             os.close(fd)
+            waiting.reason = "empty" if st.st_size == 0 else "no_first_line"
+            waiting.stamp = (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
             return False
-        record = self.state.latest(head)
-        if record is not None and record.uid in self.by_uid:  # a copy of a file still being read
+        kind = next((name for sig, name in _COMPRESSED if magic.startswith(sig)), None)
+        if kind is not None:
             os.close(fd)
+            self.skipped[key] = path
+            self._event("info", "file_skipped", **{"log.file.path": path},
+                        reason=f"{kind}-compressed: rotated logs are read before they are compressed "
+                               "(use logrotate's delaycompress), or exclude them with --exclude")
+            return True
+        known = self.offsets.known(head)
+        if known is not None and known.reading:
+            os.close(fd)
+            holder = next((r.path for r in self.readers.values() if r.uid == known.uid), "?")
+            waiting.reason, waiting.detail, waiting.holder = "same_first_line", holder, known.uid
             return False
-        if record is None:
-            record = self.state.register(path, st.st_dev, st.st_ino, head, 0, st.st_size)
-        elif st.st_size < record.offset:  # shorter than what was shipped: rewritten, a new generation
-            self.events.append(("file_truncated", {"log.file.path": path, "log.offset": record.offset}))
-            record = self.state.register(path, st.st_dev, st.st_ino, head, record.generation + 1, st.st_size)
-        tf = TrackedFile(path=path, fd=fd, dev=st.st_dev, ino=st.st_ino, head_hash=head,
-                         generation=record.generation, uid=record.uid, read_pos=record.offset,
-                         line_start=record.offset, size=st.st_size, committed=record.offset,
-                         emitted=record.offset)
-        self.files[key] = tf
-        self.by_uid[tf.uid] = tf
-        self.events.append(("file_opened", {"log.file.path": path, "log.offset": record.offset}))
+        position, generation, uid, how = self._resume(fd, path, key, st.st_size, head, known)
+        reader = _Reader(path=path, fd=fd, dev=key[0], ino=key[1], head=head, uid=uid, generation=generation,
+                         source=Source.make(uid, path), read_pos=position, line_start=position, size=st.st_size)
+        self.readers[key] = reader
+        self.offsets.track(uid, path, st.st_size, position)
+        self._event("info", "file_opened", **{"log.file.path": path, "log.offset": position}, how=how)
         return True
 
-    def _new_generation(self, tf: TrackedFile, head: str, reason: str) -> TrackedFile:
-        """*tf* was truncated or rewritten: a new generation, read from 0, takes its place.
-
-        The old object keeps its id, so documents already read are acknowledged against
-        the generation they came from."""
-        self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
-                                               "reason": reason}))
-        record = self.state.latest(head)
-        generation = record.generation + 1 if record is not None else 0
-        row = self.state.register(tf.path, tf.dev, tf.ino, head, generation, tf.size)
-        new = TrackedFile(path=tf.path, fd=tf.fd, dev=tf.dev, ino=tf.ino, head_hash=head,
-                          generation=row.generation, uid=row.uid, read_pos=0, line_start=0, size=tf.size)
-        tf.superseded = True
-        tf.at_eof = True
-        tf.pending, tf.long_line = b"", None
-        self.files[(tf.dev, tf.ino)] = new
-        if self.by_uid.get(tf.uid) is tf:
-            del self.by_uid[tf.uid]
-        self.by_uid[new.uid] = new
-        return new
-
-    def _let_go_emptied(self, tf: TrackedFile, reason: str) -> None:
-        """*tf* was truncated and has no complete first line yet: release its identity (a
-        copytruncate copy may continue it) and open the path anew once it has one."""
-        self.events.append(("file_truncated", {"log.file.path": tf.path, "log.offset": tf.read_pos,
-                                               "reason": reason}))
-        tf.superseded = True
-        self._release(tf)
-        self.waiting[(tf.dev, tf.ino)] = tf.path
+    def _resume(self, fd: int, path: str, key: tuple[int, int], size: int, head: str,
+                known: Any) -> tuple[int, int, str, str]:
+        """Where to read a newly opened file from: (position, generation, uid, how)."""
+        if known is None:
+            record = self.offsets.register(path, key[0], key[1], head, 0, size)
+            return 0, record.generation, record.uid, "new"
+        position = known.offset
+        same_inode = (known.dev, known.ino) == key
+        if size < position:
+            if not same_inode:  # a copy made before the original grew further: all of it was shipped
+                return position, known.generation, known.uid, "copy_already_shipped"
+            why = "shorter than what was shipped"
+        elif position > 0 and os.pread(fd, 1, position - 1) != b"\n":
+            why = "the byte before the saved position is not a line end"
+        else:
+            return position, known.generation, known.uid, "resumed" if same_inode else "copy"
+        self._event("info", "file_rewritten", **{"log.file.path": path, "log.offset": position}, reason=why)
+        record = self.offsets.register(path, key[0], key[1], head, known.generation + 1, size)
+        return 0, record.generation, record.uid, "new_generation"
 
     # --- reading -------------------------------------------------------------------------------
     def poll(self, max_bytes: int = 4 * CHUNK_BYTES) -> list[Chunk | LongLine]:
@@ -249,106 +360,159 @@ class Tailer:
             self._open_waiting()
         out: list[Chunk | LongLine] = []
         budget = max_bytes
-        files = list(self.files.values())
-        if files:  # start one file further each time, so a busy file cannot starve the others
-            self._turn = (self._turn + 1) % len(files)
-            files = files[self._turn :] + files[: self._turn]
-        for tf in files:
+        readers = list(self.readers.values())
+        if readers:  # start one file further each time, so a busy file cannot starve the others
+            self._turn = (self._turn + 1) % len(readers)
+            readers = readers[self._turn :] + readers[: self._turn]
+        for reader in readers:
             if budget <= 0:
                 break
-            budget -= self._read(tf, min(budget, CHUNK_BYTES), out)
+            budget -= self._read(reader, min(budget, CHUNK_BYTES), out)
         return out
 
-    def _read(self, tf: TrackedFile, limit: int, out: list[Chunk | LongLine]) -> int:
+    def _read(self, r: _Reader, limit: int, out: list[Chunk | LongLine]) -> int:
         try:
-            st = os.fstat(tf.fd)
-            tf.size = st.st_size
-            if st.st_size < tf.read_pos:  # copytruncate: the size dropped below what was read
-                head = head_hash(tf.fd)
-                if head is None:  # nothing complete yet: identify the new content later
-                    self._let_go_emptied(tf, "its size dropped")
+            st = os.fstat(r.fd)
+            r.deleted = r.deleted or st.st_nlink == 0
+            r.size = st.st_size
+            if (st.st_size, st.st_mtime_ns) != r.verified:
+                problem = self._check_content(r, st.st_size)
+                if problem is not None:
+                    self._supersede(r, problem)
                     return 0
-                tf = self._new_generation(tf, head, "its size dropped")
-            tf.deleted = tf.deleted or st.st_nlink == 0
-            data = os.pread(tf.fd, limit, tf.read_pos) if st.st_size > tf.read_pos else b""
+                r.verified = (st.st_size, st.st_mtime_ns)
+            data = os.pread(r.fd, limit, r.read_pos) if st.st_size > r.read_pos else b""
         except OSError as exc:
-            self.events.append(("file_read_failed", {"log.file.path": tf.path, "error.message": str(exc)}))
+            self._warn_once((r.uid, "read", getattr(exc, "errno", None)), "file_read_failed",
+                            **{"log.file.path": r.path, "error.message": str(exc)})
             return 0
         if not data:
-            tf.at_eof = True
+            r.at_eof = True
             return 0
-        tf.at_eof = False
-        tf.last_growth = time.monotonic()
-        tf.read_pos += len(data)
-        self._split(tf, data, out)
+        r.at_eof = False
+        r.last_growth = time.monotonic()
+        r.read_pos += len(data)
+        self._split(r, data, out)
         return len(data)
 
-    def _split(self, tf: TrackedFile, data: bytes, out: list[Chunk | LongLine]) -> None:
-        if tf.long_line is not None:  # skipping the rest of an over-long line
-            start, head, length = tf.long_line
+    def _check_content(self, r: _Reader, size: int) -> str | None:
+        """Why the file no longer holds what was read from it, or None when it does."""
+        if size < r.read_pos:
+            return "its size dropped below what was read"
+        if r.read_pos == 0:
+            return None
+        if head_hash(r.fd) != r.head:
+            return "its first line changed"
+        if r.line_start > 0 and os.pread(r.fd, 1, r.line_start - 1) != b"\n":
+            return "the byte before the read position is no longer a line end"
+        if r.pending and os.pread(r.fd, len(r.pending), r.line_start) != r.pending:
+            return "the line being read was overwritten"
+        return None
+
+    def _supersede(self, r: _Reader, reason: str) -> None:
+        """*r*'s file was truncated or rewritten: let the identity go (a copy holding the rest
+        continues it) and open the file again as what it now is."""
+        self._event("info", "file_truncated", **{"log.file.path": r.path, "log.offset": r.line_start},
+                    reason=reason)
+        self._release(r)
+        self.waiting[(r.dev, r.ino)] = Waiting(r.path, "new")
+        self._open_waiting()
+
+    def _split(self, r: _Reader, data: bytes, out: list[Chunk | LongLine]) -> None:
+        if r.long_line is not None:  # skipping the rest of an over-long line
+            start, head, length = r.long_line
             nl = data.find(b"\n")
             if nl < 0:
-                tf.long_line = (start, head, length + len(data))
+                r.long_line = (start, head, length + len(data))
                 return
-            tf.long_line = None
-            out.append(LongLine(tf, start, head, length + nl))
-            tf.line_start = tf.emitted = start + length + nl + 1
+            r.long_line = None
+            out.append(LongLine(r.source, start, head, length + nl))
+            r.line_start = start + length + nl + 1
+            self.offsets.handed(r.uid, r.line_start)
             data = data[nl + 1 :]
-        buf = tf.pending + data if tf.pending else data
+        buf = r.pending + data if r.pending else data
         last = buf.rfind(b"\n")
         if last < 0:
-            tf.pending = buf
+            r.pending = buf
         else:
-            out.append(Chunk(tf, tf.line_start, buf if last + 1 == len(buf) else buf[: last + 1]))
-            tf.line_start += last + 1
-            tf.emitted = tf.line_start
-            tf.pending = buf[last + 1 :]
-        if len(tf.pending) > self.max_line_bytes:
-            tf.long_line = (tf.line_start, tf.pending[: self.max_line_bytes], len(tf.pending))
-            tf.pending = b""
+            out.append(Chunk(r.source, r.line_start, buf if last + 1 == len(buf) else buf[: last + 1]))
+            r.line_start += last + 1
+            r.pending = buf[last + 1 :]
+            self.offsets.handed(r.uid, r.line_start)
+        if len(r.pending) > self.max_line_bytes:
+            r.long_line = (r.line_start, r.pending[: self.max_line_bytes], len(r.pending))
+            r.pending = b""
 
     # --- finishing ---------------------------------------------------------------------------------
-    def all_at_eof(self) -> bool:
-        return not self.waiting and all(tf.at_eof for tf in self.files.values())
+    def _finished(self, r: _Reader) -> bool:
+        """Read to the end, and everything handed out acknowledged."""
+        return r.at_eof and self.offsets.settled(r.uid)
+
+    def blocking(self) -> list[Waiting]:
+        """--once: matched files that could still be read in this run (the run waits for them)."""
+        return [w for w in self.waiting.values() if w.reason in ("new", "no_descriptor", "same_first_line")]
+
+    def all_read(self) -> bool:
+        """--once: every open file read to its end and nothing left that could be opened."""
+        return all(r.at_eof for r in self.readers.values()) and not self.blocking()
 
     def retire(self) -> None:
-        """Close finished files: deleted or renamed away, read to the end, all committed.
-        A deleted one is forgotten by the state store as well."""
+        """Close finished files: deleted ones are forgotten; idle ones are closed (and opened
+        again when they grow); in --once, every finished one (a waiting copy may follow)."""
         now = time.monotonic()
-        for tf in list(self.files.values()):
-            idle = now - tf.last_growth > self.close_inactive
-            if not (tf.at_eof and tf.committed >= tf.emitted):
+        forget: list[str] = []
+        for r in list(self.readers.values()):
+            if not self._finished(r):
                 continue
-            if tf.deleted and (tf.partial_bytes == 0 or idle):
-                # Deleted and read to the end; a last line that never got its newline is given
-                # up after close_inactive, to free the disk space.
-                self._release(tf)
-                self.state.forget(tf.uid)
-                fields: dict[str, Any] = {"log.file.path": tf.path}
-                if tf.partial_bytes:
-                    fields["unfinished_line_bytes"] = tf.partial_bytes
-                self.events.append(("file_forgotten", fields))
-            elif tf.partial_bytes == 0 and idle and not self._still_at_path(tf):
-                self._release(tf)
-                self.events.append(("file_closed", {"log.file.path": tf.path, "reason": "renamed away and idle"}))
+            idle = now - r.last_growth > self.close_inactive
+            if r.deleted:
+                if r.partial_bytes == 0 or idle:
+                    # Read to the end; a last line that never got its newline is given up after
+                    # close_inactive, to free the disk space.
+                    self._release(r)
+                    forget.append(r.uid)
+                    fields: dict[str, Any] = {"log.file.path": r.path}
+                    if r.partial_bytes:
+                        fields["unfinished_line_bytes"] = r.partial_bytes
+                    self._event("info", "file_forgotten", **fields)
+            elif self.once and (r.partial_bytes == 0 or self._blocked_by(r)):
+                self._release(r)
+                self.done.add((r.dev, r.ino))
+            elif idle:
+                self._close(r, "idle for --close-inactive")
+        if forget:
+            self.offsets.forget(forget)
 
-    def _still_at_path(self, tf: TrackedFile) -> bool:
+    def _blocked_by(self, r: _Reader) -> bool:
+        return any(w.reason == "same_first_line" and w.detail == r.path for w in self.waiting.values())
+
+    def _close(self, r: _Reader, reason: str) -> None:
         try:
-            st = os.stat(tf.path)
+            st = os.fstat(r.fd)
+            self.closed[(r.dev, r.ino)] = (r.path, st.st_size, st.st_mtime_ns)
         except OSError:
-            return False
-        return (st.st_dev, st.st_ino) == (tf.dev, tf.ino)
+            pass
+        self._release(r)
+        self._event("debug", "file_closed", **{"log.file.path": r.path}, reason=reason)
 
-    def _release(self, tf: TrackedFile) -> None:
-        if self.files.get((tf.dev, tf.ino)) is tf:
-            del self.files[(tf.dev, tf.ino)]
-        if self.by_uid.get(tf.uid) is tf:
-            del self.by_uid[tf.uid]
+    def _release(self, r: _Reader) -> None:
+        if self.readers.get((r.dev, r.ino)) is r:
+            del self.readers[(r.dev, r.ino)]
+        self.offsets.release(r.uid)
         try:
-            os.close(tf.fd)
+            os.close(r.fd)
         except OSError:
             pass
 
+    # --- reporting ----------------------------------------------------------------------------------
+    def files(self) -> list[dict[str, Any]]:
+        """Every open file: path, uid, size, committed offset, partial line bytes (a snapshot)."""
+        out = []
+        for r in self.readers.values():
+            out.append({"path": r.path, "uid": r.uid, "size": r.size, "committed": self.offsets.committed(r.uid),
+                        "read": r.line_start, "partial": r.partial_bytes, "at_eof": r.at_eof})
+        return out
+
     def close(self) -> None:
-        for tf in list(self.files.values()):
-            self._release(tf)
+        for r in list(self.readers.values()):
+            self._release(r)
