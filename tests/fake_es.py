@@ -16,7 +16,12 @@ documents it, so the real ``elasticsearch`` client talks to it unchanged:
 
 Faults are injected from the test: :meth:`FakeElasticsearch.fail_requests` (whole-request
 429/5xx), :meth:`fail_items` (per-item 429/5xx), :meth:`stop`/:meth:`start` (connection
-refused), ``delay`` (slow responses).
+refused), ``delay`` (slow responses), ``max_content_length`` (413 for larger bodies, as
+Elasticsearch's ``http.max_content_length`` or a proxy's body limit answers: no product
+header, an empty body or a proxy's HTML page), ``item_forbidden`` (per-item 403
+``security_exception``, which is how Elasticsearch refuses a bulk write to an index the
+credentials may not write), ``forbidden`` (whole-request 403) and changing ``api_key`` or
+the credentials mid-run (401).
 """
 
 from __future__ import annotations
@@ -367,6 +372,9 @@ class FakeElasticsearch:
         self.privileges = privileges
         self.requests: list[tuple[str, str]] = []
         self.forbidden: dict[str, int] = {}  # path prefix -> status for writes (privileges)
+        self.item_forbidden: dict[str, str] = {}  # target glob -> the API key id refused on it, per item
+        self.max_content_length: int | None = None
+        self.too_large_style = "elasticsearch"  # or "proxy": nginx's HTML page
         self.bulk_requests = 0
         self.gzip_requests = 0
         self._sock: socket.socket | None = None
@@ -486,6 +494,27 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("HEAD")
 
     # --- plumbing --------------------------------------------------------------------------
+    def _too_large(self) -> bool:
+        """Answer 413 when the body is over the limit, as Elasticsearch's HTTP layer (or a proxy)
+        does: before any handler, without the product header."""
+        limit = self.es.max_content_length
+        length = int(self.headers.get("Content-Length") or 0)
+        if limit is None or length <= limit:
+            return False
+        self.rfile.read(length)
+        if self.es.too_large_style == "proxy":
+            body = (b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>"
+                    b"413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+            ctype = "text/html"
+        else:
+            body, ctype = b"", "text/plain"
+        self.send_response(413)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return True
+
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
         data = self.rfile.read(length) if length else b""
@@ -531,6 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = unquote(parts.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        if self._too_large():
+            return
         try:
             body = self._body()
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
@@ -731,6 +762,12 @@ def _bulk_item(es: FakeElasticsearch, op: str, target: str, doc_id: str, source:
                 raise EsError(400, "document_parsing_exception",
                               "[1:1] failed to parse: Malformed content, found extra data after parsing: START_OBJECT")
             doc = parsed
+        for pattern, key_id in es.item_forbidden.items():
+            if fnmatch.fnmatchcase(target, pattern):
+                raise EsError(403, "security_exception",
+                              f"action [indices:data/write/bulk[s]] is unauthorized for API key id [{key_id}] of user "
+                              f"[amebo_writer] on indices [{target}], this action is granted by the index "
+                              "privileges [create_doc,create,index,write,all]")
         if rule is not None:
             status = rule(doc_id, doc)
             if status == 429:

@@ -91,10 +91,10 @@ def main() -> None:
 @click.option("--data-stream", envvar=_env("DATA_STREAM"), default=None,
               help="Target data stream  [default: logs-amebo-default]")
 @click.option("--index", envvar=_env("INDEX"), default=None, help="Target index, instead of a data stream.")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False, readable=False), envvar=_env("STATE_DIR"),
               default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship",
               help="Where offsets are kept.")
-@click.option("--dead-letter", type=click.Path(path_type=Path, dir_okay=False), envvar=_env("DEAD_LETTER"),
+@click.option("--dead-letter", type=click.Path(path_type=Path, dir_okay=False, readable=False), envvar=_env("DEAD_LETTER"),
               help="NDJSON file for refused documents  [default: STATE_DIR/dead-letter.ndjson]")
 @click.option("--exclude", "excludes", multiple=True, envvar=_env("EXCLUDE"), help="Glob of paths to skip.")
 @click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
@@ -105,7 +105,7 @@ def main() -> None:
               envvar=_env("FLUSH_INTERVAL"), help="Send a partial batch after this many seconds.")
 @click.option("--max-line-bytes", type=click.IntRange(64), default=1024 * 1024, show_default=True,
               envvar=_env("MAX_LINE_BYTES"), help="Longer lines are shipped cut to this, tagged truncated.")
-@click.option("--scan-interval", type=click.FloatRange(0.05), default=10.0, show_default=True,
+@click.option("--scan-interval", type=click.FloatRange(0.05), default=1.0, show_default=True,
               envvar=_env("SCAN_INTERVAL"), help="Seconds between looks for new, renamed and deleted files.")
 @click.option("--close-inactive", type=click.FloatRange(0.0), default=300.0, show_default=True,
               envvar=_env("CLOSE_INACTIVE"), help="Close a file renamed away after this many idle seconds.")
@@ -226,7 +226,7 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
 
 
 @main.command()
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False, readable=False), envvar=_env("STATE_DIR"),
               default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 def status(state_dir: Path, as_json: bool) -> None:
@@ -332,7 +332,7 @@ def _auth_headers(settings: ConnectionSettings) -> dict[str, str]:
 
 
 @main.command("reset-state")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False), envvar=_env("STATE_DIR"),
+@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False, readable=False), envvar=_env("STATE_DIR"),
               default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
 @click.confirmation_option(prompt="Forget every offset? Every file will be shipped again from its start")
 def reset_state_command(state_dir: Path) -> None:

@@ -56,7 +56,7 @@ class ShipOptions:
     batch_bytes: int = 10 * 1024 * 1024
     flush_interval: float = 1.0
     max_line_bytes: int = 1024 * 1024
-    scan_interval: float = 10.0
+    scan_interval: float = 1.0
     shutdown_timeout: float = 30.0
     close_inactive: float = 300.0
     max_in_flight: int = 2
@@ -174,6 +174,7 @@ class Shipper:
         self.fatal: Fatal | None = None
         self.state_error: StateError | None = None
         self.signal: int | None = None
+        self.timed_out = False
         self.started_at = time.time()
         self._snapshot = Snapshot(self.started_at, ReadStats(), DeliveryStats(), ())
         self._snapshot_at = 0.0
@@ -191,10 +192,14 @@ class Shipper:
         if self._failing():  # nothing can be delivered now: do not wait for it
             self.hard_stop.set()
             return
-        timer = threading.Timer(self.options.shutdown_timeout, self.hard_stop.set)
+        timer = threading.Timer(self.options.shutdown_timeout, self._time_out)
         timer.daemon = True
         timer.start()
         self._shutdown_timer = timer
+
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self.hard_stop.set()
 
     def _failing(self) -> bool:
         d = self._delivery
@@ -363,7 +368,7 @@ class Shipper:
             self.unsettled += sum(len(b) for b in self._drain_to_send())
             self.in_flight = 0
         if self.unsettled and self.fatal is None:
-            self.log.warning("shutdown_timeout_reached" if self.hard_stop.is_set() else "documents_unsettled",
+            self.log.warning("shutdown_timeout_reached" if self.timed_out else "documents_unsettled",
                              unsettled_documents=self.unsettled,
                              reason="these lines were not acknowledged; they are read again next time")
         if self.state_error is None:

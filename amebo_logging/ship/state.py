@@ -177,6 +177,10 @@ class StateStore:
             if create:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # Keep the write-ahead log small (SQLite's default lets it reach ~4 MB): the
+                # state directory may sit on a small or nearly full disk.
+                conn.execute("PRAGMA wal_autocheckpoint=64")
+                conn.execute("PRAGMA journal_size_limit=262144")
             has_schema = conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'files')").fetchone()[0]
             if has_schema < 2 and not marker.exists():

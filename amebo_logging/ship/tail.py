@@ -137,6 +137,7 @@ class Waiting:
     detail: str = ""  # the holder's path (same_first_line), the error (unreadable)
     holder: str = ""  # same_first_line: the uid being read by another file
     stamp: tuple[int, int, int] | None = None  # (size, mtime, ctime) when it last could not be opened
+    fd: int | None = None  # same_first_line: held, so a rename or deletion cannot take it away
 
     def unchanged(self, st: os.stat_result) -> bool:
         return self.stamp == (st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -218,18 +219,31 @@ class Tailer:
                 self.waiting[key] = Waiting(path, "new")
             else:
                 self.waiting[key].path = path
-        for table in (self.waiting, self.closed, self.skipped):
+        for key in [k for k, w in self.waiting.items() if k not in seen and w.fd is None]:
+            del self.waiting[key]
+        for table in (self.closed, self.skipped):
             for key in [k for k in table if k not in seen]:
                 del table[key]
         self.done &= seen
-        for key, reader in self.readers.items():
-            if key not in seen and not reader.deleted:
+        for key, reader in list(self.readers.items()):
+            try:
+                st = os.fstat(reader.fd)
+            except OSError:
+                continue
+            if key not in seen and not reader.deleted and st.st_nlink == 0:
+                reader.deleted = True
+                self._event("info", "file_deleted", **{"log.file.path": reader.path})
+            # Also at scans, not only at reads: a reader paused by a blocked pipeline must notice
+            # a truncation, so the copy holding the rest can take its identity over.
+            if (st.st_size, st.st_mtime_ns) != reader.verified:
                 try:
-                    reader.deleted = os.fstat(reader.fd).st_nlink == 0
+                    problem = self._check_content(reader, st.st_size)
                 except OSError:
                     continue
-                if reader.deleted:
-                    self._event("info", "file_deleted", **{"log.file.path": reader.path})
+                if problem is not None:
+                    self._supersede(reader, problem)
+                else:
+                    reader.verified = (st.st_size, st.st_mtime_ns)
         self._open_waiting()
 
     def _rename(self, reader: _Reader, path: str) -> None:
@@ -249,7 +263,7 @@ class Tailer:
                         continue  # still empty, unreadable...: nothing to try until it changes
                 except OSError:
                     continue
-            if len(self.readers) >= self.max_open and not self._make_room():
+            if waiting.fd is None and self._descriptors() >= self.max_open and not self._make_room():
                 waiting.reason = "no_descriptor"
                 self._warn_once(("max_open",), "open_file_limit_reached", max_open=self.max_open,
                                 waiting_files=len(self.waiting),
@@ -260,6 +274,9 @@ class Tailer:
                 self.waiting.pop(key, None)
             else:
                 held = {r.uid for r in self.readers.values()}
+
+    def _descriptors(self) -> int:
+        return len(self.readers) + sum(1 for w in self.waiting.values() if w.fd is not None)
 
     @staticmethod
     def _stamp(waiting: Waiting) -> None:
@@ -281,7 +298,8 @@ class Tailer:
         """Open the file if it can be read now; False to try again later."""
         path = waiting.path
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = waiting.fd if waiting.fd is not None else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            waiting.fd = None
         except FileNotFoundError:
             return True
         except OSError as exc:
@@ -321,7 +339,9 @@ class Tailer:
             return True
         known = self.offsets.known(head)
         if known is not None and known.reading:
-            os.close(fd)
+            # Held open: it is usually the copy copytruncate made, which a later rotation may
+            # rename or compress away before the identity is free.
+            waiting.fd = fd
             holder = next((r.path for r in self.readers.values() if r.uid == known.uid), "?")
             waiting.reason, waiting.detail, waiting.holder = "same_first_line", holder, known.uid
             return False
@@ -399,10 +419,9 @@ class Tailer:
         """Why the file no longer holds what was read from it, or None when it does."""
         if size < r.read_pos:
             return "its size dropped below what was read"
-        if r.read_pos == 0:
-            return None
-        if head_hash(r.fd) != r.head:
-            return "its first line changed"
+        head = head_hash(r.fd)
+        if head != r.head:  # checked at any position: the identity was taken from this line
+            return "it was emptied" if head is None else "its first line changed"
         if r.line_start > 0 and os.pread(r.fd, 1, r.line_start - 1) != b"\n":
             return "the byte before the read position is no longer a line end"
         if r.pending and os.pread(r.fd, len(r.pending), r.line_start) != r.pending:
@@ -510,9 +529,13 @@ class Tailer:
         out = []
         for r in self.readers.values():
             out.append({"path": r.path, "uid": r.uid, "size": r.size, "committed": self.offsets.committed(r.uid),
-                        "read": r.line_start, "partial": r.partial_bytes, "at_eof": r.at_eof})
+                        "read": r.line_start, "partial": r.partial_bytes if r.at_eof else 0, "at_eof": r.at_eof})
         return out
 
     def close(self) -> None:
         for r in list(self.readers.values()):
             self._release(r)
+        for w in self.waiting.values():
+            if w.fd is not None:
+                os.close(w.fd)
+                w.fd = None
