@@ -1,4 +1,4 @@
-"""ASGI middleware: a correlation id per request, the trace context, and one access record.
+"""ASGI middleware: a correlation id and a trace span per request, and one access record.
 
 Pure ASGI, so it wraps any ASGI app: heaven (Amebo's framework), Starlette, FastAPI::
 
@@ -9,7 +9,12 @@ For each HTTP request it:
 * takes the request id from ``X-Request-ID`` (the header is configurable) when it is 1-128
   characters of ``[A-Za-z0-9._:-]``, else generates ``uuid4().hex`` (a rejected value is
   never logged raw: only its length is);
-* adopts a valid ``traceparent`` (or a bare ``X-Amebo-Trace-Id``) as ``trace.id``/``span.id``;
+* joins the caller's trace (``traceparent``, or a bare ``X-Amebo-Trace-Id``), or starts a new
+  one, and opens this request's own span: records carry ``trace.id``, ``span.id`` and, when
+  the caller sent a span, ``parent.id``;
+* with ``share_with_app=True``, lets the app see the ids it made: a generated request id as
+  ``X-Request-ID`` and a started trace as ``traceparent`` (Amebo then stores the trace id
+  with the event it publishes);
 * echoes the id as ``X-Request-ID`` on the response, also on the 500 it sends itself when
   the app raises before responding;
 * writes one ``http_request`` record, at DEBUG for probe paths (``/health``, ``/metrics``...);
@@ -18,6 +23,7 @@ For each HTTP request it:
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
@@ -27,12 +33,14 @@ from .correlation import (
     _TRACE_FLAGS,
     CORRELATION_KEY,
     new_correlation_id,
+    new_span_id,
+    new_trace_id,
     parse_traceparent,
     valid_request_id,
 )
 from .logger import AmeboLogger, get_logger
 
-__all__ = ["CorrelationMiddleware", "QUIET_PATHS"]
+__all__ = ["CorrelationMiddleware", "QUIET_PATHS", "client_fields"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,8 +60,21 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
+def client_fields(address: Any) -> dict[str, str]:
+    """``client.ip`` when *address* is a valid IP address, else ``client.address`` (a unix
+    socket path, a host name...); nothing for nothing."""
+    if address is None or address == "":
+        return {}
+    text = str(address).strip("[]")
+    try:
+        return {"client.ip": str(ipaddress.ip_address(text.split("%", 1)[0]))}
+    except ValueError:
+        return {"client.address": text}
+
+
 class CorrelationMiddleware:
-    """See the module docstring.  *header* names the request-id header (``X-Request-ID``)."""
+    """See the module docstring.  *header* names the request-id header (``X-Request-ID``);
+    *start_trace* starts a new trace for requests that bring none."""
 
     def __init__(
         self,
@@ -63,6 +84,8 @@ class CorrelationMiddleware:
         logger: AmeboLogger | None = None,
         quiet_paths: Iterable[str] = QUIET_PATHS,
         access_log: bool = True,
+        start_trace: bool = True,
+        share_with_app: bool = False,
     ) -> None:
         self.app = app
         self.header = header
@@ -70,8 +93,11 @@ class CorrelationMiddleware:
         self.log = logger or get_logger("amebo.access")
         self.quiet_paths = frozenset(quiet_paths)
         self.access_log = access_log
+        self.start_trace = start_trace
+        self.share_with_app = share_with_app
 
-    def _context_for(self, headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], str, int | None, str]:
+    def _context_for(self, headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], str, int | None, str, bool]:
+        """(context, request id, rejected id's length, trace flags, trace started here)."""
         inbound = _header(headers, self._header_key)
         rejected = None
         if valid_request_id(inbound):
@@ -80,27 +106,52 @@ class CorrelationMiddleware:
             request_id = new_correlation_id()
             rejected = len(inbound) if inbound is not None else None
         ctx: dict[str, Any] = {**(_CONTEXT.get() or {}), CORRELATION_KEY: request_id}
-        flags = "01"
+        for key in ("trace.id", "span.id", "parent.id"):
+            ctx.pop(key, None)
+        flags, started = "01", False
         trace = parse_traceparent(_header(headers, b"traceparent"))
         if trace is not None:
-            ctx["trace.id"], ctx["span.id"], flags = trace
+            ctx["trace.id"], ctx["parent.id"], flags = trace
         else:
             bare = (_header(headers, b"x-amebo-trace-id") or "").strip().lower()
             if len(bare) == 32 and set(bare) <= _TRACE_ID_CHARS and set(bare) != {"0"}:
                 ctx["trace.id"] = bare
-        return ctx, request_id, rejected, flags
+            elif self.start_trace:
+                ctx["trace.id"], started = new_trace_id(), True
+        if "trace.id" in ctx:
+            ctx["span.id"] = new_span_id()
+        return ctx, request_id, rejected, flags, started
+
+    def _shared(self, scope: Scope, headers: list[tuple[bytes, bytes]], ctx: dict[str, Any], request_id: str,
+                generated_id: bool, started: bool, flags: str) -> Scope:
+        """The scope the app sees: the ids generated here added to its headers."""
+        extra: list[tuple[bytes, bytes]] = []
+        drop: set[bytes] = set()
+        if generated_id:
+            drop.add(self._header_key)
+            extra.append((self._header_key, request_id.encode("latin-1")))
+        if started:
+            drop.add(b"traceparent")
+            extra.append((b"traceparent", f"00-{ctx['trace.id']}-{ctx['span.id']}-{flags}".encode()))
+        if not extra:
+            return scope
+        kept = [(k, v) for k, v in headers if k.lower() not in drop]
+        return {**scope, "headers": [*kept, *extra]}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         headers = scope.get("headers") or []
-        ctx, request_id, rejected, flags = self._context_for(headers)
+        ctx, request_id, rejected, flags, started = self._context_for(headers)
         token = _CONTEXT.set(ctx)
         flags_token = _TRACE_FLAGS.set(flags)
         try:
             if rejected is not None:
                 self.log.warning("request_id_rejected", reason=f"invalid {self.header} header", length=rejected)
+            if self.share_with_app:
+                generated = request_id != _header(headers, self._header_key)
+                scope = self._shared(scope, headers, ctx, request_id, generated, started, flags)
             if scope["type"] == "websocket":
                 await self.app(scope, receive, send)
                 return
@@ -179,8 +230,11 @@ class CorrelationMiddleware:
             "http.response.status_code": status_code,
             "event.duration": duration_ns,
         }
+        version = scope.get("http_version")
+        if version:
+            fields["http.version"] = version
         if client:
-            fields["client.ip"] = client[0]
+            fields.update(client_fields(client[0]))
         agent = _header(headers, b"user-agent")
         if agent is not None:
             fields["user_agent.original"] = agent

@@ -86,12 +86,14 @@ def _resolve_format(fmt: str | None, stream: IO[Any] | None) -> str:
     return resolved
 
 
-def _default_version() -> str:
+def _default_version(service_name: str) -> str:
+    """The installed version of the distribution named like the service (``amebo`` for
+    Amebo), else ``unknown``: a subscriber named ``billing`` never reports Amebo's version."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("amebo")
-    except PackageNotFoundError:
+        return version(service_name)
+    except (PackageNotFoundError, ValueError):
         return "unknown"
 
 
@@ -162,9 +164,10 @@ def configure_logging(
     colors = out_format == "console" and used_stream is not None and _safe_isatty(used_stream)
     render = ConsoleRenderer(colors=colors) if out_format == "console" else render_json
     red = build_redactor(redact, _env("AMEBO_LOG_REDACT"))
+    name = service_name or _env("AMEBO_SERVICE_NAME") or "amebo"
     service = {
-        "service.name": service_name or _env("AMEBO_SERVICE_NAME") or "amebo",
-        "service.version": service_version or _env("AMEBO_SERVICE_VERSION") or _default_version(),
+        "service.name": name,
+        "service.version": service_version or _env("AMEBO_SERVICE_VERSION") or _default_version(name),
         "service.environment": environment or _env("AMEBO_ENVIRONMENT") or "production",
     }
 

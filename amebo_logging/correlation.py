@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import os
 import re
 import sys
 import uuid
@@ -23,6 +24,8 @@ from .redaction import scrub_mapping
 __all__ = [
     "TraceContext",
     "bind_context",
+    "new_span_id",
+    "new_trace_id",
     "clear_context",
     "correlation_scope",
     "current_context",
@@ -32,13 +35,14 @@ __all__ = [
     "parse_traceparent",
     "set_correlation_id",
     "set_trace_context",
+    "start_trace",
     "unbind_context",
     "valid_request_id",
     "with_current_context",
 ]
 
 CORRELATION_KEY: Final = "correlation_id"
-_TRACE_KEYS: Final = ("trace.id", "span.id")
+_TRACE_KEYS: Final = ("trace.id", "span.id", "parent.id")
 
 _CONTEXT: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
     "amebo_logging_context", default=None
@@ -167,7 +171,7 @@ class TraceContext(tuple[str, str, str]):
         return self[2]
 
     def header(self) -> str:
-        """The ``traceparent`` header value (version 00) for this context."""
+        """The ``traceparent`` header value (version 00) for this context: this span as the parent."""
         return f"00-{self[0]}-{self[1]}-{self[2]}"
 
 
@@ -188,19 +192,50 @@ def parse_traceparent(value: str | None) -> TraceContext | None:
     return TraceContext((trace_id, span_id, flags))
 
 
-def set_trace_context(traceparent: str | TraceContext | None) -> TraceContext | None:
-    """Adopt a ``traceparent`` (a header value or a parsed one) for the current context.
+def new_trace_id() -> str:
+    """A random W3C trace id: 32 lowercase hex digits, never all zero."""
+    while True:
+        value = os.urandom(16).hex()
+        if value != "0" * 32:
+            return value
 
-    Records then carry ``trace.id`` and ``span.id``.  An invalid or ``None`` value clears the
-    trace context.  Returns the parsed context, or ``None``.
+
+def new_span_id() -> str:
+    """A random W3C span id: 16 lowercase hex digits, never all zero."""
+    while True:
+        value = os.urandom(8).hex()
+        if value != "0" * 16:
+            return value
+
+
+def set_trace_context(traceparent: str | TraceContext | None, *, new_span: bool = True) -> TraceContext | None:
+    """Join the trace of a ``traceparent`` (a header value or a parsed one) for the current
+    context, as the W3C Trace Context receiver of that header does.
+
+    Records then carry ``trace.id``; ``span.id``, this operation's own span, a new one; and
+    ``parent.id``, the span that sent the traceparent.  Outgoing calls carry ``span.id`` as
+    their parent (see :mod:`amebo_logging.outbound`).  With ``new_span=False`` the header's
+    span is taken as this operation's own (a span made by the caller on our behalf, such as
+    the one Amebo's deliverer puts on each delivery).  An invalid or ``None`` value clears
+    the trace context.  Returns the context now in force, or ``None``.
     """
     tc = traceparent if isinstance(traceparent, TraceContext) else parse_traceparent(traceparent)
     if tc is None:
         _update(remove=_TRACE_KEYS)
         return None
-    _update({"trace.id": tc[0], "span.id": tc[1]})
+    if new_span:
+        _update({"trace.id": tc[0], "span.id": new_span_id(), "parent.id": tc[1]})
+    else:
+        _update({"trace.id": tc[0], "span.id": tc[1]}, remove=("parent.id",))
     _TRACE_FLAGS.set(tc[2])
-    return tc
+    return get_trace_context()
+
+
+def start_trace() -> TraceContext:
+    """Start a new trace (a root span) for the current context and return it."""
+    _update({"trace.id": new_trace_id(), "span.id": new_span_id()}, remove=("parent.id",))
+    _TRACE_FLAGS.set("01")
+    return get_trace_context()  # type: ignore[return-value]
 
 
 def get_trace_context() -> TraceContext | None:

@@ -36,10 +36,10 @@ def run(count: int | None = 20, interval: float = 0.0, seed: int | None = None) 
                                    size=rng.randint(80, 4000))
             url = f"https://hooks.example.com/{app}/{action}?sig=secret"
             if rng.random() < 0.85:
-                events.webhook_delivered(deliverer, subscription=f"sub_{n % 7}", action=action, url=url,
+                events.webhook_delivered(deliverer, event_id=f"evt_{n}", subscription=f"sub_{n % 7}", action=action, url=url,
                                          status_code=200, duration_ns=rng.randint(5, 900) * 1_000_000)
             else:
-                events.webhook_failed(deliverer, subscription=f"sub_{n % 7}", action=action, url=url,
+                events.webhook_failed(deliverer, event_id=f"evt_{n}", subscription=f"sub_{n % 7}", action=action, url=url,
                                       attempt=rng.randint(1, 5), max_retries=5, status_code=503,
                                       duration_ns=rng.randint(5, 30_000) * 1_000_000,
                                       error=_Delivery("subscriber answered 503"))

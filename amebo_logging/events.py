@@ -76,6 +76,7 @@ def event_published(
 
 
 def _webhook_fields(
+    event_id: str | int | None,
     subscription: str | int,
     action: str,
     url: str,
@@ -84,7 +85,8 @@ def _webhook_fields(
     status_code: int | None,
     duration_ns: int | None,
 ) -> dict[str, Any]:
-    fields: dict[str, Any] = {
+    fields: dict[str, Any] = {} if event_id is None else {"event_id": str(event_id)}
+    fields |= {
         "subscription": str(subscription),
         "action": action,
         "url.full": safe_url(url),
@@ -108,12 +110,13 @@ def webhook_delivered(
     duration_ns: int,
     attempt: int = 1,
     max_retries: int = 1,
+    event_id: str | int | None = None,
     **fields: Any,
 ) -> None:
-    """``webhook_delivered``: a subscriber accepted a delivery."""
+    """``webhook_delivered``: a subscriber accepted a delivery of event *event_id*."""
     log.info(
         "webhook_delivered",
-        **_webhook_fields(subscription, action, url, attempt, max_retries, status_code, duration_ns),
+        **_webhook_fields(event_id, subscription, action, url, attempt, max_retries, status_code, duration_ns),
         **fields,
     )
 
@@ -129,6 +132,7 @@ def webhook_failed(
     status_code: int | None = None,
     duration_ns: int | None = None,
     error: BaseException | None = None,
+    event_id: str | int | None = None,
     **fields: Any,
 ) -> None:
     """``webhook_failed``: a delivery attempt failed; WARNING, or ERROR on the last attempt.
@@ -141,7 +145,7 @@ def webhook_failed(
         fields["exc_info"] = error
     emit(
         "webhook_failed",
-        **_webhook_fields(subscription, action, url, attempt, max_retries, status_code, duration_ns),
+        **_webhook_fields(event_id, subscription, action, url, attempt, max_retries, status_code, duration_ns),
         **fields,
     )
 

@@ -31,7 +31,7 @@ from structlog.exceptions import DropEvent
 from . import redaction
 from .correlation import _CONTEXT, legacy_request_id
 from .processors import error_fields, protect_header
-from .redaction import scrub_url_password
+from .redaction import may_hold_secrets, scrub_text
 from .render import render_json, safe_repr, timestamp_now
 from .schema import ECS_VERSION
 
@@ -122,15 +122,15 @@ def _format_message(event: Any, args: tuple[Any, ...]) -> Any:
             event = event % args
         except Exception:
             event = f"{event} {safe_repr(args)}"
-    if type(event) is str and "://" in event:
-        event = scrub_url_password(event)
+    if type(event) is str and may_hold_secrets(event):
+        event = scrub_text(event)
     return event
 
 
 def _make_method(level_name: str, *, exception: bool = False) -> Callable[..., None]:
     def method(self: AmeboLogger, event: Any = None, *args: Any, **kw: Any) -> None:
         try:
-            if args or type(event) is not str or "://" in event:
+            if args or type(event) is not str or may_hold_secrets(event):
                 event = _format_message(event, args)
             if exception:
                 kw.setdefault("exc_info", True)

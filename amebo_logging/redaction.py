@@ -2,8 +2,10 @@
 
 A key is sensitive when, lower-cased with ``-`` and ``.`` read as ``_``, it equals one of the
 configured names or ends with ``_`` and one of them: ``password``, ``db_password`` and
-``http.request.headers.authorization`` are redacted, ``token_count`` is not.  Any string
-value holding a URL with a password in its userinfo has the password replaced.
+``http.request.headers.authorization`` are redacted, ``token_count`` is not.  In any string
+value, and in messages, the password of a ``scheme://user:password@host`` URL is replaced,
+and so is the value of a query-string parameter with a sensitive name
+(``GET /v1/actions?access_token=...``, ``https://hook/x?sig=...``).
 
 The caller's objects are never changed: a mapping or list is copied only when something in
 it had to be redacted.
@@ -14,8 +16,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
+from urllib.parse import unquote
 
-__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "redactor", "scrub", "scrub_mapping", "set_redactor"]
+__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "redactor", "scrub", "scrub_mapping", "scrub_text",
+           "set_redactor"]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -33,11 +37,15 @@ DEFAULT_KEYS: Final[frozenset[str]] = frozenset(
         "set_cookie",
         "x_pass_phrase",
         "x_amebo_admin_key",
+        "signature",
+        "sig",
     }
 )
 
 # scheme://user:password@host  ->  scheme://user:[REDACTED]@host
 _URL_PASSWORD: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):([^@/?#\s]*)@")
+# ?name=value, &name=value (and ;name=value) in a query string
+_QUERY_PARAM: Final = re.compile(r"([?&;])([^=&#?;\s]+)=([^&#;\s\"']*)")
 _MAX_DEPTH: Final = 64
 _SCALARS: Final = frozenset({int, float, bool, type(None)})
 
@@ -51,6 +59,11 @@ def scrub_url_password(text: str) -> str:
     if "@" not in text or "://" not in text:
         return text
     return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}:{REDACTED}@", text)
+
+
+def may_hold_secrets(text: str) -> bool:
+    """Cheap test: could *text* hold a URL password or a query-string parameter?"""
+    return "://" in text or ("=" in text and ("?" in text or "&" in text))
 
 
 class Redactor:
@@ -76,6 +89,17 @@ class Redactor:
                 self._verdicts[key] = verdict
         return verdict
 
+    def scrub_text(self, text: str) -> str:
+        """*text* with URL passwords and sensitive query-string values replaced."""
+        if "://" in text:
+            text = scrub_url_password(text)
+        if "=" in text and ("?" in text or "&" in text):
+            def replace(m: re.Match[str]) -> str:
+                return f"{m.group(1)}{m.group(2)}={REDACTED}" if self.is_sensitive(unquote(m.group(2))) else m.group(0)
+
+            text = _QUERY_PARAM.sub(replace, text)
+        return text
+
     def scrub_mapping(self, mapping: Mapping[Any, Any], _depth: int = 0) -> Mapping[Any, Any]:
         """*mapping* with sensitive values redacted; *mapping* itself when nothing was."""
         # The common case, checked first: known-safe keys holding numbers or plain text.
@@ -85,7 +109,7 @@ class Redactor:
                 break
             tp = type(value)
             if tp is str:
-                if "://" in value:
+                if may_hold_secrets(value):
                     break
             elif tp not in _SCALARS:
                 break
@@ -105,9 +129,9 @@ class Redactor:
             else:
                 tp = type(value)
                 if tp is str:
-                    if "://" not in value:
+                    if not may_hold_secrets(value):
                         continue
-                    new = scrub_url_password(value)
+                    new = self.scrub_text(value)
                 elif tp is int or tp is float or tp is bool or value is None:
                     continue
                 else:
@@ -123,7 +147,7 @@ class Redactor:
         if _depth > _MAX_DEPTH:
             return value  # the renderer cuts structures this deep anyway
         if isinstance(value, str):
-            return scrub_url_password(value)
+            return self.scrub_text(value) if may_hold_secrets(value) else value
         if isinstance(value, Mapping):
             try:
                 return self.scrub_mapping(value, _depth)
@@ -147,6 +171,9 @@ class _NoRedaction(Redactor):
 
     def scrub(self, value: Any, _depth: int = 0) -> Any:
         return value
+
+    def scrub_text(self, text: str) -> str:
+        return text
 
 
 def build_redactor(spec: bool | Iterable[str] | None, env_value: str | None = None) -> Redactor:
@@ -196,3 +223,8 @@ def scrub_mapping(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
 def scrub(value: Any) -> Any:
     """*value* redacted by the redactor in force."""
     return _current.scrub(value)
+
+
+def scrub_text(text: str) -> str:
+    """A message or other text with URL passwords and sensitive query values redacted."""
+    return _current.scrub_text(text) if may_hold_secrets(text) else text

@@ -28,7 +28,7 @@ class Field:
     description: str
     """One line saying what the field holds."""
     origin: str = "ecs"
-    """``"ecs"`` for Elastic Common Schema fields, ``"amebo"`` for Amebo's own."""
+    """``"ecs"`` for Elastic Common Schema fields, ``"apm"`` for Elastic APM's, ``"amebo"`` for Amebo's own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +57,10 @@ FIELDS: Final[tuple[Field, ...]] = (
     _F("process.pid", "long", "The id of the process that logged."),
     # --- correlation ---------------------------------------------------------------------
     _F("correlation_id", "keyword", "The request id: inbound X-Request-ID, or a generated uuid4 hex.", "amebo"),
-    _F("trace.id", "keyword", "The W3C trace id (32 hex digits) of the current traceparent."),
-    _F("span.id", "keyword", "The W3C parent span id (16 hex digits) of the current traceparent."),
+    _F("trace.id", "keyword", "The W3C trace id (32 hex digits) shared by every record of one trace."),
+    _F("span.id", "keyword", "This operation's own span id (16 hex digits): one request, one delivery."),
+    _F("parent.id", "keyword", "The span id of the caller that sent the traceparent (as in Elastic APM).",
+       "apm"),
     # --- errors --------------------------------------------------------------------------
     _F("error.type", "keyword", "The exception class, qualified by its module unless builtin."),
     _F("error.message", "match_only_text", "The exception's text, or why a line could not be parsed."),
@@ -67,9 +69,11 @@ FIELDS: Final[tuple[Field, ...]] = (
     _F("event.duration", "long", "How long the operation took, in nanoseconds."),
     _F("http.request.method", "keyword", "The HTTP method, upper case."),
     _F("http.response.status_code", "long", "The HTTP status code of the response."),
+    _F("http.version", "keyword", "The HTTP version of the request, e.g. 1.1."),
     _F("url.path", "wildcard", "The path of the request URL, without the query string."),
     _F("url.full", "wildcard", "A full URL with credentials and query string stripped."),
-    _F("client.ip", "ip", "The address of the client that made the request."),
+    _F("client.ip", "ip", "The IP address of the client that made the request (only ever a valid IP)."),
+    _F("client.address", "keyword", "The client's address when it is not an IP: a unix socket, a host name."),
     _F("user_agent.original", "keyword", "The User-Agent header of the request."),
     # --- Amebo's event catalog -------------------------------------------------------------
     _F("action", "keyword", "The Amebo action (event type), e.g. user.created.", "amebo"),
@@ -103,6 +107,7 @@ ALWAYS_PRESENT: Final[tuple[str, ...]] = (
 )
 
 _WEBHOOK = (
+    "event_id",
     "subscription",
     "action",
     "url.full",
@@ -126,7 +131,7 @@ EVENTS: Final[Mapping[str, Event]] = {
               ("action", "application", "validation_errors")),
         Event("http_request", "info", "One access-log record per HTTP request.",
               ("http.request.method", "url.path", "http.response.status_code", "event.duration",
-               "client.ip", "user_agent.original")),
+               "http.version", "client.ip", "client.address", "user_agent.original")),
     )
 }
 

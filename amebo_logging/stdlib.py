@@ -20,7 +20,8 @@ from pythonjsonlogger.core import RESERVED_ATTRS, BaseJsonFormatter
 from . import logger as _logger
 from .correlation import _CONTEXT, legacy_request_id
 from .processors import error_fields, protect_header
-from .redaction import redactor, scrub_url_password
+from .asgi import QUIET_PATHS, client_fields
+from .redaction import may_hold_secrets, redactor, scrub_text
 from .render import format_timestamp, render_json
 
 __all__ = ["EcsHandler", "EcsJsonFormatter", "HANDLER_TAG"]
@@ -47,20 +48,22 @@ def _access_fields(extra: dict[str, Any]) -> dict[str, Any]:
     if isinstance(duration_ms, (int, float)):
         out["event.duration"] = int(duration_ms * 1_000_000)
     if client_ip:
-        out["client.ip"] = str(client_ip)
+        # heaven hands Amebo a Lookup object ({address, port}), not a string
+        out.update(client_fields(getattr(client_ip, "address", client_ip)))
     out.update(extra)
     return out
 
 
 def _uvicorn_access_fields(args: Any) -> dict[str, Any]:
     """uvicorn.access's ``%s - "%s %s HTTP/%s" %d`` arguments as ECS fields."""
-    client, method, path, _version, status = args
+    client, method, path, version, status = args
     host = client.rsplit(":", 1)[0] if isinstance(client, str) else None
-    fields: dict[str, Any] = {"http.request.method": method, "url.path": str(path).split("?", 1)[0]}
+    fields: dict[str, Any] = {"http.request.method": method, "url.path": str(path).split("?", 1)[0],
+                              "http.version": str(version)}
     if isinstance(status, int):
         fields["http.response.status_code"] = status
     if host:
-        fields["client.ip"] = host.strip("[]")
+        fields.update(client_fields(host))
     return fields
 
 
@@ -90,8 +93,8 @@ class EcsJsonFormatter(BaseJsonFormatter):
                 message = record.getMessage()
             except Exception as exc:
                 message = f"{msg} {record.args!r} (could not be formatted: {exc})"
-            if "://" in message:
-                message = scrub_url_password(message)
+            if may_hold_secrets(message):
+                message = scrub_text(message)
         level = _LEVEL_NAMES.get(record.levelno) or record.levelname.lower()
         name = _logger._name(record.name)
         template = name.templates.get(level)
@@ -152,6 +155,11 @@ class EcsJsonFormatter(BaseJsonFormatter):
         return render_json(log_data).decode("utf-8").rstrip("\n")
 
 
+def _is_probe(record: logging.LogRecord) -> bool:
+    args = record.args
+    return isinstance(args, tuple) and len(args) == 5 and str(args[2]).split("?", 1)[0] in QUIET_PATHS
+
+
 class EcsHandler(logging.Handler):
     """A root handler writing each record as one line through the sink in force.
 
@@ -173,6 +181,11 @@ class EcsHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
         if self.filters and not self.filter(record):
             return False
+        if record.name == "uvicorn.access" and record.levelno > logging.DEBUG and _is_probe(record):
+            # Probes and scrapes are DEBUG, as Amebo and CorrelationMiddleware log them.
+            if self.level > logging.DEBUG:
+                return False
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
         self.emit(record)
         return True
 

@@ -75,12 +75,60 @@ def test_generates_an_id_echoes_it_and_logs_it(server, logfile):
     assert access["event.duration"] > 0 and access["user_agent.original"].startswith("python-httpx/")
 
 
-def test_inbound_id_and_traceparent_are_adopted(server, logfile):
+def test_inbound_id_and_traceparent_are_adopted_with_a_span_of_our_own(server, logfile):
     r = httpx.get(f"{server}/whoami", headers={"X-Request-ID": "edge-1:a.b_c", "traceparent": TRACEPARENT})
     assert r.headers["x-request-id"] == "edge-1:a.b_c"
     assert r.json() == {"cid": "edge-1:a.b_c", "trace": "4bf92f3577b34da6a3ce929d0e0e4736"}
     handled = next(rec for rec in logfile.records() if rec["message"] == "handled")
-    assert handled["trace.id"] == "4bf92f3577b34da6a3ce929d0e0e4736" and handled["span.id"] == "00f067aa0ba902b7"
+    [access] = logfile.wait_for("http_request")
+    assert handled["trace.id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert handled["parent.id"] == "00f067aa0ba902b7"  # the caller's span
+    assert len(handled["span.id"]) == 16 and handled["span.id"] != "00f067aa0ba902b7"  # this request's own
+    assert access["span.id"] == handled["span.id"] and access["parent.id"] == "00f067aa0ba902b7"
+
+
+def test_a_request_without_a_trace_starts_one(server, logfile):
+    first = httpx.get(f"{server}/whoami").json()["trace"]
+    second = httpx.get(f"{server}/whoami", headers={"X-Amebo-Trace-Id": "ab" * 16}).json()["trace"]
+    assert len(first) == 32 and int(first, 16) and second == "ab" * 16
+    records = logfile.wait_for("http_request", 2)
+    assert [r["trace.id"] for r in records] == [first, second]
+    assert all(len(r["span.id"]) == 16 and "parent.id" not in r for r in records)
+
+
+def test_share_with_app_lets_the_app_see_the_ids_it_made(logfile):
+    logfile.configure()
+    seen = []
+
+    async def app(scope, receive, send):
+        headers = dict(scope["headers"])
+        seen.append((headers.get(b"x-request-id"), headers.get(b"traceparent")))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    with serve(CorrelationMiddleware(app, share_with_app=True)) as url:
+        made = httpx.get(url)
+        given = httpx.get(url, headers={"X-Request-ID": "mine", "traceparent": TRACEPARENT})
+    [access_made, access_given] = logfile.wait_for("http_request", 2)
+    rid, traceparent = seen[0]
+    assert rid.decode() == made.headers["x-request-id"] == access_made["correlation_id"]
+    assert traceparent.decode() == f"00-{access_made['trace.id']}-{access_made['span.id']}-01"
+    assert seen[1] == (b"mine", TRACEPARENT.encode())  # what the caller sent is left as it was
+    assert access_given["trace.id"] == TRACEPARENT.split("-")[1]
+
+
+@pytest.mark.parametrize("address, fields", [
+    ("10.0.0.7", {"client.ip": "10.0.0.7"}),
+    ("::1", {"client.ip": "::1"}),
+    ("[2001:db8::1]", {"client.ip": "2001:db8::1"}),
+    ("/run/amebo.sock", {"client.address": "/run/amebo.sock"}),
+    ("testclient", {"client.address": "testclient"}),
+    (None, {}),
+])
+def test_client_ip_is_only_ever_a_valid_ip(address, fields):
+    from amebo_logging.asgi import client_fields
+
+    assert client_fields(address) == fields
 
 
 @pytest.mark.parametrize("bad", ["x" * 129, "has space", "semi;colon", "new\u00e9line", "a/b"])
@@ -161,7 +209,7 @@ def test_httpx_hooks_forward_the_id_and_traceparent(logfile):
 
     with serve(echo) as url:
         with correlation_scope("delivery-1"):
-            set_trace_context(TRACEPARENT)
+            set_trace_context(TRACEPARENT, new_span=False)
             with httpx.Client(event_hooks=httpx_event_hooks()) as client:
                 client.post(url)
                 client.post(url, headers={"X-Request-ID": "explicit"})

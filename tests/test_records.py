@@ -131,10 +131,14 @@ def test_trace_context_fields(logfile):
     get_logger("x").info("traced")
     set_trace_context(None)
     get_logger("x").info("untraced")
-    traced, untraced = logfile.records()
+    set_trace_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", new_span=False)
+    get_logger("x").info("own span")
+    traced, untraced, own = logfile.records()
     assert traced["trace.id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
-    assert traced["span.id"] == "00f067aa0ba902b7"
+    assert traced["parent.id"] == "00f067aa0ba902b7" and len(traced["span.id"]) == 16
+    assert traced["span.id"] != "00f067aa0ba902b7"
     assert "trace.id" not in untraced
+    assert own["span.id"] == "00f067aa0ba902b7" and "parent.id" not in own
 
 
 def test_exception_fields(logfile):
@@ -186,9 +190,9 @@ def test_fork_gives_the_child_its_own_pid(logfile):
 def _catalog_records(logfile):
     log = get_logger("amebo.catalog")
     events.event_published(log, action="user.created", application="accounts", event_id=1, payload={"id": 1})
-    events.webhook_delivered(log, subscription="s1", action="user.created",
+    events.webhook_delivered(log, event_id="e1", subscription="s1", action="user.created",
                              url="https://u:p@hooks.example.com/x?sig=1", status_code=200, duration_ns=5_000_000)
-    events.webhook_failed(log, subscription="s1", action="user.created", url="https://hooks.example.com/x",
+    events.webhook_failed(log, event_id="e1", subscription="s1", action="user.created", url="https://hooks.example.com/x",
                           attempt=5, max_retries=5, status_code=503, duration_ns=1, error=TimeoutError("slow"))
     events.schema_validation_failed(log, action="user.created", application="accounts",
                                     errors=["$.email: required"])
@@ -208,7 +212,7 @@ def test_catalog_records_carry_only_declared_fields(logfile):
         event = schema.EVENTS[record["message"]]
         assert set(schema.ALWAYS_PRESENT) <= record.keys()
         # every field the record has beyond the standard ones is one its catalog entry names
-        extra = record.keys() - set(schema.ALWAYS_PRESENT) - {"correlation_id", "trace.id", "span.id"}
+        extra = record.keys() - set(schema.ALWAYS_PRESENT) - {"correlation_id", "trace.id", "span.id", "parent.id"}
         assert extra <= set(event.fields), (record["message"], extra - set(event.fields))
 
 

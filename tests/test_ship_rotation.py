@@ -69,7 +69,9 @@ def run_with_rotations(es, ship_dir, rotate, pattern="app.log*", total=6000, rot
         try:
             wait_docs(es, total)
         except AssertionError:
-            raise AssertionError(proc.stderr_text()[-4000:]) from None
+            seqs = {d["seq"] for d in es.docs("logs-amebo-default")}
+            lost = [i for i in range(total) if i not in seqs]
+            raise AssertionError(f"{len(lost)} lost: {lost[:5]}...{lost[-5:]}\n" + proc.stderr_text()[-4000:]) from None
         proc.signal(signal.SIGTERM)
         assert proc.wait() == 0
     finally:

@@ -464,8 +464,14 @@ class Tailer:
 
     # --- finishing ---------------------------------------------------------------------------------
     def _finished(self, r: _Reader) -> bool:
-        """Read to the end, and everything handed out acknowledged."""
-        return r.at_eof and self.offsets.settled(r.uid)
+        """Read to the end (checked now: lines may have come since the last read) and
+        everything handed out acknowledged."""
+        if not (r.at_eof and self.offsets.settled(r.uid)):
+            return False
+        try:
+            return os.fstat(r.fd).st_size <= r.read_pos
+        except OSError:
+            return True
 
     def blocking(self) -> list[Waiting]:
         """--once: matched files that could still be read in this run (the run waits for them)."""
