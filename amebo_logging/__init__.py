@@ -1,10 +1,10 @@
 """amebo_logging: ECS JSON records for Amebo, from structlog and the stdlib alike.
 
-    from amebo_logging import configure_logging, get_logger
+from amebo_logging import configure_logging, get_logger
 
-    configure_logging()                       # AMEBO_LOG_LEVEL, AMEBO_LOG_FORMAT, AMEBO_LOG_FILE
-    log = get_logger("amebo.gists")
-    log.info("event_published", action="user.created", payload_size=123)
+configure_logging()                       # AMEBO_LOG_LEVEL, AMEBO_LOG_FORMAT, AMEBO_LOG_FILE
+log = get_logger("amebo.gists")
+log.info("event_published", action="user.created", payload_size=123)
 """
 
 from . import events, schema
@@ -28,6 +28,7 @@ from .logger import AmeboLogger, get_logger
 from .outbound import async_httpx_event_hooks, httpx_event_hooks
 from .sink import write_failures
 
+
 def __getattr__(name: str) -> object:
     # ElasticsearchHandler lives in the shipper wing; it is imported only when asked for, so
     # `import amebo_logging` never loads the Elasticsearch client.
@@ -40,8 +41,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AmeboLogger",
-    "ElasticsearchHandler",
     "CorrelationMiddleware",
+    "ElasticsearchHandler",
     "LoggingConfig",
     "TraceContext",
     "async_httpx_event_hooks",

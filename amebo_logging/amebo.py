@@ -38,7 +38,6 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -53,13 +52,11 @@ from .correlation import (
     get_correlation_id,
     get_trace_context,
     new_correlation_id,
-    new_span_id,
     set_trace_context,
 )
 from .logger import get_logger
-from .processors import error_fields
 
-__all__ = ["TESTED_AMEBO", "TESTED_HEAVEN", "app", "instrument", "instrumented", "main"]
+__all__ = ["TESTED_AMEBO", "TESTED_HEAVEN", "app", "instrument", "instrumented", "main"]  # noqa: F822 - app is lazy
 
 #: Amebo and heaven releases the integration was tested with (major.minor).
 TESTED_AMEBO: Final = ("0.9",)
@@ -115,9 +112,12 @@ def instrument(**logging_options: Any) -> bool:
             _apply_logging()
             _state["active"] = False
             get_logger("amebo_logging.amebo").warning(
-                "amebo_not_instrumented", amebo_version=amebo_version, heaven_version=heaven_version,
+                "amebo_not_instrumented",
+                amebo_version=amebo_version,
+                heaven_version=heaven_version,
                 reason=f"tested with Amebo {', '.join(TESTED_AMEBO)}.x and heaven {', '.join(TESTED_HEAVEN)}.x: "
-                       "records are structured, but the catalog records and trace links are off")
+                "records are structured, but the catalog records and trace links are off",
+            )
             return False
         _patch_amebo_logging()  # before amebo.router is imported: it configures at import
         _apply_logging()
@@ -177,7 +177,7 @@ def _patch_amebo_logging() -> None:
 
     configure_amebo_logging.__wrapped__ = amebo_logs.configure_logging  # type: ignore[attr-defined]
     amebo_logs.configure_logging = configure_amebo_logging
-    router = sys.modules.get("amebo.router")
+    router: Any = sys.modules.get("amebo.router")
     if router is not None and hasattr(router, "configure_logging"):
         router.configure_logging = configure_amebo_logging
 
@@ -223,12 +223,21 @@ def _patch_publish() -> None:
             result = await original(executor, principal, action, payload, *args, **kwargs)
         except broker.ServiceError as exc:
             if int(exc.status) == 406 and "errors" in exc.extra:
-                events.schema_validation_failed(log, action=action, application=await _owner(executor, action),
-                                                errors=_validation_errors(exc.extra["errors"]))
+                events.schema_validation_failed(
+                    log,
+                    action=action,
+                    application=await _owner(executor, action),
+                    errors=_validation_errors(exc.extra["errors"]),
+                )
             raise
         if not result.get("duplicate"):
-            events.event_published(log, action=action, application=await _owner(executor, action),
-                                   event_id=result["event"], size=len(orjson.dumps(result.get("payload"))))
+            events.event_published(
+                log,
+                action=action,
+                application=await _owner(executor, action),
+                event_id=result["event"],
+                size=len(orjson.dumps(result.get("payload"))),
+            )
         return result
 
     publish._amebo_logging = True  # type: ignore[attr-defined]
@@ -270,8 +279,12 @@ def _patch_deliveries() -> None:
         max_retries = d.get("max_retries") or number
         status = int(result.get("status") or 0) if isinstance(result, dict) else 0
         common: dict[str, Any] = {
-            "event_id": d.get("event"), "subscription": d.get("subscription"), "action": d.get("action") or "",
-            "url": str(d.get("handler") or ""), "attempt": number, "max_retries": max_retries,
+            "event_id": d.get("event"),
+            "subscription": d.get("subscription"),
+            "action": d.get("action") or "",
+            "url": str(d.get("handler") or ""),
+            "attempt": number,
+            "max_retries": max_retries,
             "status_code": status or None,
             "duration_ns": int((result.get("ms") or 0) * 1_000_000) if isinstance(result, dict) else None,
         }
@@ -280,12 +293,13 @@ def _patch_deliveries() -> None:
             events.webhook_delivered(log, **common)
             return
         error = str(result.get("error") or f"HTTP {status}") if isinstance(result, dict) else "no result"
-        events.webhook_failed(log, **common, **{"error.type": _error_type(error, status), "error.message": error})
+        failure: dict[str, Any] = {"error.type": _error_type(error, status), "error.message": error}
+        events.webhook_failed(log, **common, **failure)
 
     attempt._amebo_logging = True  # type: ignore[attr-defined]
     attempt.__wrapped__ = original  # type: ignore[attr-defined]
     aproko.attempt = attempt
-    gists = sys.modules.get("amebo.controllers.gists")  # replays imported it by name
+    gists: Any = sys.modules.get("amebo.controllers.gists")  # replays imported it by name
     if gists is not None and getattr(gists, "attempt", None) is original:
         gists.attempt = attempt
 
@@ -326,8 +340,9 @@ def _level_of(text: str) -> int:
     return logging.INFO
 
 
-def _framework_print(*args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None,
-                     flush: bool = False) -> None:
+def _framework_print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
     """heaven's ``print()``: one record per call (decoration lines of ``=`` are dropped)."""
     if file is not None and file not in (sys.stdout, sys.__stdout__):
         print(*args, sep=sep, end=end, file=file, flush=flush)
@@ -348,20 +363,26 @@ def _patch_heaven() -> None:
     import heaven.router
 
     for module in (heaven.router, heaven.response):
-        module.print = _framework_print  # type: ignore[attr-defined]
+        module.print = _framework_print
     routes = heaven.router.Routes
     original = routes.handle
     if getattr(original, "_amebo_logging", False):
         return
 
-    async def handle(self: Any, scope: Any, receive: Any, send: Any, metadata: Any = None,
-                     application: Any = None) -> Any:
+    async def handle(
+        self: Any, scope: Any, receive: Any, send: Any, metadata: Any = None, application: Any = None
+    ) -> Any:
         response = await original(self, scope, receive, send, metadata, application)
         err = getattr(response, "_unhandled_error", None)
         if err is not None and not getattr(application, "_debug", False):
             # heaven would print this line and the traceback to stdout/stderr: one record instead
-            _heaven_log.error("[HEAVEN 500] %s %s: %s", scope.get("method", "?"), scope.get("path", "?"), err,
-                              exc_info=(type(err), err, err.__traceback__))
+            _heaven_log.error(
+                "[HEAVEN 500] %s %s: %s",
+                scope.get("method", "?"),
+                scope.get("path", "?"),
+                err,
+                exc_info=(type(err), err, err.__traceback__),
+            )
             response._unhandled_error = None
         return response
 
@@ -401,16 +422,28 @@ def main(argv: list[str] | None = None) -> None:
 
     from .config import uvicorn_log_config
 
-    parser = argparse.ArgumentParser(prog="python -m amebo_logging.amebo",
-                                     description="Serve Amebo 0.9 with amebo-logging's records, catalog and traces.")
-    parser.add_argument("--host", default=os.environ.get("AMEBO_HOST") or "0.0.0.0",
-                        help="address to bind (AMEBO_HOST; default 0.0.0.0, as Amebo's own launcher)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("AMEBO_PORT") or 3310),
-                        help="port (AMEBO_PORT; default 3310)")
+    parser = argparse.ArgumentParser(
+        prog="python -m amebo_logging.amebo",
+        description="Serve Amebo 0.9 with amebo-logging's records, catalog and traces.",
+    )
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("AMEBO_HOST") or "0.0.0.0",
+        help="address to bind (AMEBO_HOST; default 0.0.0.0, as Amebo's own launcher)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=int(os.environ.get("AMEBO_PORT") or 3310), help="port (AMEBO_PORT; default 3310)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="worker processes (uvicorn's --workers)")
     options = parser.parse_args(argv)
-    uvicorn.run("amebo_logging.amebo:app", host=options.host, port=options.port, workers=options.workers,
-                log_config=uvicorn_log_config(), access_log=False)
+    uvicorn.run(
+        "amebo_logging.amebo:app",
+        host=options.host,
+        port=options.port,
+        workers=options.workers,
+        log_config=uvicorn_log_config(),
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

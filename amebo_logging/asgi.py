@@ -40,7 +40,7 @@ from .correlation import (
 )
 from .logger import AmeboLogger, get_logger
 
-__all__ = ["CorrelationMiddleware", "QUIET_PATHS", "client_fields"]
+__all__ = ["QUIET_PATHS", "CorrelationMiddleware", "client_fields"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -100,8 +100,8 @@ class CorrelationMiddleware:
         """(context, request id, rejected id's length, trace flags, trace started here)."""
         inbound = _header(headers, self._header_key)
         rejected = None
-        if valid_request_id(inbound):
-            request_id = inbound  # type: ignore[assignment]
+        if inbound is not None and valid_request_id(inbound):
+            request_id = inbound
         else:
             request_id = new_correlation_id()
             rejected = len(inbound) if inbound is not None else None
@@ -122,8 +122,16 @@ class CorrelationMiddleware:
             ctx["span.id"] = new_span_id()
         return ctx, request_id, rejected, flags, started
 
-    def _shared(self, scope: Scope, headers: list[tuple[bytes, bytes]], ctx: dict[str, Any], request_id: str,
-                generated_id: bool, started: bool, flags: str) -> Scope:
+    def _shared(
+        self,
+        scope: Scope,
+        headers: list[tuple[bytes, bytes]],
+        ctx: dict[str, Any],
+        request_id: str,
+        generated_id: bool,
+        started: bool,
+        flags: str,
+    ) -> Scope:
         """The scope the app sees: the ids generated here added to its headers."""
         extra: list[tuple[bytes, bytes]] = []
         drop: set[bytes] = set()

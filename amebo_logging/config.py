@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Any, Final
 
 import structlog
@@ -31,8 +31,15 @@ _LEVEL_ALIASES: Final = {"warn": "warning", "fatal": "critical"}
 
 #: Loggers that come with handlers of their own (uvicorn's dictConfig, gunicorn): their
 #: console handlers are removed so that their records reach the root handler, once.
-_FRAMEWORK_LOGGERS: Final = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi",
-                             "gunicorn", "gunicorn.error", "gunicorn.access")
+_FRAMEWORK_LOGGERS: Final = (
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "uvicorn.asgi",
+    "gunicorn",
+    "gunicorn.error",
+    "gunicorn.access",
+)
 
 _installed_sink: LineSink | None = None
 _also_to: Any = None  # ElasticsearchHandler.submit, when configure_logging(elasticsearch=...)
@@ -65,8 +72,7 @@ def _resolve_level(level: int | str | None) -> int:
     name = _LEVEL_ALIASES.get(name, name)
     if name not in LEVELS:
         raise ValueError(
-            f"unknown log level {level!r} (from the argument or AMEBO_LOG_LEVEL): "
-            f"use one of {', '.join(LEVELS)}"
+            f"unknown log level {level!r} (from the argument or AMEBO_LOG_LEVEL): use one of {', '.join(LEVELS)}"
         )
     return LEVELS[name]
 
@@ -113,7 +119,10 @@ def _open_sink(stream: IO[Any] | None) -> tuple[LineSink, IO[Any] | None]:
 def _is_console_handler(handler: logging.Handler) -> bool:
     """A plain StreamHandler on stdout/stderr: it would print every record a second time."""
     return type(handler) is logging.StreamHandler and getattr(handler, "stream", None) in (
-        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__,
+        sys.stdout,
+        sys.stderr,
+        sys.__stdout__,
+        sys.__stderr__,
     )
 
 

@@ -150,9 +150,7 @@ def webhook_failed(
     )
 
 
-def schema_validation_failed(
-    log: Any, *, action: str, application: str, errors: Iterable[Any], **fields: Any
-) -> None:
+def schema_validation_failed(log: Any, *, action: str, application: str, errors: Iterable[Any], **fields: Any) -> None:
     """``schema_validation_failed``: a payload failed its action's schema.
 
     *errors* are strings, or ``jsonschema`` errors (rendered ``path: message``).
@@ -165,8 +163,9 @@ def schema_validation_failed(
             rendered.append(f"{path or '$'}: {message}")
         else:
             rendered.append(str(err))
-    log.warning("schema_validation_failed", action=action, application=application,
-                validation_errors=rendered, **fields)
+    log.warning(
+        "schema_validation_failed", action=action, application=application, validation_errors=rendered, **fields
+    )
 
 
 def http_request(

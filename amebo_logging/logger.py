@@ -35,7 +35,7 @@ from .redaction import may_hold_secrets, scrub_text
 from .render import render_json, safe_repr, timestamp_now
 from .schema import ECS_VERSION
 
-__all__ = ["AmeboLogger", "LEVELS", "get_logger", "logger_factory"]
+__all__ = ["LEVELS", "AmeboLogger", "get_logger", "logger_factory"]
 
 #: Accepted level names and their numbers.
 LEVELS: Mapping[str, int] = {
@@ -154,17 +154,18 @@ def _make_method(level_name: str, *, exception: bool = False) -> Callable[..., N
                 ed = proc(self, level_name, ed)
             line = _render(ed)
         except DropEvent:
-            return None
+            return
         except Exception as exc:
             line = _fallback_record(level_name, event, exc)
         _write(line)
-        return None
+        return
 
     name = "exception" if exception else level_name
     method.__name__ = name
     method.__qualname__ = f"AmeboLogger.{name}"
-    method.__doc__ = (f"Log *event* at {level_name.upper()} with *fields*; %-style *args* format *event*."
-                      + (" Adds the exception being handled." if exception else ""))
+    method.__doc__ = f"Log *event* at {level_name.upper()} with *fields*; %-style *args* format *event*." + (
+        " Adds the exception being handled." if exception else ""
+    )
     return method
 
 
@@ -210,7 +211,7 @@ class AmeboLogger(structlog.BoundLoggerBase):
         if name not in LEVELS:  # an odd number: round down to a known level
             number = level if isinstance(level, int) else logging.INFO
             name = _NAME_OF[max((n for n in _NAME_OF if n <= number), default=logging.DEBUG)]
-        getattr(self, name)(event, *args, **kw)
+        getattr(self, str(name))(event, *args, **kw)
 
     # Replaced by _set_level(); these are the unconfigured defaults (INFO and above).
     debug = info = warning = warn = error = err = critical = fatal = exception = msg = _nop
@@ -227,9 +228,7 @@ def _set_level(min_level: int) -> None:
     AmeboLogger.err = AmeboLogger.error
     AmeboLogger.fatal = AmeboLogger.critical
     AmeboLogger.msg = AmeboLogger.info
-    AmeboLogger.exception = (
-        _make_method("error", exception=True) if logging.ERROR >= min_level else _nop
-    )
+    AmeboLogger.exception = _make_method("error", exception=True) if min_level <= logging.ERROR else _nop
 
 
 _set_level(logging.INFO)

@@ -20,6 +20,7 @@ __all__ = ["HEADER", "add_exception_fields", "error_fields", "protect_header", "
 #: The keys a record's header owns: the logger sets them, never a call's or context's field.
 HEADER = ("@timestamp", "log.level", "message")
 
+
 def protect_header(fields: Mapping[str, Any]) -> Mapping[str, Any]:
     """*fields* with any header key (``message``, ``log.level``, ``@timestamp``) renamed with a
     trailing underscore (``message_``), so it is kept without replacing the record's own."""
@@ -37,9 +38,9 @@ def _exc_info_tuple(value: Any) -> ExcInfo | None:
     if isinstance(value, BaseException):
         return (type(value), value, value.__traceback__)
     if isinstance(value, tuple) and len(value) == 3 and value[0] is not None:
-        return value  # type: ignore[return-value]
+        return value
     exc = sys.exc_info()
-    return exc if exc[0] is not None else None  # type: ignore[return-value]
+    return exc if exc[0] is not None else None
 
 
 def _type_name(tp: type[BaseException]) -> str:

@@ -18,8 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
-__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "redactor", "scrub", "scrub_mapping", "scrub_text",
-           "set_redactor"]
+__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "redactor", "scrub", "scrub_mapping", "scrub_text", "set_redactor"]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -69,7 +68,7 @@ def may_hold_secrets(text: str) -> bool:
 class Redactor:
     """Redacts values of sensitive keys and URL passwords, at any depth of dicts and lists."""
 
-    __slots__ = ("keys", "_verdicts")
+    __slots__ = ("_verdicts", "keys")
 
     def __init__(self, keys: Iterable[str] = DEFAULT_KEYS) -> None:
         self.keys: frozenset[str] = frozenset(_normalize(k) for k in keys)
@@ -94,6 +93,7 @@ class Redactor:
         if "://" in text:
             text = scrub_url_password(text)
         if "=" in text and ("?" in text or "&" in text):
+
             def replace(m: re.Match[str]) -> str:
                 return f"{m.group(1)}{m.group(2)}={REDACTED}" if self.is_sensitive(unquote(m.group(2))) else m.group(0)
 
@@ -155,7 +155,7 @@ class Redactor:
                 return value
         if isinstance(value, (list, tuple)):
             items = [self.scrub(v, _depth + 1) for v in value]
-            if any(a is not b for a, b in zip(items, value)):
+            if any(a is not b for a, b in zip(items, value, strict=True)):
                 return items
         return value
 

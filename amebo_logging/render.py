@@ -42,7 +42,7 @@ def timestamp_now() -> str:
     second = micros // 1_000_000
     cached = _second_cache
     prefix = cached[1] if cached[0] == second else _second_prefix(second)
-    return "%s%06dZ" % (prefix, micros - second * 1_000_000)
+    return f"{prefix}{micros - second * 1_000_000:06d}Z"
 
 
 def format_timestamp(epoch_seconds: float) -> str:

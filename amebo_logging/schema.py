@@ -59,8 +59,7 @@ FIELDS: Final[tuple[Field, ...]] = (
     _F("correlation_id", "keyword", "The request id: inbound X-Request-ID, or a generated uuid4 hex.", "amebo"),
     _F("trace.id", "keyword", "The W3C trace id (32 hex digits) shared by every record of one trace."),
     _F("span.id", "keyword", "This operation's own span id (16 hex digits): one request, one delivery."),
-    _F("parent.id", "keyword", "The span id of the caller that sent the traceparent (as in Elastic APM).",
-       "apm"),
+    _F("parent.id", "keyword", "The span id of the caller that sent the traceparent (as in Elastic APM).", "apm"),
     # --- errors --------------------------------------------------------------------------
     _F("error.type", "keyword", "The exception class, qualified by its module unless builtin."),
     _F("error.message", "match_only_text", "The exception's text, or why a line could not be parsed."),
@@ -122,16 +121,35 @@ _ERROR = ("error.type", "error.message", "error.stack_trace")
 EVENTS: Final[Mapping[str, Event]] = {
     e.name: e
     for e in (
-        Event("event_published", "info", "An event was accepted and stored.",
-              ("action", "application", "event_id", "payload_size")),
+        Event(
+            "event_published",
+            "info",
+            "An event was accepted and stored.",
+            ("action", "application", "event_id", "payload_size"),
+        ),
         Event("webhook_delivered", "info", "A subscriber's endpoint accepted a delivery.", _WEBHOOK),
-        Event("webhook_failed", "warning", "A delivery attempt failed; error at the last attempt.",
-              _WEBHOOK + _ERROR),
-        Event("schema_validation_failed", "warning", "A published payload failed its action's schema.",
-              ("action", "application", "validation_errors")),
-        Event("http_request", "info", "One access-log record per HTTP request.",
-              ("http.request.method", "url.path", "http.response.status_code", "event.duration",
-               "http.version", "client.ip", "client.address", "user_agent.original")),
+        Event("webhook_failed", "warning", "A delivery attempt failed; error at the last attempt.", _WEBHOOK + _ERROR),
+        Event(
+            "schema_validation_failed",
+            "warning",
+            "A published payload failed its action's schema.",
+            ("action", "application", "validation_errors"),
+        ),
+        Event(
+            "http_request",
+            "info",
+            "One access-log record per HTTP request.",
+            (
+                "http.request.method",
+                "url.path",
+                "http.response.status_code",
+                "event.duration",
+                "http.version",
+                "client.ip",
+                "client.address",
+                "user_agent.original",
+            ),
+        ),
     )
 }
 

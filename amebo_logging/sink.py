@@ -70,7 +70,7 @@ class LineSink:
     * Any other text stream (``io.StringIO``) gets the decoded line.
     """
 
-    __slots__ = ("name", "write", "_fd", "_owns_fd", "_lock")
+    __slots__ = ("_fd", "_lock", "_owns_fd", "name", "write")
 
     def __init__(self, stream: IO[Any]) -> None:
         self.name: str = str(getattr(stream, "name", None) or type(stream).__name__)

@@ -18,13 +18,13 @@ from typing import Any, Final
 from pythonjsonlogger.core import RESERVED_ATTRS, BaseJsonFormatter
 
 from . import logger as _logger
+from .asgi import QUIET_PATHS, client_fields
 from .correlation import _CONTEXT, legacy_request_id
 from .processors import error_fields, protect_header
-from .asgi import QUIET_PATHS, client_fields
 from .redaction import may_hold_secrets, redactor, scrub_text
 from .render import format_timestamp, render_json
 
-__all__ = ["EcsHandler", "EcsJsonFormatter", "HANDLER_TAG"]
+__all__ = ["HANDLER_TAG", "EcsHandler", "EcsJsonFormatter"]
 
 #: The attribute that marks a root handler as installed by configure_logging().  It is the
 #: tag Amebo 0.9's own ``amebo.utils.logs`` uses, so each replaces the other's handler.
@@ -58,8 +58,11 @@ def _uvicorn_access_fields(args: Any) -> dict[str, Any]:
     """uvicorn.access's ``%s - "%s %s HTTP/%s" %d`` arguments as ECS fields."""
     client, method, path, version, status = args
     host = client.rsplit(":", 1)[0] if isinstance(client, str) else None
-    fields: dict[str, Any] = {"http.request.method": method, "url.path": str(path).split("?", 1)[0],
-                              "http.version": str(version)}
+    fields: dict[str, Any] = {
+        "http.request.method": method,
+        "url.path": str(path).split("?", 1)[0],
+        "http.version": str(version),
+    }
     if isinstance(status, int):
         fields["http.response.status_code"] = status
     if host:
@@ -118,7 +121,7 @@ class EcsJsonFormatter(BaseJsonFormatter):
             extra = {k: v for k, v in attrs.items() if k in names and not k.startswith("_")}
             if extra_from_msg:
                 extra.update(extra_from_msg)
-            if _ACCESS_SIGNATURE <= extra.keys():
+            if extra.keys() >= _ACCESS_SIGNATURE:
                 extra = _access_fields(extra)
                 ed["message"] = "http_request"
             ed.update(redactor().scrub_mapping(protect_header(extra)))
@@ -178,7 +181,7 @@ class EcsHandler(logging.Handler):
         super().setFormatter(fmt)
         self._format_bytes = fmt.format_bytes
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if self.filters and not self.filter(record):
             return False
         if record.name == "uvicorn.access" and record.levelno > logging.DEBUG and _is_probe(record):

@@ -22,7 +22,7 @@ _ids = itertools.count()
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args):  # noqa: D102
+    def log_message(self, *args):
         pass
 
     def _reply(self, body: bytes, status: int = 200) -> None:
@@ -33,13 +33,15 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802
-        self._reply(b'{"name":"sink","cluster_name":"sink","version":{"number":"9.1.0"},"tagline":"You Know, for Search"}')
+    def do_GET(self) -> None:
+        self._reply(
+            b'{"name":"sink","cluster_name":"sink","version":{"number":"9.1.0"},"tagline":"You Know, for Search"}'
+        )
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._reply(b"")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         parts = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if not parts.path.endswith("/_bulk"):
@@ -63,7 +65,7 @@ class Handler(BaseHTTPRequestHandler):
             )
         self._reply(b'{"errors":false,"took":1,"items":[' + items + b"]}")
 
-    do_PUT = do_POST
+    do_PUT = do_POST  # noqa: N815 - http.server dispatches on this name
 
 
 def main() -> None:

@@ -37,11 +37,24 @@ def bench_ours(sink, calls: int, repeat: int) -> tuple[float, float, float]:
     std = logging.getLogger("amebo.gists")
     x = "evt_42"
 
-    a = min(timeit.repeat(lambda: log.info("event_published", action="user.created", payload_size=123),
-                          number=calls, repeat=repeat)) / calls
+    a = (
+        min(
+            timeit.repeat(
+                lambda: log.info("event_published", action="user.created", payload_size=123),
+                number=calls,
+                repeat=repeat,
+            )
+        )
+        / calls
+    )
     d = min(timeit.repeat(lambda: std.info("published %s", x), number=calls, repeat=repeat)) / calls
-    e = min(timeit.repeat(lambda: log.debug("event_published", action="user.created", payload_size=123),
-                          number=calls * 10, repeat=repeat)) / (calls * 10)
+    e = min(
+        timeit.repeat(
+            lambda: log.debug("event_published", action="user.created", payload_size=123),
+            number=calls * 10,
+            repeat=repeat,
+        )
+    ) / (calls * 10)
     set_correlation_id(None)
     return a, d, e
 
@@ -65,8 +78,16 @@ def bench_structlog(sink, calls: int, repeat: int) -> float:
     )
     structlog.contextvars.bind_contextvars(correlation_id="4bf92f3577b34da6a3ce929d0e0e4736")
     log = structlog.get_logger()
-    t = min(timeit.repeat(lambda: log.info("event_published", action="user.created", payload_size=123),
-                          number=calls, repeat=repeat)) / calls
+    t = (
+        min(
+            timeit.repeat(
+                lambda: log.info("event_published", action="user.created", payload_size=123),
+                number=calls,
+                repeat=repeat,
+            )
+        )
+        / calls
+    )
     structlog.contextvars.clear_contextvars()
     structlog.reset_defaults()
     return t

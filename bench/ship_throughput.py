@@ -76,15 +76,21 @@ def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, floa
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{cmd[0]} failed with {proc.returncode}: {out[-500:]!r}")
-    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024,
-            "out": out.decode().strip()}
+    return {
+        "wall": wall,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "rss_mb": usage.ru_maxrss / 1024,
+        "out": out.decode().strip(),
+    }
 
 
 def ship(sink_url: str, path: Path, state: Path) -> dict[str, float]:
     shutil.rmtree(state, ignore_errors=True)
     exe = shutil.which("amebo-logship") or "amebo-logship"
-    return measure([exe, "ship", str(path), "--once", "--es-url", sink_url, "--state-dir", str(state)],
-                   env={**os.environ, "AMEBO_LOG_LEVEL": "warning"})
+    return measure(
+        [exe, "ship", str(path), "--once", "--es-url", sink_url, "--state-dir", str(state)],
+        env={**os.environ, "AMEBO_LOG_LEVEL": "warning"},
+    )
 
 
 def main() -> None:
@@ -97,7 +103,7 @@ def main() -> None:
     work = args.keep or Path(tempfile.mkdtemp(prefix="amebo-ship-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     data = work / "amebo.log"
-    if not data.exists() or sum(1 for _ in open(data, "rb")) != args.lines:
+    if not data.exists() or data.read_bytes().count(b"\n") != args.lines:
         mean = write_records(data, args.lines)
     else:
         mean = data.stat().st_size / args.lines
@@ -126,20 +132,34 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
 
     def row(name: str, m: dict[str, float], lines: int, mb: float) -> str:
-        return (f"{name:<34} {lines / m['wall']:>10,.0f} docs/s {mb / m['wall']:>7.1f} MB/s "
-                f"{m['cpu']:>6.2f} CPU s {m['rss_mb']:>6.1f} MB peak RSS  ({m['wall']:.2f}s wall)")
+        return (
+            f"{name:<34} {lines / m['wall']:>10,.0f} docs/s {mb / m['wall']:>7.1f} MB/s "
+            f"{m['cpu']:>6.2f} CPU s {m['rss_mb']:>6.1f} MB peak RSS  ({m['wall']:.2f}s wall)"
+        )
 
-    print(f"{args.lines:,} lines, {mean:.0f} bytes each ({megabytes:.0f} MB), python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cores; sink: bench/es_sink.py (stores nothing)")
+    print(
+        f"{args.lines:,} lines, {mean:.0f} bytes each ({megabytes:.0f} MB), python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cores; sink: bench/es_sink.py (stores nothing)"
+    )
     print(row("amebo-logship ship --once", ours, args.lines, megabytes))
     print(row("helpers.streaming_bulk (orjson)", theirs, args.lines, megabytes))
-    print(f"throughput ratio (ours / streaming_bulk): {theirs['wall'] / ours['wall']:.2f}x   "
-          f"CPU ratio: {ours['cpu'] / theirs['cpu']:.2f}   target: >= 300,000 docs/s, <= 100 MB RSS")
+    print(
+        f"throughput ratio (ours / streaming_bulk): {theirs['wall'] / ours['wall']:.2f}x   "
+        f"CPU ratio: {ours['cpu'] / theirs['cpu']:.2f}   target: >= 300,000 docs/s, <= 100 MB RSS"
+    )
     if growth is not None:
-        print(row(f"amebo-logship, {growth['lines']:,} lines", growth, int(growth["lines"]),
-                  megabytes * growth["lines"] / args.lines))
-        print(f"peak RSS {args.lines:,} -> {int(growth['lines']):,} lines: {ours['rss_mb']:.1f} -> "
-              f"{growth['rss_mb']:.1f} MB")
+        print(
+            row(
+                f"amebo-logship, {growth['lines']:,} lines",
+                growth,
+                int(growth["lines"]),
+                megabytes * growth["lines"] / args.lines,
+            )
+        )
+        print(
+            f"peak RSS {args.lines:,} -> {int(growth['lines']):,} lines: {ours['rss_mb']:.1f} -> "
+            f"{growth['rss_mb']:.1f} MB"
+        )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,15 @@ def _remove_ours() -> None:
 
 @pytest.fixture
 def logfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogFile]:
-    for var in ("AMEBO_LOG_LEVEL", "AMEBO_LOG_FORMAT", "AMEBO_LOG_FILE", "AMEBO_SERVICE_NAME",
-                "AMEBO_SERVICE_VERSION", "AMEBO_ENVIRONMENT", "AMEBO_LOG_REDACT"):
+    for var in (
+        "AMEBO_LOG_LEVEL",
+        "AMEBO_LOG_FORMAT",
+        "AMEBO_LOG_FILE",
+        "AMEBO_SERVICE_NAME",
+        "AMEBO_SERVICE_VERSION",
+        "AMEBO_ENVIRONMENT",
+        "AMEBO_LOG_REDACT",
+    ):
         monkeypatch.delenv(var, raising=False)
     root = logging.getLogger()
     level = root.level
@@ -83,7 +90,7 @@ def logfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LogFile
 
 
 @pytest.fixture
-def es() -> Iterator["FakeElasticsearch"]:
+def es() -> Iterator[FakeElasticsearch]:
     """The Elasticsearch-compatible test server, on 127.0.0.1."""
     from .fake_es import FakeElasticsearch
 

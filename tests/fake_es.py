@@ -38,7 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -91,7 +91,7 @@ def _leaf_ok(es_type: str, value: Any) -> bool:
                 return False
         return False
     if es_type in ("double", "float"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) or _is_float_str(value)
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or _is_float_str(value)
     if es_type == "date":
         return (isinstance(value, int) and not isinstance(value, bool)) or (
             isinstance(value, str) and _DATE.fullmatch(value) is not None
@@ -173,20 +173,28 @@ class Index:
                 parent = ".".join(parts[:i])
                 ptype = self.mappings.get(parent) or new.get(parent)
                 if ptype is not None and ptype != "object":
-                    raise EsError(400, "document_parsing_exception",
-                                  f"[1:2] failed to parse field [{parent}] of type [{ptype}] in document with id "
-                                  f"'{doc_id}'. Preview of field's value: '{path}'",
-                                  caused_by={"type": "illegal_argument_exception",
-                                             "reason": f"cannot add subfield to [{parent}]"})
+                    raise EsError(
+                        400,
+                        "document_parsing_exception",
+                        f"[1:2] failed to parse field [{parent}] of type [{ptype}] in document with id "
+                        f"'{doc_id}'. Preview of field's value: '{path}'",
+                        caused_by={
+                            "type": "illegal_argument_exception",
+                            "reason": f"cannot add subfield to [{parent}]",
+                        },
+                    )
                 if ptype is None:
                     new[parent] = "object"
             mapped = self.mappings.get(path) or new.get(path)
             items = value if isinstance(value, list) else [value]
             if any(isinstance(v, dict) for v in items):
                 if mapped is not None and mapped not in ("object", "flattened"):
-                    raise EsError(400, "document_parsing_exception",
-                                  f"[1:2] failed to parse field [{path}] of type [{mapped}] in document with id "
-                                  f"'{doc_id}'. Preview of field's value: '{orjson.dumps(value).decode()[:50]}'")
+                    raise EsError(
+                        400,
+                        "document_parsing_exception",
+                        f"[1:2] failed to parse field [{path}] of type [{mapped}] in document with id "
+                        f"'{doc_id}'. Preview of field's value: '{orjson.dumps(value).decode()[:50]}'",
+                    )
                 new.setdefault(path, "object")
                 if mapped != "flattened":
                     for v in items:
@@ -194,9 +202,12 @@ class Index:
                             self._walk(v, path + ".", doc_id, new)
                 continue
             if mapped == "object":
-                raise EsError(400, "document_parsing_exception",
-                              f"[1:2] object mapping for [{path}] tried to parse field [{path}] as object, "
-                              "but found a concrete value")
+                raise EsError(
+                    400,
+                    "document_parsing_exception",
+                    f"[1:2] object mapping for [{path}] tried to parse field [{path}] as object, "
+                    "but found a concrete value",
+                )
             if mapped is None:
                 dyn = _dynamic_type(value)
                 if dyn is not None:
@@ -204,11 +215,13 @@ class Index:
                 continue
             if not _leaf_ok(mapped, value):
                 preview = value if isinstance(value, str) else orjson.dumps(value).decode()
-                raise EsError(400, "document_parsing_exception",
-                              f"[1:2] failed to parse field [{path}] of type [{mapped}] in document with id "
-                              f"'{doc_id}'. Preview of field's value: '{preview[:50]}'",
-                              caused_by={"type": "illegal_argument_exception",
-                                         "reason": f"For input string: \"{preview[:50]}\""})
+                raise EsError(
+                    400,
+                    "document_parsing_exception",
+                    f"[1:2] failed to parse field [{path}] of type [{mapped}] in document with id "
+                    f"'{doc_id}'. Preview of field's value: '{preview[:50]}'",
+                    caused_by={"type": "illegal_argument_exception", "reason": f'For input string: "{preview[:50]}"'},
+                )
 
 
 # --- filter_path --------------------------------------------------------------------------
@@ -269,17 +282,21 @@ class Store:
         self.generation: dict[str, int] = {}
         if builtin_logs_template:  # the stack's built-in "logs" template, priority 100
             self.index_templates["logs"] = {
-                "index_patterns": ["logs-*-*"], "priority": 100, "data_stream": {},
-                "composed_of": [], "_meta": {"managed": True},
+                "index_patterns": ["logs-*-*"],
+                "priority": 100,
+                "data_stream": {},
+                "composed_of": [],
+                "_meta": {"managed": True},
                 "template": {"mappings": {"properties": {"@timestamp": {"type": "date"}}}},
             }
 
     def _matching_template(self, name: str) -> dict[str, Any] | None:
         best = None
         for tname, tpl in self.index_templates.items():
-            if any(fnmatch.fnmatchcase(name, p) for p in tpl.get("index_patterns", [])):
-                if best is None or tpl.get("priority", 0) > best[1].get("priority", 0):
-                    best = (tname, tpl)
+            if any(fnmatch.fnmatchcase(name, p) for p in tpl.get("index_patterns", [])) and (
+                best is None or tpl.get("priority", 0) > best[1].get("priority", 0)
+            ):
+                best = (tname, tpl)
         return best[1] if best else None
 
     def _template_mappings(self, tpl: dict[str, Any]) -> dict[str, str]:
@@ -296,20 +313,27 @@ class Store:
         """The index a write to *target* lands in, creating it (or a data stream) as ES does."""
         if target in self.data_streams:
             if op != "create":
-                raise EsError(400, "illegal_argument_exception",
-                              "only write ops with an op_type of create are allowed in data streams")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    "only write ops with an op_type of create are allowed in data streams",
+                )
             return self.indices[self.data_streams[target][-1]]
         if target in self.indices:
             return self.indices[target]
         if target != target.lower() or target.startswith(("_", "-", "+")):
-            raise EsError(400, "invalid_index_name_exception",
-                          f"Invalid index name [{target}], must be lowercase", index=target)
+            raise EsError(
+                400, "invalid_index_name_exception", f"Invalid index name [{target}], must be lowercase", index=target
+            )
         tpl = self._matching_template(target)
         mappings = self._template_mappings(tpl) if tpl else {}
         if tpl is not None and "data_stream" in tpl:
             if op != "create":
-                raise EsError(400, "illegal_argument_exception",
-                              "only write ops with an op_type of create are allowed in data streams")
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    "only write ops with an op_type of create are allowed in data streams",
+                )
             self.data_streams[target] = []
             return self._roll(target, mappings)
         index = Index(target, dict(mappings))
@@ -319,7 +343,7 @@ class Store:
     def _roll(self, stream: str, mappings: dict[str, str] | None = None) -> Index:
         gen = self.generation.get(stream, 0) + 1
         self.generation[stream] = gen
-        day = datetime.now(timezone.utc).strftime("%Y.%m.%d")
+        day = datetime.now(UTC).strftime("%Y.%m.%d")
         name = f".ds-{stream}-{day}-{gen:06d}"
         if mappings is None:
             tpl = self._matching_template(stream)
@@ -363,8 +387,15 @@ class Store:
 class FakeElasticsearch:
     """The server: ``with FakeElasticsearch() as es: es.url``."""
 
-    def __init__(self, *, username: str | None = None, password: str | None = None,
-                 api_key: str | None = None, privileges: bool = True, builtin_logs_template: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        api_key: str | None = None,
+        privileges: bool = True,
+        builtin_logs_template: bool = True,
+    ) -> None:
         self.store = Store(builtin_logs_template)
         self.faults = Faults()
         self.credentials = (username, password) if username else None
@@ -478,19 +509,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._dispatch("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._dispatch("POST")
 
-    def do_PUT(self) -> None:  # noqa: N802
+    def do_PUT(self) -> None:
         self._dispatch("PUT")
 
-    def do_DELETE(self) -> None:  # noqa: N802
+    def do_DELETE(self) -> None:
         self._dispatch("DELETE")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._dispatch("HEAD")
 
     # --- plumbing --------------------------------------------------------------------------
@@ -503,8 +534,10 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         self.rfile.read(length)
         if self.es.too_large_style == "proxy":
-            body = (b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>"
-                    b"413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+            body = (
+                b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>"
+                b"413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+            )
             ctype = "text/html"
         else:
             body, ctype = b"", "text/plain"
@@ -569,14 +602,19 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.es.requests.append((method, path))
         if not self._authorized():
-            err = EsError(401, "security_exception", "unable to authenticate user [x] for REST request [" + path + "]",
-                          header={"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"', "ApiKey"]})
+            err = EsError(
+                401,
+                "security_exception",
+                "unable to authenticate user [x] for REST request [" + path + "]",
+                header={"WWW-Authenticate": ['Basic realm="security" charset="UTF-8"', "ApiKey"]},
+            )
             self._send(401, err.body(), {"WWW-Authenticate": 'Basic realm="security" charset="UTF-8"'})
             return
         for prefix, status in self.es.forbidden.items():
             if path.startswith(prefix) and method in ("PUT", "POST", "DELETE"):
-                err = EsError(status, "security_exception",
-                              f"action [{method} {path}] is unauthorized for user [amebo_writer]")
+                err = EsError(
+                    status, "security_exception", f"action [{method} {path}] is unauthorized for user [amebo_writer]"
+                )
                 self._send(status, err.body())
                 return
         if self.es.faults.delay:
@@ -598,10 +636,16 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
     store = es.store
     if not segs:
         return 200, {
-            "name": "fake-node", "cluster_name": "amebo-test", "cluster_uuid": "fake-cluster-uuid",
-            "version": {"number": VERSION, "build_flavor": "default", "lucene_version": "10.2.1",
-                        "minimum_wire_compatibility_version": "8.19.0",
-                        "minimum_index_compatibility_version": "8.0.0"},
+            "name": "fake-node",
+            "cluster_name": "amebo-test",
+            "cluster_uuid": "fake-cluster-uuid",
+            "version": {
+                "number": VERSION,
+                "build_flavor": "default",
+                "lucene_version": "10.2.1",
+                "minimum_wire_compatibility_version": "8.19.0",
+                "minimum_index_compatibility_version": "8.0.0",
+            },
             "tagline": "You Know, for Search",
         }
     if segs[-1] == "_bulk" and method in ("POST", "PUT"):
@@ -614,9 +658,16 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
         return _ilm(store, segs[2], method, body)
     if segs[0] == "_data_stream" and len(segs) == 2 and method == "GET":
         with store.lock:
-            found = [{"name": n, "indices": [{"index_name": i} for i in b], "generation": len(b),
-                      "timestamp_field": {"name": "@timestamp"}}
-                     for n, b in store.data_streams.items() if fnmatch.fnmatchcase(n, segs[1])]
+            found = [
+                {
+                    "name": n,
+                    "indices": [{"index_name": i} for i in b],
+                    "generation": len(b),
+                    "timestamp_field": {"name": "@timestamp"},
+                }
+                for n, b in store.data_streams.items()
+                if fnmatch.fnmatchcase(n, segs[1])
+            ]
         if not found and not any(c in segs[1] for c in "*?"):
             raise EsError(404, "index_not_found_exception", f"no such index [{segs[1]}]", index=segs[1])
         return 200, {"data_streams": found}
@@ -630,8 +681,11 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
             return 200, {"count": len(docs), "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}}
         size = int(query.get("size", 10))
         hits = [{"_source": d} for d in docs[:size]]
-        return 200, {"took": 1, "timed_out": False, "hits": {"total": {"value": len(docs), "relation": "eq"},
-                                                             "hits": hits}}
+        return 200, {
+            "took": 1,
+            "timed_out": False,
+            "hits": {"total": {"value": len(docs), "relation": "eq"}, "hits": hits},
+        }
     if len(segs) == 2 and segs[1] == "_refresh":
         return 200, {"_shards": {"total": 1, "successful": 1, "failed": 0}}
     if segs[:2] == ["_security", "_authenticate"]:
@@ -641,18 +695,22 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
         index_privs = []
         for entry in wanted.get("index", []):
             for name in entry.get("names", []):
-                index_privs.append({name: {p: es.privileges for p in entry.get("privileges", [])}})
+                index_privs.append({name: dict.fromkeys(entry.get("privileges", []), es.privileges)})
         merged: dict[str, Any] = {}
         for entry in index_privs:
             merged.update(entry)
-        return 200, {"username": "x", "has_all_requested": es.privileges, "cluster": {}, "index": merged,
-                     "application": {}}
+        return 200, {
+            "username": "x",
+            "has_all_requested": es.privileges,
+            "cluster": {},
+            "index": merged,
+            "application": {},
+        }
     if method == "HEAD" and len(segs) == 1:
         with store.lock:
             exists = segs[0] in store.indices or segs[0] in store.data_streams
         return (200 if exists else 404), None
-    raise EsError(400, "illegal_argument_exception",
-                  f"no handler found for uri [{path}] and method [{method}]")
+    raise EsError(400, "illegal_argument_exception", f"no handler found for uri [{path}] and method [{method}]")
 
 
 def _crud(table: dict[str, Any], kind: str, plural: str, name: str, method: str, body: bytes) -> tuple[int, Any]:
@@ -662,8 +720,9 @@ def _crud(table: dict[str, Any], kind: str, plural: str, name: str, method: str,
         except orjson.JSONDecodeError as exc:
             raise EsError(400, "x_content_parse_exception", f"[1:1] {exc}") from None
         if kind == "index_template" and not spec.get("index_patterns"):
-            raise EsError(400, "action_request_validation_exception",
-                          "Validation Failed: 1: index patterns are missing;")
+            raise EsError(
+                400, "action_request_validation_exception", "Validation Failed: 1: index patterns are missing;"
+            )
         table[name] = spec
         return 200, {"acknowledged": True}
     if method == "DELETE":
@@ -704,12 +763,18 @@ def _bulk(es: FakeElasticsearch, default_target: str | None, body: bytes, query:
         if es.faults.request_failures:
             status = es.faults.request_failures.pop(0)
             if status == 429:
-                raise EsError(429, "es_rejected_execution_exception",
-                              "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
-                              "replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, "
-                              "max_coordinating_and_primary_bytes=0]")
-            raise EsError(status, "unavailable_shards_exception" if status == 503 else "internal_server_error",
-                          "[logs][0] primary shard is not active Timeout: [1m]")
+                raise EsError(
+                    429,
+                    "es_rejected_execution_exception",
+                    "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
+                    "replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, "
+                    "max_coordinating_and_primary_bytes=0]",
+                )
+            raise EsError(
+                status,
+                "unavailable_shards_exception" if status == 503 else "internal_server_error",
+                "[logs][0] primary shard is not active Timeout: [1m]",
+            )
     if not body.endswith(b"\n"):
         raise EsError(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]")
     lines = body.split(b"\n")[:-1]
@@ -724,18 +789,26 @@ def _bulk(es: FakeElasticsearch, default_target: str | None, body: bytes, query:
             continue
         try:
             action = orjson.loads(raw)
-            (op, meta), = action.items()
+            ((op, meta),) = action.items()
         except (orjson.JSONDecodeError, ValueError, AttributeError):
-            raise EsError(400, "illegal_argument_exception",
-                          f"Malformed action/metadata line [{i}], expected START_OBJECT or END_OBJECT") from None
+            raise EsError(
+                400,
+                "illegal_argument_exception",
+                f"Malformed action/metadata line [{i}], expected START_OBJECT or END_OBJECT",
+            ) from None
         if op not in ("create", "index", "delete", "update"):
-            raise EsError(400, "illegal_argument_exception",
-                          f"Malformed action/metadata line [{i}], expected one of [create, delete, index, update] "
-                          f"but found [{op}]")
+            raise EsError(
+                400,
+                "illegal_argument_exception",
+                f"Malformed action/metadata line [{i}], expected one of [create, delete, index, update] "
+                f"but found [{op}]",
+            )
         source = None
         if op != "delete":
             if i >= len(lines):
-                raise EsError(400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]")
+                raise EsError(
+                    400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]"
+                )
             source = lines[i].rstrip(b"\r")
             i += 1
         target = meta.get("_index") or default_target
@@ -748,8 +821,14 @@ def _bulk(es: FakeElasticsearch, default_target: str | None, body: bytes, query:
     return 200, {"errors": errors, "took": int((time.perf_counter() - started) * 1000), "items": items}
 
 
-def _bulk_item(es: FakeElasticsearch, op: str, target: str, doc_id: str, source: bytes | None,
-               rule: Callable[[str, dict[str, Any]], int | None] | None) -> dict[str, Any]:
+def _bulk_item(
+    es: FakeElasticsearch,
+    op: str,
+    target: str,
+    doc_id: str,
+    source: bytes | None,
+    rule: Callable[[str, dict[str, Any]], int | None] | None,
+) -> dict[str, Any]:
     store = es.store
     try:
         doc: dict[str, Any] = {}
@@ -759,41 +838,69 @@ def _bulk_item(es: FakeElasticsearch, op: str, target: str, doc_id: str, source:
             except orjson.JSONDecodeError as exc:
                 raise EsError(400, "document_parsing_exception", f"[1:1] failed to parse: {exc}") from None
             if not isinstance(parsed, dict):
-                raise EsError(400, "document_parsing_exception",
-                              "[1:1] failed to parse: Malformed content, found extra data after parsing: START_OBJECT")
+                raise EsError(
+                    400,
+                    "document_parsing_exception",
+                    "[1:1] failed to parse: Malformed content, found extra data after parsing: START_OBJECT",
+                )
             doc = parsed
         for pattern, key_id in es.item_forbidden.items():
             if fnmatch.fnmatchcase(target, pattern):
-                raise EsError(403, "security_exception",
-                              f"action [indices:data/write/bulk[s]] is unauthorized for API key id [{key_id}] of user "
-                              f"[amebo_writer] on indices [{target}], this action is granted by the index "
-                              "privileges [create_doc,create,index,write,all]")
+                raise EsError(
+                    403,
+                    "security_exception",
+                    f"action [indices:data/write/bulk[s]] is unauthorized for API key id [{key_id}] of user "
+                    f"[amebo_writer] on indices [{target}], this action is granted by the index "
+                    "privileges [create_doc,create,index,write,all]",
+                )
         if rule is not None:
             status = rule(doc_id, doc)
             if status == 429:
-                raise EsError(429, "es_rejected_execution_exception",
-                              "rejected execution of primary operation [shard_detail=[logs][0][P]]")
+                raise EsError(
+                    429,
+                    "es_rejected_execution_exception",
+                    "rejected execution of primary operation [shard_detail=[logs][0][P]]",
+                )
             if status is not None:
                 raise EsError(status, "unavailable_shards_exception", "[logs][0] primary shard is not active")
         with store.lock:
             index = store.write_index(target, op)
             if op == "delete":
                 existed = index.docs.pop(doc_id, None) is not None
-                return {"_index": index.name, "_id": doc_id, "_version": 2,
-                        "result": "deleted" if existed else "not_found", "status": 200 if existed else 404}
+                return {
+                    "_index": index.name,
+                    "_id": doc_id,
+                    "_version": 2,
+                    "result": "deleted" if existed else "not_found",
+                    "status": 200 if existed else 404,
+                }
             if index.data_stream is not None and "@timestamp" not in doc:
-                raise EsError(400, "document_parsing_exception",
-                              "[1:2] failed to parse: data stream timestamp field [@timestamp] is missing")
+                raise EsError(
+                    400,
+                    "document_parsing_exception",
+                    "[1:2] failed to parse: data stream timestamp field [@timestamp] is missing",
+                )
             if op == "create" and doc_id in index.docs:
-                raise EsError(409, "version_conflict_engine_exception",
-                              f"[{doc_id}]: version conflict, document already exists (current version [1])",
-                              index_uuid="fake-uuid", shard="0", index=index.name)
+                raise EsError(
+                    409,
+                    "version_conflict_engine_exception",
+                    f"[{doc_id}]: version conflict, document already exists (current version [1])",
+                    index_uuid="fake-uuid",
+                    shard="0",
+                    index=index.name,
+                )
             index.check_and_map(doc, doc_id)
             created = doc_id not in index.docs
             index.docs[doc_id] = doc
-            return {"_index": index.name, "_id": doc_id, "_version": 1,
-                    "result": "created" if created else "updated",
-                    "_shards": {"total": 1, "successful": 1, "failed": 0},
-                    "_seq_no": len(index.docs) - 1, "_primary_term": 1, "status": 201 if created else 200}
+            return {
+                "_index": index.name,
+                "_id": doc_id,
+                "_version": 1,
+                "result": "created" if created else "updated",
+                "_shards": {"total": 1, "successful": 1, "failed": 0},
+                "_seq_no": len(index.docs) - 1,
+                "_primary_term": 1,
+                "status": 201 if created else 200,
+            }
     except EsError as err:
         return {"_index": target, "_id": doc_id, "status": err.status, "error": err.item_error()}

@@ -22,7 +22,9 @@ class ShipperProcess:
         full_env = {**os.environ, "AMEBO_LOG_LEVEL": "info", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "amebo_logging.ship", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=full_env,
         )
         self.records: list[dict[str, Any]] = []
         self.raw_stderr: list[bytes] = []
@@ -100,8 +102,9 @@ class ShipperProcess:
 def run_ship(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 120.0) -> tuple[int, str, str]:
     """Run to completion: (exit code, stdout, stderr)."""
     full_env = {**os.environ, **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "amebo_logging.ship", *args], capture_output=True,
-                            env=full_env, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "amebo_logging.ship", *args], capture_output=True, env=full_env, timeout=timeout
+    )
     return result.returncode, result.stdout.decode(), result.stderr.decode(errors="replace")
 
 
@@ -112,6 +115,11 @@ def write_lines(path: Path, lines: Sequence[bytes], mode: str = "ab") -> None:
 
 def record(seq: int, **fields: Any) -> bytes:
     """An Amebo-like JSON record line with a unique *seq*."""
-    doc = {"@timestamp": "2026-11-27T10:00:00.000000Z", "log.level": "info", "message": "event_published",
-           "seq": seq, **fields}
+    doc = {
+        "@timestamp": "2026-11-27T10:00:00.000000Z",
+        "log.level": "info",
+        "message": "event_published",
+        "seq": seq,
+        **fields,
+    }
     return orjson.dumps(doc) + b"\n"

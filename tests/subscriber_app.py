@@ -23,9 +23,14 @@ async def receive(request: Request) -> PlainTextResponse:
     attempt = request.headers.get("x-amebo-delivery-attempt", "")
     path = request.url.path
     status = {"/ok": 200, "/fail": 503}.get(path, 503 if attempt == "1" else 200)
-    log.info("order_received", event_id=request.headers.get("x-amebo-event-id"), attempt=int(attempt or 0),
-             answered=status, received_request_id=request.headers.get("x-request-id"),
-             received_traceparent=request.headers.get("traceparent"))
+    log.info(
+        "order_received",
+        event_id=request.headers.get("x-amebo-event-id"),
+        attempt=int(attempt or 0),
+        answered=status,
+        received_request_id=request.headers.get("x-request-id"),
+        received_traceparent=request.headers.get("traceparent"),
+    )
     return PlainTextResponse("ok" if status == 200 else "busy", status_code=status)
 
 

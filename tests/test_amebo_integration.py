@@ -87,19 +87,36 @@ def scenario(tmp_path_factory) -> Scenario:
     base = tmp_path_factory.mktemp("amebo")
     sc = Scenario(base)
     amebo_port, sub_port = free_port(), free_port()
-    subscriber = serve([sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1",
-                        "--port", str(sub_port)], ROOT, {"PYTHONPATH": str(ROOT)}, sc.sub_out,
-                       base / "subscriber.stderr", sub_port)
+    subscriber = serve(
+        [sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1", "--port", str(sub_port)],
+        ROOT,
+        {"PYTHONPATH": str(ROOT)},
+        sc.sub_out,
+        base / "subscriber.stderr",
+        sub_port,
+    )
     workdir = base / "amebo-home"  # SQLite: ./amebo.db in the working directory
     workdir.mkdir()
-    env = {"AMEBO_ADMIN_KEY": ADMIN_KEY, "AMEBO_SECRET": AMEBO_SECRET, "AMEBO_GRACE_SECONDS": "0",
-           "AMEBO_LOG_LEVEL": "info", "AMEBO_LOG_FORMAT": ""}
-    amebo = serve([sys.executable, "-m", "amebo_logging.amebo", "--host", "127.0.0.1", "--port", str(amebo_port)],
-                  workdir, env, sc.amebo_out, sc.amebo_err, amebo_port)
+    env = {
+        "AMEBO_ADMIN_KEY": ADMIN_KEY,
+        "AMEBO_SECRET": AMEBO_SECRET,
+        "AMEBO_GRACE_SECONDS": "0",
+        "AMEBO_LOG_LEVEL": "info",
+        "AMEBO_LOG_FORMAT": "",
+    }
+    amebo = serve(
+        [sys.executable, "-m", "amebo_logging.amebo", "--host", "127.0.0.1", "--port", str(amebo_port)],
+        workdir,
+        env,
+        sc.amebo_out,
+        sc.amebo_err,
+        amebo_port,
+    )
     base_url = f"http://127.0.0.1:{amebo_port}"
     admin = {"X-Amebo-Admin-Key": ADMIN_KEY}
     try:
         with httpx.Client(base_url=base_url, timeout=30) as client:
+
             def call(method: str, path: str, expect: tuple[int, ...], **kw: Any) -> httpx.Response:
                 r = client.request(method, path, **kw)
                 sc.requests.append((method, path.split("?")[0], r.status_code))
@@ -107,15 +124,29 @@ def scenario(tmp_path_factory) -> Scenario:
                 return r
 
             sub_url = f"http://127.0.0.1:{sub_port}"
-            call("POST", "/v1/applications", (200, 201), headers=admin,
-                 json={"application": "shop", "address": sub_url, "secret": SHOP_SECRET})
+            call(
+                "POST",
+                "/v1/applications",
+                (200, 201),
+                headers=admin,
+                json={"application": "shop", "address": sub_url, "secret": SHOP_SECRET},
+            )
             schema = {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}
-            call("POST", "/v1/actions", (200, 201), headers=admin,
-                 json={"action": "order.created", "application": "shop", "schemata": schema})
+            call(
+                "POST",
+                "/v1/actions",
+                (200, 201),
+                headers=admin,
+                json={"action": "order.created", "application": "shop", "schemata": schema},
+            )
             for handler, retries in ((f"/ok?token={HOOK_SECRET}", 1), ("/fail", 1), ("/flaky", 2)):
-                call("POST", "/v1/subscriptions", (200, 201), headers=admin,
-                     json={"application": "shop", "action": "order.created", "handler": handler,
-                           "max_retries": retries})
+                call(
+                    "POST",
+                    "/v1/subscriptions",
+                    (200, 201),
+                    headers=admin,
+                    json={"application": "shop", "action": "order.created", "handler": handler, "max_retries": retries},
+                )
             for i in range(VALID + INVALID):
                 headers = dict(admin)
                 if i % 4 == 1:
@@ -125,9 +156,17 @@ def scenario(tmp_path_factory) -> Scenario:
                 elif i % 4 == 3:
                     headers["X-Amebo-Trace-Id"] = BARE_TRACE
                 valid = i < VALID
-                r = call("POST", "/v1/events", (201,) if valid else (406,), headers=headers,
-                         json={"action": "order.created", "deduper": f"order-{i}",
-                               "payload": {"id": i} if valid else {"id": f"not-a-number-{i}"}})
+                r = call(
+                    "POST",
+                    "/v1/events",
+                    (201,) if valid else (406,),
+                    headers=headers,
+                    json={
+                        "action": "order.created",
+                        "deduper": f"order-{i}",
+                        "payload": {"id": i} if valid else {"id": f"not-a-number-{i}"},
+                    },
+                )
                 if valid:
                     sc.published.append(r.json())
                     if "X-Request-ID" in headers:
@@ -139,9 +178,14 @@ def scenario(tmp_path_factory) -> Scenario:
                 call("GET", probe, (200, 503))
             # every delivery attempt: 200s, 503s, and the flaky ones retried by Amebo ~10 s later
             expected = VALID * 4
-            wait_until(lambda: sum(r.get("message") == "order_received" for r in records(sc.sub_out)) >= expected
-                       and sum(r.get("message", "").startswith("webhook_") for r in records(sc.amebo_out))
-                       >= expected, 90, "every delivery attempt")
+            wait_until(
+                lambda: (
+                    sum(r.get("message") == "order_received" for r in records(sc.sub_out)) >= expected
+                    and sum(r.get("message", "").startswith("webhook_") for r in records(sc.amebo_out)) >= expected
+                ),
+                90,
+                "every delivery attempt",
+            )
             sc.events_in_ledger = len(call("GET", "/v1/events?pagination=1000", (200,), headers=admin).json())
     finally:
         for proc in (amebo, subscriber):
@@ -184,8 +228,15 @@ def test_catalog_records_carry_their_fields(scenario):
     assert invalid["log.level"] == "warning" and invalid["application"] == "shop"
     assert invalid["validation_errors"] == ["$.id: 'not-a-number-24' is not of type 'integer'"]
     for rec in by(scenario.amebo, "webhook_delivered") + by(scenario.amebo, "webhook_failed"):
-        assert {"event_id", "subscription", "action", "url.full", "event.duration", "attempt", "max_retries"} \
-            <= rec.keys()
+        assert {
+            "event_id",
+            "subscription",
+            "action",
+            "url.full",
+            "event.duration",
+            "attempt",
+            "max_retries",
+        } <= rec.keys()
         assert "?" not in rec["url.full"] and rec["url.full"].startswith("http://127.0.0.1:")
     failed = by(scenario.amebo, "webhook_failed")
     first_flaky = [r for r in failed if r["url.full"].endswith("/flaky")]
@@ -199,8 +250,9 @@ def test_one_access_record_per_request(scenario):
     access = [r for r in scenario.amebo if r["message"] == "http_request"]
     probes = {"/health", "/readyz", "/metrics"}
     sent = [(m, p, s) for m, p, s in scenario.requests if p not in probes]  # probes log at debug
-    assert sorted((r["http.request.method"], r["url.path"], r["http.response.status_code"]) for r in access) \
-        == sorted(sent)
+    assert sorted((r["http.request.method"], r["url.path"], r["http.response.status_code"]) for r in access) == sorted(
+        sent
+    )
     assert not [r for r in scenario.amebo if r["log.logger"] == "uvicorn.access"]
     assert {r["log.logger"] for r in access} == {"amebo.access"}
     import ipaddress
@@ -253,8 +305,9 @@ def test_shipped_documents_carry_every_field_the_kibana_objects_use(scenario, tm
         from elasticsearch import Elasticsearch
 
         apply(Elasticsearch(es.url), "90d", report=lambda change: None)
-        code, out, err = run_ship(["ship", str(scenario.amebo_out), "--once", "--es-url", es.url,
-                                   "--state-dir", str(tmp_path / "state")])
+        code, out, err = run_ship(
+            ["ship", str(scenario.amebo_out), "--once", "--es-url", es.url, "--state-dir", str(tmp_path / "state")]
+        )
         assert code == 0 and "0 dead-lettered" in out, err
         docs = es.docs("logs-amebo-default")
     assert len(docs) == len(scenario.amebo)

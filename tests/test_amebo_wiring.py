@@ -17,8 +17,14 @@ pytestmark = pytest.mark.slow
 def run(code: str, **env: str) -> tuple[list[dict], str, str]:
     import os
 
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                            timeout=60, env={**os.environ, "AMEBO_LOG_FORMAT": "", **env}, cwd="/tmp")
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "AMEBO_LOG_FORMAT": "", **env},
+        cwd="/tmp",
+    )
     assert result.returncode == 0, result.stderr
     recs = [orjson.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return recs, result.stdout, result.stderr
@@ -27,7 +33,9 @@ def run(code: str, **env: str) -> tuple[list[dict], str, str]:
 @pytest.mark.parametrize("order", ["amebo_first", "instrument_first"])
 def test_amebo_configure_logging_cannot_undo_it_in_either_order(order):
     first = "import amebo.router\n" if order == "amebo_first" else ""
-    recs, out, err = run(first + textwrap.dedent("""
+    recs, out, err = run(
+        first
+        + textwrap.dedent("""
         import logging
         from amebo_logging.amebo import instrument
         assert instrument() is True and instrument() is True   # idempotent
@@ -39,7 +47,8 @@ def test_amebo_configure_logging_cannot_undo_it_in_either_order(order):
         print(sorted(type(h).__name__ for h in root.handlers), flush=True)
         logging.getLogger("amebo.aproko").error("Delivery failed for %s: %s", "http://u:pw@x/h", "boom")
         logging.getLogger("amebo.aproko").warning("deliver to http://u:pw@x/h?token=t0ps3cret")
-    """))
+    """)
+    )
     assert "['EcsHandler']" in out  # one root handler, ours; Amebo's StreamHandler is gone
     [rec] = [r for r in recs if r.get("log.logger") == "amebo.aproko"]  # "Delivery failed" is a webhook_failed
     assert rec["message"] == "deliver to http://u:[REDACTED]@x/h?token=[REDACTED]"
@@ -114,7 +123,9 @@ def test_without_the_integration_uvicorn_access_lines_lose_their_secrets_and_pro
     """)
     assert len(recs) == 2  # the probe is DEBUG, below the default INFO
     uv, amebo = recs
-    assert uv["message"] == 'GET /v1/actions?access_token=[REDACTED]&page=2 HTTP/1.1" 200'.join(
-        ['10.1.2.3:5000 - "', ""]) and "s3cr3t" not in out
+    assert (
+        uv["message"] == 'GET /v1/actions?access_token=[REDACTED]&page=2 HTTP/1.1" 200'.join(['10.1.2.3:5000 - "', ""])
+        and "s3cr3t" not in out
+    )
     assert uv["url.path"] == "/v1/actions" and uv["client.ip"] == "10.1.2.3" and uv["http.version"] == "1.1"
     assert amebo["client.ip"] == "10.9.8.7" and amebo["url.path"] == "/v1/events"

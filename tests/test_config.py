@@ -31,7 +31,9 @@ def test_environment_variables_are_read(logfile, monkeypatch):
     get_logger("x").debug("visible")
     record = logfile.one()
     assert (record["service.name"], record["service.version"], record["service.environment"]) == (
-        "amebo-eu", "1.2.3", "staging",
+        "amebo-eu",
+        "1.2.3",
+        "staging",
     )
 
 
@@ -122,7 +124,7 @@ def test_other_handlers_stay_and_caplog_still_captures(logfile, caplog):
 def test_replaces_amebo_09s_own_handler_and_console_duplicates(logfile):
     root = logging.getLogger()
     legacy = logging.StreamHandler()  # what amebo.utils.logs.configure_logging() installs
-    setattr(legacy, "_amebo_log_handler", True)
+    legacy._amebo_log_handler = True
     basic = logging.StreamHandler(sys.stderr)  # what logging.basicConfig() installs
     root.addHandler(legacy)
     root.addHandler(basic)

@@ -33,8 +33,12 @@ def client():
 
 def _env():
     env = {"AMEBO_LOGSHIP_ES_URL": URL}
-    for ours, theirs in (("API_KEY", "ELASTICSEARCH_API_KEY"), ("USERNAME", "ELASTICSEARCH_USERNAME"),
-                         ("PASSWORD", "ELASTICSEARCH_PASSWORD"), ("CA_CERTS", "ELASTICSEARCH_CA_CERTS")):
+    for ours, theirs in (
+        ("API_KEY", "ELASTICSEARCH_API_KEY"),
+        ("USERNAME", "ELASTICSEARCH_USERNAME"),
+        ("PASSWORD", "ELASTICSEARCH_PASSWORD"),
+        ("CA_CERTS", "ELASTICSEARCH_CA_CERTS"),
+    ):
         if os.environ.get(theirs):
             env[f"AMEBO_LOGSHIP_{ours}"] = os.environ[theirs]
     return env
@@ -43,8 +47,15 @@ def _env():
 def test_ship_once_into_a_real_data_stream_exactly_once(client, ship_dir):
     stream = f"logs-amebotest-{uuid.uuid4().hex[:8]}"
     write_lines(ship_dir / "app.log", [record(i) for i in range(500)] + [b"not json\n"])
-    args = ["ship", str(ship_dir / "*.log"), "--once", "--data-stream", stream,
-            "--state-dir", str(ship_dir.parent / "state")]
+    args = [
+        "ship",
+        str(ship_dir / "*.log"),
+        "--once",
+        "--data-stream",
+        stream,
+        "--state-dir",
+        str(ship_dir.parent / "state"),
+    ]
     try:
         code, out, err = run_ship(args, env=_env())
         assert code == 0, err

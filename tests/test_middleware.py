@@ -42,9 +42,15 @@ async def health(request):
 
 
 def starlette_app():
-    return CorrelationMiddleware(Starlette(routes=[
-        Route("/whoami", whoami), Route("/boom", boom), Route("/health", health),
-    ]))
+    return CorrelationMiddleware(
+        Starlette(
+            routes=[
+                Route("/whoami", whoami),
+                Route("/boom", boom),
+                Route("/health", health),
+            ]
+        )
+    )
 
 
 async def raw_asgi_app(scope, receive, send):
@@ -108,7 +114,7 @@ def test_share_with_app_lets_the_app_see_the_ids_it_made(logfile):
 
     with serve(CorrelationMiddleware(app, share_with_app=True)) as url:
         made = httpx.get(url)
-        given = httpx.get(url, headers={"X-Request-ID": "mine", "traceparent": TRACEPARENT})
+        httpx.get(url, headers={"X-Request-ID": "mine", "traceparent": TRACEPARENT})
     [access_made, access_given] = logfile.wait_for("http_request", 2)
     rid, traceparent = seen[0]
     assert rid.decode() == made.headers["x-request-id"] == access_made["correlation_id"]
@@ -117,14 +123,17 @@ def test_share_with_app_lets_the_app_see_the_ids_it_made(logfile):
     assert access_given["trace.id"] == TRACEPARENT.split("-")[1]
 
 
-@pytest.mark.parametrize("address, fields", [
-    ("10.0.0.7", {"client.ip": "10.0.0.7"}),
-    ("::1", {"client.ip": "::1"}),
-    ("[2001:db8::1]", {"client.ip": "2001:db8::1"}),
-    ("/run/amebo.sock", {"client.address": "/run/amebo.sock"}),
-    ("testclient", {"client.address": "testclient"}),
-    (None, {}),
-])
+@pytest.mark.parametrize(
+    ("address", "fields"),
+    [
+        ("10.0.0.7", {"client.ip": "10.0.0.7"}),
+        ("::1", {"client.ip": "::1"}),
+        ("[2001:db8::1]", {"client.ip": "2001:db8::1"}),
+        ("/run/amebo.sock", {"client.address": "/run/amebo.sock"}),
+        ("testclient", {"client.address": "testclient"}),
+        (None, {}),
+    ],
+)
 def test_client_ip_is_only_ever_a_valid_ip(address, fields):
     from amebo_logging.asgi import client_fields
 
@@ -166,11 +175,12 @@ def test_concurrent_requests_never_see_each_others_ids(server, logfile):
     async def main():
         limits = httpx.Limits(max_connections=50)
         async with httpx.AsyncClient(base_url=server, limits=limits, timeout=30) as client:
-            return await asyncio.gather(*(
-                client.get("/whoami", params={"tag": str(i)},
-                           headers={"X-Request-ID": f"req-{i}"} if i % 2 else {})
-                for i in range(n)
-            ))
+            return await asyncio.gather(
+                *(
+                    client.get("/whoami", params={"tag": str(i)}, headers={"X-Request-ID": f"req-{i}"} if i % 2 else {})
+                    for i in range(n)
+                )
+            )
 
     responses = asyncio.run(main())
     ids = [r.headers["x-request-id"] for r in responses]

@@ -14,9 +14,25 @@ SECRET = "s3cr3t-value"
 
 @pytest.mark.parametrize(
     "key",
-    ["password", "PASSWORD", "passwd", "secret", "client_secret", "token", "access_token", "api_key",
-     "apikey", "X-Api-Key", "Authorization", "cookie", "Set-Cookie", "x-pass-phrase", "X-Amebo-Admin-Key",
-     "http.request.headers.authorization", "db_password"],
+    [
+        "password",
+        "PASSWORD",
+        "passwd",
+        "secret",
+        "client_secret",
+        "token",
+        "access_token",
+        "api_key",
+        "apikey",
+        "X-Api-Key",
+        "Authorization",
+        "cookie",
+        "Set-Cookie",
+        "x-pass-phrase",
+        "X-Amebo-Admin-Key",
+        "http.request.headers.authorization",
+        "db_password",
+    ],
 )
 def test_sensitive_keys_are_redacted_at_any_depth(logfile, key):
     logfile.configure()
@@ -37,8 +53,9 @@ def test_lookalike_keys_are_kept(logfile, key):
 
 def test_url_userinfo_password_is_redacted(logfile):
     logfile.configure()
-    get_logger("x").info("connect", dsn="amqp://user:pa55@mq:5672/v", urls=["https://a:b@h/p"],
-                         plain="https://example.com/user@host")
+    get_logger("x").info(
+        "connect", dsn="amqp://user:pa55@mq:5672/v", urls=["https://a:b@h/p"], plain="https://example.com/user@host"
+    )
     record = logfile.one()
     assert record["dsn"] == "amqp://user:[REDACTED]@mq:5672/v"
     assert record["urls"] == ["https://a:[REDACTED]@h/p"]
@@ -87,8 +104,10 @@ def test_a_string_is_not_a_key_list():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["a", "b", "password", "Token", "nested"]), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["a", "b", "password", "Token", "nested"]), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -114,4 +133,7 @@ def test_no_value_under_a_sensitive_key_survives(value):
 
 def test_scrub_url_password_leaves_other_text():
     assert scrub_url_password("no url here") == "no url here"
-    assert scrub_url_password("see https://u:p@h and ftp://x:y@z/") == "see https://u:[REDACTED]@h and ftp://x:[REDACTED]@z/"
+    assert (
+        scrub_url_password("see https://u:p@h and ftp://x:y@z/")
+        == "see https://u:[REDACTED]@h and ftp://x:[REDACTED]@z/"
+    )

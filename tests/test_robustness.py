@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 from hypothesis import given, settings
@@ -25,7 +25,7 @@ class BadRepr:
         raise RuntimeError("repr exploded")
 
 
-class BadStr(Exception):
+class BadStrError(Exception):
     def __str__(self):
         raise RuntimeError("str exploded")
 
@@ -35,17 +35,31 @@ class Color(enum.Enum):
 
 
 leaves = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**80), max_value=2**80) | st.floats()
-    | st.text() | st.binary(max_size=40) | st.builds(BadRepr) | st.builds(object)
-    | st.decimals(allow_nan=True) | st.uuids() | st.datetimes() | st.just(Color.RED)
-    | st.just("\ud800lone surrogate") | st.builds(BadStr, st.just("x"))
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | st.text()
+    | st.binary(max_size=40)
+    | st.builds(BadRepr)
+    | st.builds(object)
+    | st.decimals(allow_nan=True)
+    | st.uuids()
+    | st.datetimes()
+    | st.just(Color.RED)
+    | st.just("\ud800lone surrogate")
+    | st.builds(BadStrError, st.just("x"))
 )
 keys = st.text(max_size=8) | st.integers() | st.tuples(st.integers()) | st.builds(BadRepr) | st.none()
 values = st.recursive(
     leaves,
-    lambda children: st.lists(children, max_size=4) | st.sets(st.integers(), max_size=3)
-    | st.frozensets(st.text(max_size=3), max_size=3) | st.tuples(children, children)
-    | st.dictionaries(keys, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.sets(st.integers(), max_size=3)
+        | st.frozensets(st.text(max_size=3), max_size=3)
+        | st.tuples(children, children)
+        | st.dictionaries(keys, children, max_size=4)
+    ),
     max_leaves=25,
 )
 
@@ -83,8 +97,15 @@ def test_recursive_and_deep_structures_are_cut(logfile):
 def test_odd_values_take_a_safe_text_form(logfile):
     logfile.configure()
     get_logger("x").info(
-        "odd", raw=b"\xff\xfeok", tags={"a"}, big=2**70, bad=BadRepr(), when=datetime(2026, 1, 2, tzinfo=timezone.utc),
-        id=uuid.UUID(int=1), amount=decimal.Decimal("1.10"), keys={1: "int", (1, 2): "tuple", None: "none"},
+        "odd",
+        raw=b"\xff\xfeok",
+        tags={"a"},
+        big=2**70,
+        bad=BadRepr(),
+        when=datetime(2026, 1, 2, tzinfo=UTC),
+        id=uuid.UUID(int=1),
+        amount=decimal.Decimal("1.10"),
+        keys={1: "int", (1, 2): "tuple", None: "none"},
     )
     record = logfile.one()
     assert record["raw"] == "\\xff\\xfeok" and record["tags"] == ["a"] and record["big"] == str(2**70)
@@ -103,7 +124,7 @@ def test_a_failing_processor_still_gives_a_record(logfile):
         raise RuntimeError("processor bug")
 
     saved = core._processors
-    core._processors = saved + (broken,)
+    core._processors = (*saved, broken)
     try:
         get_logger("x").info("survives")
     finally:

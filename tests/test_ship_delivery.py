@@ -14,8 +14,18 @@ TARGET = "logs-amebo-default"
 
 
 def ship_once(es, ship_dir, *extra, pattern="*.log"):
-    return run_ship(["ship", str(ship_dir / pattern), "--once", "--es-url", es.url,
-                     "--state-dir", str(ship_dir.parent / "state"), *extra])
+    return run_ship(
+        [
+            "ship",
+            str(ship_dir / pattern),
+            "--once",
+            "--es-url",
+            es.url,
+            "--state-dir",
+            str(ship_dir.parent / "state"),
+            *extra,
+        ]
+    )
 
 
 def by_offset(es):
@@ -112,7 +122,9 @@ def test_rerun_ships_nothing_and_lost_state_adds_no_duplicate(es, ship_dir):
 
 def test_permanent_item_failures_go_to_the_dead_letter(es, ship_dir):
     es.store.index_templates["amebo"] = {
-        "index_patterns": ["logs-amebo-*"], "priority": 200, "data_stream": {},
+        "index_patterns": ["logs-amebo-*"],
+        "priority": 200,
+        "data_stream": {},
         "template": {"mappings": {"properties": {"payload_size": {"type": "long"}, "@timestamp": {"type": "date"}}}},
     }
     lines = [record(i, payload_size="not a number" if i % 100 == 7 else i) for i in range(1000)]
@@ -146,8 +158,20 @@ def test_several_files_and_new_ones_while_running(es, ship_dir):
     from .shipper_proc import ShipperProcess
 
     write_lines(ship_dir / "a.log", [record(i) for i in range(100)])
-    proc = ShipperProcess(["ship", str(ship_dir / "*.log"), "--es-url", es.url, "--state-dir",
-                           str(ship_dir.parent / "state"), "--scan-interval", "0.1", "--flush-interval", "0.05"])
+    proc = ShipperProcess(
+        [
+            "ship",
+            str(ship_dir / "*.log"),
+            "--es-url",
+            es.url,
+            "--state-dir",
+            str(ship_dir.parent / "state"),
+            "--scan-interval",
+            "0.1",
+            "--flush-interval",
+            "0.05",
+        ]
+    )
     try:
         proc.event("file_opened")
         write_lines(ship_dir / "b.log", [record(1000 + i) for i in range(100)])
@@ -175,16 +199,18 @@ def wait_docs(es, count, timeout=60.0):
 @pytest.mark.parametrize("url", ["localhost:9200", "ftp://x", "http://", "http://h:notaport"])
 def test_bad_url_is_one_line_and_exit_3(ship_dir, url):
     write_lines(ship_dir / "a.log", [record(1)])
-    code, out, err = run_ship(["ship", str(ship_dir / "*.log"), "--es-url", url,
-                               "--state-dir", str(ship_dir.parent / "state")])
+    code, out, err = run_ship(
+        ["ship", str(ship_dir / "*.log"), "--es-url", url, "--state-dir", str(ship_dir.parent / "state")]
+    )
     assert code == 3
     lines = [x for x in err.splitlines() if x.startswith("amebo-logship: error:")]
     assert len(lines) == 1 and "Traceback" not in err
 
 
 def test_no_files_matched_is_exit_3(es, ship_dir):
-    code, _, err = run_ship(["ship", str(ship_dir / "*.nothing"), "--es-url", es.url,
-                             "--state-dir", str(ship_dir.parent / "state")])
+    code, _, err = run_ship(
+        ["ship", str(ship_dir / "*.nothing"), "--es-url", es.url, "--state-dir", str(ship_dir.parent / "state")]
+    )
     assert code == 3 and "no files match" in err and "Traceback" not in err
 
 
@@ -192,8 +218,9 @@ def test_unusable_state_dir_is_exit_5(es, ship_dir, tmp_path):
     write_lines(ship_dir / "a.log", [record(1)])
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
-    code, _, err = run_ship(["ship", str(ship_dir / "*.log"), "--es-url", es.url, "--state-dir",
-                             str(blocker / "state")])
+    code, _, err = run_ship(
+        ["ship", str(ship_dir / "*.log"), "--es-url", es.url, "--state-dir", str(blocker / "state")]
+    )
     assert code == 5 and "state directory" in err and "Traceback" not in err
 
 
@@ -218,15 +245,37 @@ def test_refused_credentials_are_exit_4_and_secrets_never_printed(ship_dir):
     write_lines(ship_dir / "a.log", [record(1)])
     with FakeElasticsearch(username="amebo", password="right-password") as secured:
         env = {"AMEBO_LOGSHIP_USERNAME": "amebo", "AMEBO_LOGSHIP_PASSWORD": "wrong-s3cret"}
-        code, out, err = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", secured.url,
-                                   "--state-dir", str(ship_dir.parent / "state")], env=env)
+        code, out, err = run_ship(
+            [
+                "ship",
+                str(ship_dir / "*.log"),
+                "--once",
+                "--es-url",
+                secured.url,
+                "--state-dir",
+                str(ship_dir.parent / "state"),
+            ],
+            env=env,
+        )
         assert code == 4 and "refused the credentials" in err
         assert "wrong-s3cret" not in err + out
         pw = ship_dir.parent / "pw"
         pw.write_text("right-password\n")
-        code, out, err = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", secured.url,
-                                   "--username", "amebo", "--password-file", str(pw),
-                                   "--state-dir", str(ship_dir.parent / "state")])
+        code, out, err = run_ship(
+            [
+                "ship",
+                str(ship_dir / "*.log"),
+                "--once",
+                "--es-url",
+                secured.url,
+                "--username",
+                "amebo",
+                "--password-file",
+                str(pw),
+                "--state-dir",
+                str(ship_dir.parent / "state"),
+            ]
+        )
         assert code == 0, err
         assert "right-password" not in err + out
         assert len(secured.docs(TARGET)) == 1
@@ -234,22 +283,49 @@ def test_refused_credentials_are_exit_4_and_secrets_never_printed(ship_dir):
 
 def test_password_on_argv_warns(es, ship_dir):
     write_lines(ship_dir / "a.log", [record(1)])
-    code, _, err = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", es.url, "--username", "u",
-                             "--password", "argv-secret", "--state-dir", str(ship_dir.parent / "state")])
+    code, _, err = run_ship(
+        [
+            "ship",
+            str(ship_dir / "*.log"),
+            "--once",
+            "--es-url",
+            es.url,
+            "--username",
+            "u",
+            "--password",
+            "argv-secret",
+            "--state-dir",
+            str(ship_dir.parent / "state"),
+        ]
+    )
     assert code == 0 and "visible to every user" in err and "argv-secret" not in err
 
 
 def test_insecure_warns_loudly(es, ship_dir):
     write_lines(ship_dir / "a.log", [record(1)])
-    code, _, err = run_ship(["ship", str(ship_dir / "*.log"), "--once", "--es-url", es.url, "--insecure",
-                             "--state-dir", str(ship_dir.parent / "state")])
+    code, _, err = run_ship(
+        [
+            "ship",
+            str(ship_dir / "*.log"),
+            "--once",
+            "--es-url",
+            es.url,
+            "--insecure",
+            "--state-dir",
+            str(ship_dir.parent / "state"),
+        ]
+    )
     assert code == 0 and "NOT verified" in err
 
 
 def test_options_read_environment_variables(es, ship_dir):
     write_lines(ship_dir / "a.log", [record(1)])
-    env = {"AMEBO_LOGSHIP_ES_URL": es.url, "AMEBO_LOGSHIP_INDEX": "from-env",
-           "AMEBO_LOGSHIP_STATE_DIR": str(ship_dir.parent / "state"), "AMEBO_LOGSHIP_ONCE": "1"}
+    env = {
+        "AMEBO_LOGSHIP_ES_URL": es.url,
+        "AMEBO_LOGSHIP_INDEX": "from-env",
+        "AMEBO_LOGSHIP_STATE_DIR": str(ship_dir.parent / "state"),
+        "AMEBO_LOGSHIP_ONCE": "1",
+    }
     code, out, err = run_ship(["ship", str(ship_dir / "*.log")], env=env)
     assert code == 0, err
     assert len(es.docs("from-env")) == 1

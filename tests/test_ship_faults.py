@@ -15,8 +15,16 @@ FAST = ["--backoff-initial", "0.02", "--backoff-max", "0.2", "--flush-interval",
 
 
 def ship_args(es, ship_dir, *extra):
-    return ["ship", str(ship_dir / "*.log"), "--es-url", es.url, "--state-dir", str(ship_dir.parent / "state"),
-            *FAST, *extra]
+    return [
+        "ship",
+        str(ship_dir / "*.log"),
+        "--es-url",
+        es.url,
+        "--state-dir",
+        str(ship_dir.parent / "state"),
+        *FAST,
+        *extra,
+    ]
 
 
 def assert_exactly_once(es, n):
@@ -91,7 +99,9 @@ def test_mixed_failures_dead_letter_holds_exactly_the_permanent_ones(es, ship_di
     import orjson
 
     es.store.index_templates["amebo"] = {
-        "index_patterns": ["logs-amebo-*"], "priority": 200, "data_stream": {},
+        "index_patterns": ["logs-amebo-*"],
+        "priority": 200,
+        "data_stream": {},
         "template": {"mappings": {"properties": {"payload_size": {"type": "long"}}}},
     }
     bad = {i for i in range(1500) if i % 97 == 3}
@@ -162,7 +172,9 @@ def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
     es.faults.delay = 0
     code, out, err = run_ship(ship_args(es, ship_dir, "--once"))
     assert code == 0, err
-    assert f"delivered {20_000 - delivered} documents" in out and "0 already there" in out  # resumed exactly where it stopped
+    assert (
+        f"delivered {20_000 - delivered} documents" in out and "0 already there" in out
+    )  # resumed exactly where it stopped
     assert_exactly_once(es, 20_000)
 
 
@@ -195,8 +207,9 @@ def test_memory_stays_bounded_during_a_long_outage(es, ship_dir):
         for _ in range(20):
             f.write(chunk)
     es.stop()
-    proc = ShipperProcess(ship_args(es, ship_dir, "--batch-bytes", str(1 << 20), "--backoff-max", "0.05",
-                                          "--shutdown-timeout", "0.5"))
+    proc = ShipperProcess(
+        ship_args(es, ship_dir, "--batch-bytes", str(1 << 20), "--backoff-max", "0.05", "--shutdown-timeout", "0.5")
+    )
     try:
         ps = psutil.Process(proc.proc.pid)
         peak = 0

@@ -31,8 +31,16 @@ pytestmark = pytest.mark.slow
 
 
 def args(es, ship_dir, pattern="*.log", *extra):
-    return ["ship", str(ship_dir / pattern), "--es-url", es.url, "--state-dir", str(ship_dir.parent / "state"),
-            *FAST, *extra]
+    return [
+        "ship",
+        str(ship_dir / pattern),
+        "--es-url",
+        es.url,
+        "--state-dir",
+        str(ship_dir.parent / "state"),
+        *FAST,
+        *extra,
+    ]
 
 
 def tally(es, n):
@@ -45,7 +53,9 @@ def tally(es, n):
 
 def assert_exactly_once(es, n):
     lost, doubled = tally(es, n)
-    assert not lost and not doubled, f"{len(lost)} lost (first {lost[:5]}), {len(doubled)} doubled (first {doubled[:5]})"
+    assert not lost and not doubled, (
+        f"{len(lost)} lost (first {lost[:5]}), {len(doubled)} doubled (first {doubled[:5]})"
+    )
     assert len(es.docs(TARGET)) == n, "a document that is no numbered line (half a line?)"
 
 
@@ -68,8 +78,14 @@ def without_root_file_override():
 
 
 def run_restricted(argv, **kwargs):
-    return subprocess.run([sys.executable, "-m", "amebo_logging.ship", *argv], capture_output=True, text=True,
-                          timeout=120, preexec_fn=without_root_file_override, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "amebo_logging.ship", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=without_root_file_override,
+        **kwargs,
+    )
 
 
 # --- 1. copytruncate while reading is paused -------------------------------------------------
@@ -150,8 +166,13 @@ def test_four_hundred_files_under_ulimit_256(es, ship_dir):
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
-    result = subprocess.run([sys.executable, "-m", "amebo_logging.ship", *args(es, ship_dir, "*.log", "--once")],
-                            capture_output=True, text=True, timeout=120, preexec_fn=limit)
+    result = subprocess.run(
+        [sys.executable, "-m", "amebo_logging.ship", *args(es, ship_dir, "*.log", "--once")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "delivered 8000 documents" in result.stdout
     assert '"open_file_limit_reached"' in result.stderr
@@ -250,8 +271,9 @@ def test_413_splits_requests_and_dead_letters_only_a_document_too_big_alone(es, 
     lines.insert(7000, record(-1, padding="y" * (2 << 20)))  # one document over the limit on its own
     write_lines(ship_dir / "app.log", lines)
     dead = ship_dir.parent / "dead.ndjson"
-    code, out, err = run_ship(args(es, ship_dir, "*.log", "--once", "--dead-letter", str(dead),
-                                   "--max-line-bytes", str(4 << 20)))
+    code, out, err = run_ship(
+        args(es, ship_dir, "*.log", "--once", "--dead-letter", str(dead), "--max-line-bytes", str(4 << 20))
+    )
     assert code == 0, err
     assert "set --batch-bytes below" in err
     assert_exactly_once(es, 20_000)
@@ -295,8 +317,18 @@ def test_disk_full_under_the_state_directory_stops_with_exit_5_and_recovers(es, 
     state = small_disk / "state"
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (4 * 1024 * 1024 - 96 * 1024))  # a little room: the database starts, then fills
-    argv = ["ship", str(ship_dir / "*.log"), "--es-url", es.url, "--state-dir", str(state), *FAST,
-            "--batch-size", "50", "--once"]
+    argv = [
+        "ship",
+        str(ship_dir / "*.log"),
+        "--es-url",
+        es.url,
+        "--state-dir",
+        str(state),
+        *FAST,
+        "--batch-size",
+        "50",
+        "--once",
+    ]
     code, out, err = run_ship(argv)
     assert code == 5, err
     assert f"disk full under {state}" in out + err
@@ -379,7 +411,7 @@ def test_real_logrotate_during_outages(es, ship_dir, mode):
     thread.start()
     try:
         for rotation in range(5):
-            wait_until(lambda: written[0] >= total * (rotation + 1) // 6, what="the writer's progress")
+            wait_until(lambda k=rotation: written[0] >= total * (k + 1) // 6, what="the writer's progress")
             outage = rotation in (1, 2, 3)
             if outage and rotation == 1:
                 es.stop()

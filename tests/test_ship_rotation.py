@@ -55,8 +55,20 @@ class Writer:
 def run_with_rotations(es, ship_dir, rotate, pattern="app.log*", total=6000, rotations=3):
     path = ship_dir / "app.log"
     path.touch()
-    proc = ShipperProcess(["ship", str(ship_dir / pattern), "--es-url", es.url, "--state-dir",
-                           str(ship_dir.parent / "state"), "--wait-for-files", *FAST, "--batch-size", "500"])
+    proc = ShipperProcess(
+        [
+            "ship",
+            str(ship_dir / pattern),
+            "--es-url",
+            es.url,
+            "--state-dir",
+            str(ship_dir.parent / "state"),
+            "--wait-for-files",
+            *FAST,
+            "--batch-size",
+            "500",
+        ]
+    )
     try:
         proc.event("shipping_started")
         with Writer(path, total) as writer:

@@ -51,8 +51,20 @@ class World:
         self.proc: ShipperProcess | None = None
 
     def start(self) -> None:
-        self.proc = ShipperProcess(["ship", str(self.logs / "app.log*"), "--es-url", self.es.url, "--state-dir",
-                                    str(self.state), "--wait-for-files", *FAST, "--batch-size", "100"])
+        self.proc = ShipperProcess(
+            [
+                "ship",
+                str(self.logs / "app.log*"),
+                "--es-url",
+                self.es.url,
+                "--state-dir",
+                str(self.state),
+                "--wait-for-files",
+                *FAST,
+                "--batch-size",
+                "100",
+            ]
+        )
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -109,8 +121,9 @@ def test_every_line_exactly_once_after_any_sequence(tmp_path_factory, ops):
                 wait_docs(es, world.written, timeout=60)
             except AssertionError:
                 lost, doubled = tally(es, world.written)
-                raise AssertionError(f"{ops}: {len(lost)} lost, {len(doubled)} doubled\n"
-                                     + world.proc.stderr_text()[-3000:]) from None
+                raise AssertionError(
+                    f"{ops}: {len(lost)} lost, {len(doubled)} doubled\n" + world.proc.stderr_text()[-3000:]
+                ) from None
             world.proc.signal(signal.SIGTERM)  # a graceful stop: whatever it still holds is sent first
             assert world.proc.wait() == 0
             assert_exactly_once(es, world.written)

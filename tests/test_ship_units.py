@@ -24,8 +24,9 @@ def source(path="/var/log/amebo/app.log", uid="00112233445566aa"):
 
 
 line_values = st.one_of(
-    st.dictionaries(st.text(max_size=8), st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.none()),
-                    max_size=4).map(lambda d: orjson.dumps(d)),
+    st.dictionaries(
+        st.text(max_size=8), st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.none()), max_size=4
+    ).map(lambda d: orjson.dumps(d)),
     st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")),
     st.just(b'{"@timestamp":"2026-11-27T00:00:00Z","a":1}'),
     st.just(b'{"a":"no timestamp"}'),
@@ -42,8 +43,9 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
     src = source()
     batches: list[Batch] = []
     stats = ReadStats()
-    batcher = Batcher(batches.append, host_name="h1", batch_size=batch_size, batch_bytes=1 << 20,
-                      max_line_bytes=4000, stats=stats)
+    batcher = Batcher(
+        batches.append, host_name="h1", batch_size=batch_size, batch_bytes=1 << 20, max_line_bytes=4000, stats=stats
+    )
     end = b"\r\n" if crlf else b"\n"
     data = b"".join(line + end for line in lines)
     if data:
@@ -65,12 +67,12 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
         body = batch.body()
         ops = body.split(b"\n")
         assert ops[-1] == b"" and len(ops) == 2 * len(batch) + 1
-        for i, (action, src_line) in enumerate(zip(ops[0:-1:2], ops[1:-1:2])):
+        for i, (action, src_line) in enumerate(zip(ops[0:-1:2], ops[1:-1:2], strict=True)):
             doc = orjson.loads(src_line)  # every source is one valid JSON object
             assert orjson.loads(action) == {"create": {"_id": f"{src.uid}-{doc['log.offset']}"}}
             docs.append((doc, batch.original_line(i)))
     assert [d["log.offset"] for d, _ in docs] == [p for p, _ in expected]
-    for (d, original), (_, line) in zip(docs, expected):
+    for (d, original), (_, line) in zip(docs, expected, strict=True):
         assert d["log.file.path"] == src.path and d["host.name"] == "h1" and "@timestamp" in d
         assert original == line  # the dead letter can always give the line back
     assert stats.lines == len(lines) and stats.empty == sum(1 for line in lines if not content(line))
@@ -136,7 +138,7 @@ def test_offsets_match_a_model_under_any_acknowledgement_order(tmp_path_factory,
     tmp_path = tmp_path_factory.mktemp("offsets")
     nfiles = data.draw(st.integers(1, 3))
     store, offsets, uids = offsets_with(tmp_path, *range(nfiles))
-    ends = {u: 0 for u in uids}
+    ends = dict.fromkeys(uids, 0)
     batches = []
     for seq in range(1, data.draw(st.integers(1, 12)) + 1):
         chosen = data.draw(st.lists(st.sampled_from(uids), min_size=1, unique=True))
@@ -193,7 +195,7 @@ def test_one_shipper_per_state_directory(tmp_path):
 def test_state_refuses_a_missing_database_it_once_had(tmp_path):
     StateStore(tmp_path / "s").close()
     (tmp_path / "s" / "state.sqlite3").unlink()
-    with pytest.raises(StateError, match="missing.*reset-state --state-dir"):
+    with pytest.raises(StateError, match=r"missing.*reset-state --state-dir"):
         StateStore(tmp_path / "s")
 
 
@@ -213,8 +215,7 @@ def test_sqlite_errors_are_named():
     assert err.kind == "full" and str(err).startswith("disk full under /s")
     bad = sqlite3.DatabaseError("file is not a database")
     bad.sqlite_errorname = "SQLITE_NOTADB"
-    assert describe_sqlite_error(bad, Path("/s"), Path("/s/db")).kind \
-        == "corrupt"
+    assert describe_sqlite_error(bad, Path("/s"), Path("/s/db")).kind == "corrupt"
 
 
 def test_backoff_grows_with_jitter_and_is_capped():
@@ -231,10 +232,15 @@ def test_backoff_grows_with_jitter_and_is_capped():
 def test_fake_server_filter_path():
     from .fake_es import apply_filter_path
 
-    body = {"errors": True, "took": 3, "items": [{"create": {"status": 201, "_id": "a"}},
-                                                 {"create": {"status": 409, "error": {"type": "x"}}}]}
+    body = {
+        "errors": True,
+        "took": 3,
+        "items": [{"create": {"status": 201, "_id": "a"}}, {"create": {"status": 409, "error": {"type": "x"}}}],
+    }
     assert apply_filter_path(body, "errors,items.*.status,items.*.error") == {
-        "errors": True, "items": [{"create": {"status": 201}}, {"create": {"status": 409, "error": {"type": "x"}}}]}
+        "errors": True,
+        "items": [{"create": {"status": 201}}, {"create": {"status": 409, "error": {"type": "x"}}}],
+    }
 
 
 # --- the tailer ----------------------------------------------------------------------------------
@@ -270,8 +276,11 @@ def test_a_deleted_file_whose_last_line_never_ends_is_let_go(tmp_path):
     tailer.poll()  # reaches the end through the open descriptor
     tailer.retire()
     assert not tailer.readers
-    assert ("info", "file_forgotten", {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')}) \
-        in tailer.events
+    assert (
+        "info",
+        "file_forgotten",
+        {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')},
+    ) in tailer.events
     store.close()
 
 
@@ -349,8 +358,9 @@ def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
     (logs / "a.log").write_bytes(b"".join(b'{"n":%d}\n' % i for i in range(50)))
-    options = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", batch_size=5,
-                          max_in_flight=1, once=True)
+    options = ShipOptions(
+        patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", batch_size=5, max_in_flight=1, once=True
+    )
     shipper = Shipper(options, BrokenClient(), get_logger("test"))
     with pytest.raises(RuntimeError, match="sending thread stopped unexpectedly"):
         shipper.run()
@@ -376,8 +386,9 @@ def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interva
     logs.mkdir()
     path = logs / "a.log"
     path.write_bytes(b'{"n":0}\n')
-    options = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", flush_interval=30.0,
-                          scan_interval=0.05)
+    options = ShipOptions(
+        patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", flush_interval=30.0, scan_interval=0.05
+    )
     shipper = Shipper(options, ScriptedClient(), get_logger("test"))
     runner = threading.Thread(target=shipper.run)
     runner.start()
@@ -396,4 +407,3 @@ def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interva
         shipper.request_stop()
         runner.join(10)
     assert not runner.is_alive()
-

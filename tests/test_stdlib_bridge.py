@@ -7,10 +7,10 @@ import logging
 import os
 
 import pytest
+from pythonjsonlogger.core import BaseJsonFormatter
 
 from amebo_logging import bind_context, get_logger, schema, set_correlation_id
 from amebo_logging.stdlib import EcsJsonFormatter
-from pythonjsonlogger.core import BaseJsonFormatter
 
 
 def test_the_bridge_is_a_python_json_logger_formatter():
@@ -44,9 +44,18 @@ def test_extra_fields_are_kept_and_redacted(logfile):
 def test_amebo_access_extras_become_ecs(logfile):
     logfile.configure()
     logging.getLogger("amebo.access").info(
-        "%s %s -> %s %sms", "POST", "/v1/events?draft=1", 201, 12.5,
-        extra={"method": "POST", "path": "/v1/events?draft=1", "status": 201,
-               "duration_ms": 12.5, "client_ip": "10.1.2.3"},
+        "%s %s -> %s %sms",
+        "POST",
+        "/v1/events?draft=1",
+        201,
+        12.5,
+        extra={
+            "method": "POST",
+            "path": "/v1/events?draft=1",
+            "status": 201,
+            "duration_ms": 12.5,
+            "client_ip": "10.1.2.3",
+        },
     )
     record = logfile.one()
     assert record["message"] == "http_request"
@@ -89,7 +98,7 @@ def test_uvicorn_color_message_is_dropped(logfile):
 def test_exc_info_gives_error_fields(logfile):
     logfile.configure()
     try:
-        1 / 0
+        _ = 1 / 0
     except ZeroDivisionError:
         logging.getLogger("amebo.events").exception("Could not list events: %s", "boom")
     record = logfile.one()

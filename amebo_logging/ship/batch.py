@@ -166,8 +166,7 @@ class Batcher:
         """``{"log.file.path":...,"host.name":...,"log.offset":`` for *source*'s path."""
         prefix = self._path_cache.get(source.path)
         if prefix is None:
-            prefix = (b'{"log.file.path":' + orjson.dumps(source.path) + b',"host.name":' + self.host_json
-                      + _OFFSET_KEY)
+            prefix = b'{"log.file.path":' + orjson.dumps(source.path) + b',"host.name":' + self.host_json + _OFFSET_KEY
             if len(self._path_cache) > 4096:
                 self._path_cache.clear()
             self._path_cache[source.path] = prefix
@@ -197,8 +196,12 @@ class Batcher:
         head = item.head[:-1] if item.head.endswith(b"\r") else item.head
         b = self.batch
         b.originals[len(b.ops)] = head
-        self._append(src, item.offset, item.offset + item.length + 1,
-                     self._op(src, item.offset, self._truncated(head, item.length)))
+        self._append(
+            src,
+            item.offset,
+            item.offset + item.length + 1,
+            self._op(src, item.offset, self._truncated(head, item.length)),
+        )
 
     def _append(self, src: Source, offset: int, end: int, op: bytes) -> None:
         b = self.batch
@@ -247,8 +250,12 @@ class Batcher:
                         line.decode("utf-8")
                 except Exception:  # DecodeError, UnicodeDecodeError, RecursionError...: the slow path
                     found = None
-                if found is not None and found.file_path is _UNSET and found.offset is _UNSET \
-                        and found.host_name is _UNSET:
+                if (
+                    found is not None
+                    and found.file_path is _UNSET
+                    and found.offset is _UNSET
+                    and found.host_name is _UNSET
+                ):
                     if found.timestamp is not _UNSET:
                         op = b"%s%d%s%d,%s\n" % (action, start, middle, start, line[1:])
                     else:
@@ -284,7 +291,7 @@ class Batcher:
             "@timestamp": timestamp_now(),
             "message": _safe_text(head[: self.max_line_bytes]),
             "error.message": f"the line is {length} bytes, over --max-line-bytes {self.max_line_bytes}: "
-                             "only its first bytes were kept",
+            "only its first bytes were kept",
             "tags": ["truncated"],
         }
 
@@ -308,10 +315,20 @@ class Batcher:
                 parsed.setdefault("@timestamp", timestamp_now())
                 return self._op(src, offset, parsed)
             self.stats.parse_failures += 1
-            return self._op(src, offset, {"@timestamp": timestamp_now(), "message": _safe_text(line),
-                                          "error.message": _why_not_an_object(line, exc)})
+            return self._op(
+                src,
+                offset,
+                {
+                    "@timestamp": timestamp_now(),
+                    "message": _safe_text(line),
+                    "error.message": _why_not_an_object(line, exc),
+                },
+            )
         except Exception as err:  # nested too deep to re-encode, or anything else: still shipped
             self.stats.parse_failures += 1
             why = f"the line could not be turned into a document ({type(err).__name__}: {err})"
-            return self._op(src, offset, {"@timestamp": timestamp_now(),
-                                          "message": _safe_text(line[:max_len]), "error.message": why})
+            return self._op(
+                src,
+                offset,
+                {"@timestamp": timestamp_now(), "message": _safe_text(line[:max_len]), "error.message": why},
+            )

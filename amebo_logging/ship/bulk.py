@@ -32,7 +32,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from .batch import Batch
 
-__all__ = ["Backoff", "BulkSender", "DeliveryStats", "Fatal", "Outcome", "PermanentFailures", "DURATION_BUCKETS"]
+__all__ = ["DURATION_BUCKETS", "Backoff", "BulkSender", "DeliveryStats", "Fatal", "Outcome", "PermanentFailures"]
 
 FILTER_PATH = "errors,items.*.status,items.*.error,items.*.failure_store"
 
@@ -40,8 +40,14 @@ FILTER_PATH = "errors,items.*.status,items.*.error,items.*.failure_store"
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 #: Item error types that say the target itself is unusable, not the line.
-_TARGET_ERRORS = frozenset({"invalid_index_name_exception", "index_not_found_exception", "index_closed_exception",
-                            "invalid_alias_name_exception"})
+_TARGET_ERRORS = frozenset(
+    {
+        "invalid_index_name_exception",
+        "index_not_found_exception",
+        "index_closed_exception",
+        "invalid_alias_name_exception",
+    }
+)
 
 
 class PermanentFailures(Protocol):
@@ -181,7 +187,8 @@ class BulkSender:
     def _request(self, body: bytes) -> _Answer:
         started = time.perf_counter()
         try:
-            resp = self.client.bulk(operations=body, index=self.target, filter_path=FILTER_PATH)
+            # a ready NDJSON body, passed through as it is (see connection._BulkBodySerializer)
+            resp = self.client.bulk(operations=body, index=self.target, filter_path=FILTER_PATH)  # type: ignore[arg-type]
             self.stats.last_ok = time.time()
             self._failing_since = None
             return _Answer(resp.body)
@@ -214,9 +221,12 @@ class BulkSender:
         if time.monotonic() - self._failing_since < self.give_up_after:
             return None
         last = self.stats.last_failure[2] if self.stats.last_failure else "no answer"
-        return Fatal("unreachable", f"Elasticsearch at {self.where or 'the given --es-url'} did not accept "
-                                    f"documents for {self.give_up_after:g}s (last: {last}); nothing is lost: run "
-                                    "again to resume (or raise --give-up-after)")
+        return Fatal(
+            "unreachable",
+            f"Elasticsearch at {self.where or 'the given --es-url'} did not accept "
+            f"documents for {self.give_up_after:g}s (last: {last}); nothing is lost: run "
+            "again to resume (or raise --give-up-after)",
+        )
 
     # --- one batch -------------------------------------------------------------------------------
     def deliver(self, batch: Batch) -> Outcome:
@@ -248,9 +258,15 @@ class BulkSender:
                 continue
             if count != len(group) or items is None:
                 self.stats.retries["other"] += 1
-                self.on_problem("warning", "bulk_request_failed", {
-                    "reason": f"the bulk response has {count} items for {len(group)} operations",
-                    "retry_cause": "other", "documents": len(group)})
+                self.on_problem(
+                    "warning",
+                    "bulk_request_failed",
+                    {
+                        "reason": f"the bulk response has {count} items for {len(group)} operations",
+                        "retry_cause": "other",
+                        "documents": len(group),
+                    },
+                )
                 if not self._wait():
                     return Outcome(settled, self._gave_up())
                 work.appendleft(group)
@@ -267,17 +283,24 @@ class BulkSender:
                 self.backoff.reset()
         return Outcome(settled)
 
-    def _request_failed(self, batch: Batch, group: list[int], answer: _Answer, size: int, settled: bytearray,
-                        work: deque[list[int]]) -> tuple[bool, Fatal | None]:
+    def _request_failed(
+        self, batch: Batch, group: list[int], answer: _Answer, size: int, settled: bytearray, work: deque[list[int]]
+    ) -> tuple[bool, Fatal | None]:
         """Handle a request Elasticsearch (or a proxy) did not answer 2xx: (go on?, why not)."""
         status = answer.status
         if status == 401:
-            return False, Fatal("credentials", f"Elasticsearch at {self.where} refused the credentials (HTTP 401): check "
-                                        "--api-key (AMEBO_LOGSHIP_API_KEY) or --username/--password")
+            return False, Fatal(
+                "credentials",
+                f"Elasticsearch at {self.where} refused the credentials (HTTP 401): check "
+                "--api-key (AMEBO_LOGSHIP_API_KEY) or --username/--password",
+            )
         if status == 403 and answer.error_type == "security_exception":
-            return False, Fatal("privileges", f"Elasticsearch refused to write to {self.target} ({answer.reason}): grant "
-                                       f"the create_doc and auto_configure index privileges on {self.target} "
-                                       "(or on logs-amebo-*) to these credentials")
+            return False, Fatal(
+                "privileges",
+                f"Elasticsearch refused to write to {self.target} ({answer.reason}): grant "
+                f"the create_doc and auto_configure index privileges on {self.target} "
+                "(or on logs-amebo-*) to these credentials",
+            )
         if status == 413:
             self._too_large(batch, group, size, settled, work)
             return True, None
@@ -287,39 +310,50 @@ class BulkSender:
             self._failing_since = time.monotonic()
         cause = _cause(status)
         self.stats.retries[cause] += 1
-        self.on_problem("error" if status in (400, 403, 404) else "warning", "bulk_request_failed",
-                        {"reason": answer.reason, "retry_cause": cause, "documents": len(group)})
+        self.on_problem(
+            "error" if status in (400, 403, 404) else "warning",
+            "bulk_request_failed",
+            {"reason": answer.reason, "retry_cause": cause, "documents": len(group)},
+        )
         if not self._wait():
             return False, self._gave_up()
         work.appendleft(group)
         return True, None
 
-    def _too_large(self, batch: Batch, group: list[int], size: int, settled: bytearray,
-                   work: deque[list[int]]) -> None:
+    def _too_large(self, batch: Batch, group: list[int], size: int, settled: bytearray, work: deque[list[int]]) -> None:
         """HTTP 413: split the request; a single document over the limit is dead-lettered."""
         limit = size - 1
         if self.max_body is None or limit < self.max_body:
             self.max_body = limit
-            self.on_problem("warning", "bulk_request_too_large", {
-                "bytes": size, "reason": f"the server refused a {size}-byte request (HTTP 413): requests are split "
-                                         f"from now on; set --batch-bytes below {size} (or raise the server's "
-                                         "http.max_content_length / the proxy's body limit)"})
+            self.on_problem(
+                "warning",
+                "bulk_request_too_large",
+                {
+                    "bytes": size,
+                    "reason": f"the server refused a {size}-byte request (HTTP 413): requests are split "
+                    f"from now on; set --batch-bytes below {size} (or raise the server's "
+                    "http.max_content_length / the proxy's body limit)",
+                },
+            )
         if len(group) > 1:
             half = len(group) // 2
             work.extendleft([group[half:], group[:half]])
             return
         [i] = group
         self.stats.too_large += 1
-        error = {"type": "request_entity_too_large",
-                 "reason": f"this document alone is a {size}-byte request, more than the server accepts (HTTP 413)"}
+        error = {
+            "type": "request_entity_too_large",
+            "reason": f"this document alone is a {size}-byte request, more than the server accepts (HTTP 413)",
+        }
         self._dead_letter(batch, [(i, 413, error)], settled, work)
 
-    def _settle_items(self, batch: Batch, group: list[int], items: list[Any],
-                      settled: bytearray) -> tuple[list[int], Fatal | None]:
+    def _settle_items(
+        self, batch: Batch, group: list[int], items: list[Any], settled: bytearray
+    ) -> tuple[list[int], Fatal | None]:
         retry: list[int] = []
         dead: list[tuple[int, int, Any]] = []
         delivered = duplicates = in_failure_store = 0
-        for i, item in zip(group, items):
+        for i, item in zip(group, items, strict=True):
             result = next(iter(item.values())) if isinstance(item, dict) and item else {}
             if not isinstance(result, dict):
                 result = {}
@@ -334,27 +368,38 @@ class BulkSender:
                 settled[i] = 1
                 duplicates += 1
             elif status == 403 and _error_type(error) == "security_exception":
-                return [], Fatal("privileges", f"Elasticsearch refused to write to {self.target} "
-                                               f"({_error_reason(error)}): grant the create_doc and auto_configure "
-                                               f"index privileges on {self.target} to these credentials")
+                return [], Fatal(
+                    "privileges",
+                    f"Elasticsearch refused to write to {self.target} "
+                    f"({_error_reason(error)}): grant the create_doc and auto_configure "
+                    f"index privileges on {self.target} to these credentials",
+                )
             elif _error_type(error) in _TARGET_ERRORS:
                 return [], Fatal("target", f"Elasticsearch refused the target {self.target}: {_error_reason(error)}")
             elif status == 429 or status >= 500 or status in (0, 403, 408):
                 retry.append(i)
                 self.stats.retries[_cause(status or None)] += 1
                 if status == 403:
-                    self.on_problem("error", "documents_blocked", {
-                        "reason": _error_reason(error), "action": "retrying until the block is lifted"})
+                    self.on_problem(
+                        "error",
+                        "documents_blocked",
+                        {"reason": _error_reason(error), "action": "retrying until the block is lifted"},
+                    )
             else:
                 dead.append((i, status, error))
         self.stats.delivered += delivered
         self.stats.duplicates += duplicates
         if in_failure_store:
             self.stats.failure_store += in_failure_store
-            self.on_problem("warning", "documents_in_failure_store", {
-                "documents": in_failure_store,
-                "reason": "Elasticsearch could not index these documents and kept them in the data stream's "
-                          f"failure store ({self.target}::failures), not in {self.target}"})
+            self.on_problem(
+                "warning",
+                "documents_in_failure_store",
+                {
+                    "documents": in_failure_store,
+                    "reason": "Elasticsearch could not index these documents and kept them in the data stream's "
+                    f"failure store ({self.target}::failures), not in {self.target}",
+                },
+            )
         if dead:
             self._dead_letter(batch, dead, settled, None, retry)
         if delivered or duplicates or dead:
@@ -362,13 +407,20 @@ class BulkSender:
         retry.sort()
         return retry, None
 
-    def _dead_letter(self, batch: Batch, dead: list[tuple[int, int, Any]], settled: bytearray,
-                     work: deque[list[int]] | None, retry: list[int] | None = None) -> None:
+    def _dead_letter(
+        self,
+        batch: Batch,
+        dead: list[tuple[int, int, Any]],
+        settled: bytearray,
+        work: deque[list[int]] | None,
+        retry: list[int] | None = None,
+    ) -> None:
         try:
             self.dead_letter.record(batch, dead)
         except OSError as exc:  # not kept: they stay pending, nothing is lost
-            self.on_problem("error", "dead_letter_write_failed", {"error.message": str(exc),
-                                                                  "file.path": self.dead_letter.where})
+            self.on_problem(
+                "error", "dead_letter_write_failed", {"error.message": str(exc), "file.path": self.dead_letter.where}
+            )
             pending = [i for i, _, _ in dead]
             if retry is not None:
                 retry.extend(pending)
@@ -379,5 +431,8 @@ class BulkSender:
         for i, _, _ in dead:
             settled[i] = 1
         self.stats.dead_lettered += len(dead)
-        self.on_problem("warning", "documents_dead_lettered", {
-            "documents": len(dead), "first_reason": _error_reason(dead[0][2]), "file.path": self.dead_letter.where})
+        self.on_problem(
+            "warning",
+            "documents_dead_lettered",
+            {"documents": len(dead), "first_reason": _error_reason(dead[0][2]), "file.path": self.dead_letter.where},
+        )

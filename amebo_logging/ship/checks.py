@@ -1,19 +1,23 @@
-"""``amebo-logship check``: would shipping work?  One result per check, each saying what to do."""
+"""Would shipping work?  ``amebo-logship check`` prints every answer; ``ship`` asks the same
+questions before it reads a line (:func:`preflight`) and stops at the first that would make
+Elasticsearch refuse the documents."""
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from elasticsearch import ApiError, Elasticsearch
+from elasticsearch import ApiError, TransportError
 
-from .connection import ConnectionSettings, ask_cluster
+from .connection import ClusterAnswer, ConnectionSettings, ask_cluster, explain
 from .errors import EXIT_AUTH, EXIT_CONFIG
 
-__all__ = ["CheckResult", "run_checks"]
+__all__ = ["CheckResult", "preflight", "run_checks", "target_problem"]
 
 MIN_MAJOR = 8
+_FORBIDDEN_CHARS = set('\\/*?"<>| ,#:')
 
 
 @dataclass
@@ -22,83 +26,157 @@ class CheckResult:
     ok: bool
     detail: str
     exit_code: int = 0
+    warning: bool = False  # ok for shipping, but worth saying
 
 
-def run_checks(client: Elasticsearch, settings: ConnectionSettings, target: str, *,
-               is_index: bool = False) -> Iterator[CheckResult]:
-    """Connection and TLS, credentials, version, target, privileges; stops at the first
-    check the others depend on."""
+def target_problem(name: str, *, is_index: bool = False) -> str | None:
+    """Why Elasticsearch would refuse *name* as an index or data stream name, or None."""
+    kind = "index" if is_index else "data stream"
+    if not name:
+        return f"the {kind} name is empty"
+    if name != name.lower():
+        return f"{kind} name {name!r} must be lowercase"
+    bad = sorted(set(name) & _FORBIDDEN_CHARS)
+    if bad:
+        return f"{kind} name {name!r} may not contain {' '.join(repr(c) for c in bad)}"
+    if name.startswith(("-", "_", "+")):
+        return f"{kind} name {name!r} may not start with '-', '_' or '+'"
+    if name in (".", ".."):
+        return f"{kind} name {name!r} is not allowed"
+    if len(name.encode()) > 255:
+        return f"{kind} name {name[:40]!r}... is longer than 255 bytes"
+    return None
+
+
+def _cluster(answer: ClusterAnswer, settings: ConnectionSettings) -> Iterator[CheckResult]:
+    """Connection, TLS and credentials; ends with a failed result when nothing else can be asked."""
     urls = settings.shown_urls()
-    answer = ask_cluster(client)
-    problem, detail = answer.problem, answer.detail
-    if problem == "tls":
-        yield CheckResult("tls", False, f"TLS with {urls} failed ({detail}): give the cluster's CA certificate "
-                                        "with --ca-certs", EXIT_CONFIG)
+    meaning = explain(answer, settings)
+    if not meaning.ok:
+        name = {"credentials": "credentials", "tls": "tls"}.get(answer.problem or "", "connection")
+        if name == "credentials":
+            yield CheckResult("connection", True, f"{urls} answers")
+        yield CheckResult(name, False, meaning.message, meaning.exit_code)
         return
-    if problem == "unreachable":
-        yield CheckResult("connection", False, f"cannot reach {urls} ({detail}): is Elasticsearch running and "
-                                               "reachable from here? check --es-url", EXIT_CONFIG)
-        return
-    if problem == "credentials":
-        yield CheckResult("connection", True, f"{urls} answers")
-        yield CheckResult("credentials", False, "Elasticsearch refused the credentials (HTTP 401): check --api-key "
-                                                "or --username/--password", EXIT_AUTH)
-        return
-    if problem == "not_elasticsearch":
-        yield CheckResult("connection", False, f"the server at {urls} is not Elasticsearch", EXIT_CONFIG)
-        return
-    if problem is not None:
-        yield CheckResult("connection", False, f"{urls} answered {detail}",
-                          EXIT_AUTH if problem == "forbidden" else EXIT_CONFIG)
-        return
-    yield CheckResult("connection", True, f"{urls} answers" + (" over TLS, verified" if "https" in urls and
-                                                               not settings.insecure else ""))
-    yield CheckResult("credentials", True, "accepted" if (settings.api_key or settings.username) else
-                      "none needed (security is off, or anonymous access)")
+    tls = " over TLS, verified" if "https" in urls and not settings.insecure else ""
+    yield CheckResult("connection", True, f"{urls} answers{tls}")
+    yield CheckResult(
+        "credentials",
+        True,
+        "accepted" if (settings.api_key or settings.username) else "none needed (security is off, or anonymous access)",
+    )
     version = answer.version
     major = int(version.split(".")[0]) if version.split(".")[0].isdigit() else 0
-    yield CheckResult("version", major >= MIN_MAJOR,
-                      f"Elasticsearch {version}" + ("" if major >= MIN_MAJOR else
-                                                    f": amebo-logship needs {MIN_MAJOR}.x or later"),
-                      0 if major >= MIN_MAJOR else EXIT_CONFIG)
-    yield _target(client, target, is_index)
-    yield _privileges(client, target)
+    if answer.problem == "forbidden":
+        yield CheckResult("version", True, "not known: the credentials may not read cluster information", warning=True)
+        return
+    yield CheckResult(
+        "version",
+        major >= MIN_MAJOR,
+        f"Elasticsearch {version}" + ("" if major >= MIN_MAJOR else f": amebo-logship needs {MIN_MAJOR}.x or later"),
+        0 if major >= MIN_MAJOR else EXIT_CONFIG,
+    )
 
 
-def _target(client: Elasticsearch, target: str, is_index: bool) -> CheckResult:
+def run_checks(
+    client: Any, settings: ConnectionSettings, target: str, *, is_index: bool = False
+) -> Iterator[CheckResult]:
+    """Connection and TLS, credentials, version, target, privileges; stops at the first
+    check the others depend on."""
+    results = list(_cluster(ask_cluster(client), settings))
+    yield from results
+    if not all(r.ok for r in results):
+        return
+    problem = target_problem(target, is_index=is_index)
+    if problem is not None:
+        yield CheckResult(
+            "target", False, f"{problem}: choose another --{'index' if is_index else 'data-stream'}", EXIT_CONFIG
+        )
+        return
+    target_result, exists = _target(client, target, is_index)
+    yield target_result
+    yield _privileges(client, target, exists)
+
+
+def preflight(
+    client: Any, settings: ConnectionSettings, target: str, *, is_index: bool = False
+) -> Iterator[CheckResult]:
+    """What ``ship`` asks before reading: :func:`run_checks`, except that a missing template
+    is a warning (Elasticsearch still takes the documents, with dynamic mappings)."""
+    for result in run_checks(client, settings, target, is_index=is_index):
+        if result.name == "target" and not result.ok and "amebo-logship setup" in result.detail:
+            yield CheckResult("target", True, result.detail, warning=True)
+        else:
+            yield result
+
+
+def _target(client: Any, target: str, is_index: bool) -> tuple[CheckResult, bool]:
+    """(the verdict on *target*, whether it exists already)."""
     if is_index:
-        exists = client.options(ignore_status=404).indices.exists(index=target)
-        return CheckResult("target", True, f"index {target} " + ("exists" if exists else
-                                                                 "will be created on the first write"))
+        try:
+            exists = bool(client.options(ignore_status=404).indices.exists(index=target))
+        except (ApiError, TransportError) as exc:
+            return CheckResult("target", True, f"index {target}: not checked ({exc})", warning=True), True
+        return CheckResult(
+            "target", True, f"index {target} " + ("exists" if exists else "will be created on the first write")
+        ), exists
     try:
         client.indices.get_data_stream(name=target)
-        return CheckResult("target", True, f"data stream {target} exists")
+        return CheckResult("target", True, f"data stream {target} exists"), True
     except ApiError as exc:
         if exc.status_code != 404:
-            return CheckResult("target", False, f"cannot read data stream {target}: HTTP {exc.status_code}: "
-                                                "grant view_index_metadata on it, or check it by hand", EXIT_AUTH)
+            return CheckResult(
+                "target",
+                True,
+                f"data stream {target}: not checked (HTTP {exc.status_code}: the "
+                "credentials may not read its metadata)",
+                warning=True,
+            ), True
+    except TransportError as exc:
+        return CheckResult("target", True, f"data stream {target}: not checked ({exc})", warning=True), True
     try:
         templates = client.indices.get_index_template(name="*").body.get("index_templates", [])
-    except ApiError:
+    except (ApiError, TransportError):
         templates = []
-    matching = [t for t in templates if "data_stream" in t["index_template"] and any(
-        fnmatch.fnmatchcase(target, p) for p in t["index_template"].get("index_patterns", []))]
+    matching = [
+        t
+        for t in templates
+        if "data_stream" in t["index_template"]
+        and any(fnmatch.fnmatchcase(target, p) for p in t["index_template"].get("index_patterns", []))
+    ]
     if matching:
         best = max(matching, key=lambda t: t["index_template"].get("priority", 0))
-        return CheckResult("target", True, f"data stream {target} will be created on the first write "
-                                           f"(template {best['name']})")
-    return CheckResult("target", False, f"no data stream {target} and no data-stream template matches it: run "
-                                        "`amebo-logship setup`, or name a data stream matching logs-*-*", EXIT_CONFIG)
+        return CheckResult(
+            "target", True, f"data stream {target} will be created on the first write (template {best['name']})"
+        ), False
+    return CheckResult(
+        "target",
+        False,
+        f"no data stream {target} and no data-stream template matches it: run "
+        "`amebo-logship setup`, or name a data stream matching logs-*-*",
+        EXIT_CONFIG,
+    ), False
 
 
-def _privileges(client: Elasticsearch, target: str) -> CheckResult:
+def _privileges(client: Any, target: str, exists: bool) -> CheckResult:
+    wanted = ["create_doc"] if exists else ["create_doc", "auto_configure"]
     try:
-        answer = client.security.has_privileges(index=[{"names": [target], "privileges": ["create_doc"]}])
+        answer = client.security.has_privileges(index=[{"names": [target], "privileges": wanted}])
     except ApiError as exc:
         if exc.status_code in (400, 500) or "security" in str(exc.message).lower():
             return CheckResult("privileges", True, "not checked: security is off on this cluster")
         return CheckResult("privileges", False, f"cannot check privileges (HTTP {exc.status_code})", EXIT_AUTH)
+    except TransportError as exc:
+        return CheckResult("privileges", True, f"not checked ({exc})", warning=True)
     if answer.body.get("has_all_requested"):
-        return CheckResult("privileges", True, f"may create documents in {target}")
-    return CheckResult("privileges", False, f"the credentials may not create documents in {target}: grant "
-                                            "create_doc and auto_configure on it (or on logs-amebo-*)", EXIT_AUTH)
+        return CheckResult("privileges", True, f"may {' and '.join(wanted)} in {target}")
+    granted = answer.body.get("index", {}).get(target, {})
+    missing = [p for p in wanted if not granted.get(p)] or wanted
+    return CheckResult(
+        "privileges",
+        False,
+        f"the credentials may not create documents in {target} (missing "
+        f"{', '.join(missing)}): grant {' and '.join(wanted)} on it (or on "
+        "logs-amebo-*)",
+        EXIT_AUTH,
+    )

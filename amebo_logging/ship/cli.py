@@ -1,13 +1,16 @@
-"""The ``amebo-logship`` command (click): ``ship`` and ``reset-state``.
+"""The ``amebo-logship`` command: thin click commands over the shipper and its checks.
 
-Every option also reads an ``AMEBO_LOGSHIP_*`` variable.  Operator errors print one line
-and exit with a documented code (errors.py); the shipper's own logs are JSON on stderr.
+Each command parses its options (:mod:`.params`: command line > ``AMEBO_LOGSHIP_*`` >
+``--config`` > default), builds what it runs, runs it and maps the outcome to the one
+exit-code table (:mod:`.errors`).  Errors are one line, ``amebo-logship: error: ...``, naming
+the cause and the fix; never a traceback, except for a bug (exit 1).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -16,11 +19,19 @@ from typing import Any
 import click
 
 from .. import configure_logging, get_logger
-from .connection import ConnectionSettings, make_client, probe
-from .errors import EXIT_AUTH, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
-from .state import StateError, reset_state
+from .connection import ConnectionSettings, ask_cluster, explain, make_client
+from .errors import EXIT_AUTH, EXIT_CODES, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
+from .params import SIZE, EnvOption, config_option, env
+from .state import StateError
 
-__all__ = ["main"]
+__all__ = ["main", "run"]
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+PRECEDENCE = (
+    "Each option is taken from the command line, else its AMEBO_LOGSHIP_* variable, else the --config "
+    "file, else its default."
+)
+_TIME_UNIT = re.compile(r"^\d+(d|h|m|s|ms|micros|nanos)$")
 
 
 def default_state_dir() -> Path:
@@ -29,214 +40,455 @@ def default_state_dir() -> Path:
     return Path(base) / "amebo-logship"
 
 
-def _env(name: str) -> str:
-    return f"AMEBO_LOGSHIP_{name}"
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("amebo-logging")
+    except PackageNotFoundError:
+        return "unknown"
 
 
-def _secret(ctx: click.Context, value: str | None, file_value: Path | None, option: str, variable: str) -> str | None:
-    if file_value is not None:
-        try:
-            return file_value.read_text().strip()
-        except OSError as exc:
-            raise OperatorError(EXIT_CONFIG, f"cannot read {option}-file {file_value}: {exc.strerror}") from None
-    if value is not None and ctx.get_parameter_source(option.lstrip("-").replace("-", "_")) == click.core.ParameterSource.COMMANDLINE:
-        click.echo(f"amebo-logship: warning: {option} on the command line is visible to every user in the process "
-                   f"list; use {variable} or {option}-file instead", err=True)
-    return value
+def option(*decls: str, **kwargs: Any) -> Any:
+    return click.option(*decls, cls=EnvOption, **kwargs)
+
+
+def version_option(fn: Any) -> Any:
+    return click.version_option(
+        _version(), "--version", prog_name="amebo-logship", message="%(prog)s (amebo-logging) %(version)s"
+    )(fn)
+
+
+def state_dir_option(fn: Any) -> Any:
+    return option(
+        "--state-dir",
+        type=click.Path(path_type=Path, file_okay=False, readable=False),
+        default=default_state_dir,
+        show_default="$XDG_STATE_HOME/amebo-logship",
+        help="Where offsets (and, by default, the dead-letter file) are kept.",
+    )(fn)
 
 
 def connection_options(fn: Any) -> Any:
     """The options every command that talks to Elasticsearch takes."""
     options = [
-        click.option("--es-url", "es_urls", multiple=True, envvar=_env("ES_URL"), default=["http://localhost:9200"],
-                     show_default=True, help="Elasticsearch URL; repeat for several nodes."),
-        click.option("--api-key", envvar=_env("API_KEY"), help="API key (base64 id:key)."),
-        click.option("--api-key-file", type=click.Path(path_type=Path, dir_okay=False), envvar=_env("API_KEY_FILE"),
-                     help="Read the API key from this file."),
-        click.option("--username", envvar=_env("USERNAME"), help="User for basic authentication."),
-        click.option("--password", envvar=_env("PASSWORD"), help="Password for basic authentication."),
-        click.option("--password-file", type=click.Path(path_type=Path, dir_okay=False), envvar=_env("PASSWORD_FILE"),
-                     help="Read the password from this file."),
-        click.option("--ca-certs", type=click.Path(dir_okay=False), envvar=_env("CA_CERTS"),
-                     help="CA bundle to verify the cluster's certificate."),
-        click.option("--insecure", is_flag=True, envvar=_env("INSECURE"),
-                     help="Do NOT verify TLS certificates (anyone on the path can read and change the logs)."),
-        click.option("--compress", is_flag=True, envvar=_env("COMPRESS"), help="gzip request bodies."),
+        option(
+            "--es-url",
+            "es_urls",
+            multiple=True,
+            default=["http://localhost:9200"],
+            show_default=True,
+            metavar="URL",
+            help="Elasticsearch URL; repeat (or separate by commas in the variable) for several nodes.",
+        ),
+        option(
+            "--api-key",
+            help="API key (base64 id:key). Visible in the process list: prefer the variable or --api-key-file.",
+        ),
+        option(
+            "--api-key-file",
+            type=click.Path(path_type=Path, dir_okay=False, readable=False),
+            help="Read the API key from this file.",
+        ),
+        option("--username", help="User for basic authentication."),
+        option("--password", help="Password for basic authentication. Prefer the variable or --password-file."),
+        option(
+            "--password-file",
+            type=click.Path(path_type=Path, dir_okay=False, readable=False),
+            help="Read the password from this file.",
+        ),
+        option(
+            "--ca-certs",
+            type=click.Path(dir_okay=False, readable=False),
+            metavar="FILE",
+            help="CA bundle (PEM) that signed the cluster's certificate  [default: the system's CAs]",
+        ),
+        option(
+            "--insecure",
+            is_flag=True,
+            help="Do NOT verify TLS certificates (anyone on the path can read and change the logs).",
+        ),
+        option("--compress", is_flag=True, help="gzip request bodies (worth it across a network)."),
     ]
-    for option in reversed(options):
-        fn = option(fn)
+    for opt in reversed(options):
+        fn = opt(fn)
     return fn
 
 
+def target_options(fn: Any) -> Any:
+    fn = option("--index", default=None, help="Target index, instead of a data stream.")(fn)
+    return option("--data-stream", default=None, help="Target data stream  [default: logs-amebo-default]")(fn)
+
+
+def _secret(ctx: click.Context, value: str | None, file_value: Path | None, name: str) -> str | None:
+    if file_value is not None:
+        try:
+            return file_value.read_text().strip()
+        except OSError as exc:
+            raise OperatorError(EXIT_CONFIG, f"cannot read --{name}-file {file_value}: {exc.strerror}") from None
+    source = ctx.get_parameter_source(name.replace("-", "_"))
+    if value is not None and source == click.core.ParameterSource.COMMANDLINE:
+        click.echo(
+            f"amebo-logship: warning: --{name} on the command line is visible to every user in the process "
+            f"list; use {env(name)} or --{name}-file instead",
+            err=True,
+        )
+    return value
+
+
 def build_connection(ctx: click.Context, params: dict[str, Any]) -> ConnectionSettings:
-    api_key = _secret(ctx, params["api_key"], params["api_key_file"], "--api-key", _env("API_KEY"))
-    password = _secret(ctx, params["password"], params["password_file"], "--password", _env("PASSWORD"))
+    api_key = _secret(ctx, params["api_key"], params["api_key_file"], "api-key")
+    password = _secret(ctx, params["password"], params["password_file"], "password")
     if params["insecure"]:
-        click.echo("amebo-logship: WARNING: --insecure: TLS certificates are NOT verified; anyone on the network "
-                   "path can read and change what is shipped", err=True)
-    return ConnectionSettings(urls=list(params["es_urls"]), api_key=api_key, username=params["username"],
-                              password=password, ca_certs=params["ca_certs"], insecure=params["insecure"],
-                              compress=params["compress"])
+        click.echo(
+            "amebo-logship: WARNING: --insecure: TLS certificates are NOT verified; anyone on the network "
+            "path can read and change what is shipped",
+            err=True,
+        )
+    return ConnectionSettings(
+        urls=list(params["es_urls"]),
+        api_key=api_key,
+        username=params["username"],
+        password=password,
+        ca_certs=params["ca_certs"],
+        insecure=params["insecure"],
+        compress=params["compress"],
+    )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="amebo-logging")
+def _own_logging(log_format: str, verbosity: int, stream: Any) -> Any:
+    """The shipper's own records: console lines for a person at a terminal, else ECS JSON."""
+    fmt = None if log_format == "auto" else log_format
+    if fmt is None and not (os.environ.get("AMEBO_LOG_FORMAT") or "").strip():
+        fmt = "console" if stream.isatty() else "json"
+    try:
+        base = logging.getLevelName((os.environ.get("AMEBO_LOG_LEVEL") or "info").strip().upper())
+        level = base if isinstance(base, int) else None
+        configure_logging(
+            stream=stream,
+            fmt=fmt,
+            service_name="amebo-logship",
+            service_version=_version(),
+            level=None if level is None else min(50, max(10, level - 10 * verbosity)),
+        )
+    except ValueError as exc:
+        raise OperatorError(EXIT_CONFIG, str(exc)) from None
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)  # its retries are ours to report
+    return get_logger("amebo.logship")
+
+
+def _fail(code: int, message: str) -> None:
+    click.echo(f"amebo-logship: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _exit_codes() -> str:
+    return "\n".join(f"  {code:<5} {meaning}" for code, meaning in EXIT_CODES)
+
+
+@click.group(context_settings=CONTEXT, epilog="\b\nExit codes:\n" + _exit_codes())
+@version_option
 def main() -> None:
-    """Ship Amebo's JSON log files into Elasticsearch, every complete line exactly once."""
+    """Ship Amebo's JSON log files into Elasticsearch, every complete line exactly once.
+
+    \b
+    Start here:
+      amebo-logship ship amebo.log --once --dry-run        see the documents, no cluster needed
+      amebo-logship check --es-url https://es:9200         would shipping work?
+      amebo-logship setup --es-url https://es:9200         templates, ILM, Kibana objects
+      amebo-logship ship '/var/log/amebo/*.log' --es-url https://es:9200
+    """
 
 
-@main.command()
+@main.command(context_settings=CONTEXT, epilog=PRECEDENCE)
 @click.argument("patterns", nargs=-1, required=True)
+@config_option("ship")
 @connection_options
-@click.option("--data-stream", envvar=_env("DATA_STREAM"), default=None,
-              help="Target data stream  [default: logs-amebo-default]")
-@click.option("--index", envvar=_env("INDEX"), default=None, help="Target index, instead of a data stream.")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False, readable=False), envvar=_env("STATE_DIR"),
-              default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship",
-              help="Where offsets are kept.")
-@click.option("--dead-letter", type=click.Path(path_type=Path, dir_okay=False, readable=False), envvar=_env("DEAD_LETTER"),
-              help="NDJSON file for refused documents  [default: STATE_DIR/dead-letter.ndjson]")
-@click.option("--exclude", "excludes", multiple=True, envvar=_env("EXCLUDE"), help="Glob of paths to skip.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=5000, show_default=True,
-              envvar=_env("BATCH_SIZE"), help="Documents per bulk request at most.")
-@click.option("--batch-bytes", type=click.IntRange(1024), default=10 * 1024 * 1024, show_default=True,
-              envvar=_env("BATCH_BYTES"), help="Bytes per bulk request at most.")
-@click.option("--flush-interval", type=click.FloatRange(0.01), default=1.0, show_default=True,
-              envvar=_env("FLUSH_INTERVAL"), help="Send a partial batch after this many seconds.")
-@click.option("--max-line-bytes", type=click.IntRange(64), default=1024 * 1024, show_default=True,
-              envvar=_env("MAX_LINE_BYTES"), help="Longer lines are shipped cut to this, tagged truncated.")
-@click.option("--scan-interval", type=click.FloatRange(0.05), default=1.0, show_default=True,
-              envvar=_env("SCAN_INTERVAL"), help="Seconds between looks for new, renamed and deleted files.")
-@click.option("--close-inactive", type=click.FloatRange(0.0), default=300.0, show_default=True,
-              envvar=_env("CLOSE_INACTIVE"), help="Close a file renamed away after this many idle seconds.")
-@click.option("--shutdown-timeout", type=click.FloatRange(0.0), default=30.0, show_default=True,
-              envvar=_env("SHUTDOWN_TIMEOUT"), help="On SIGTERM/SIGINT, seconds to deliver what was read.")
-@click.option("--backoff-initial", type=click.FloatRange(0.001), default=0.5, show_default=True,
-              envvar=_env("BACKOFF_INITIAL"), help="First retry delay (seconds); doubles per failure.")
-@click.option("--backoff-max", type=click.FloatRange(0.001), default=30.0, show_default=True,
-              envvar=_env("BACKOFF_MAX"), help="Longest retry delay (seconds).")
-@click.option("--once", is_flag=True, envvar=_env("ONCE"),
-              help="Ship what the files hold now, wait for every acknowledgement, exit (a backfill).")
-@click.option("--wait-for-files", is_flag=True, envvar=_env("WAIT_FOR_FILES"),
-              help="Start even when no file matches yet.")
-@click.option("--metrics-addr", envvar=_env("METRICS_ADDR"), metavar="HOST:PORT",
-              help="Serve Prometheus /metrics and /health here (off by default).")
-@click.option("--health-stall-seconds", type=click.FloatRange(1.0), default=300.0, show_default=True,
-              envvar=_env("HEALTH_STALL_SECONDS"),
-              help="/health is 503 when nothing was delivered this long while lines wait.")
-@click.option("--give-up-after", type=click.FloatRange(0.0), default=60.0, show_default=True,
-              envvar=_env("GIVE_UP_AFTER"),
-              help="--once: exit 6 when Elasticsearch accepts nothing for this many seconds.")
-@click.option("--max-open-files", type=click.IntRange(1), default=None, envvar=_env("MAX_OPEN_FILES"),
-              help="Descriptors held at most  [default: the process limit less 64]")
-@click.option("--dry-run", is_flag=True, envvar=_env("DRY_RUN"),
-              help="Print the bulk requests (NDJSON) on stdout instead of sending them; save no offsets.")
+@target_options
+@state_dir_option
+@option(
+    "--dead-letter",
+    type=click.Path(path_type=Path, dir_okay=False, readable=False),
+    metavar="FILE",
+    help="NDJSON file for refused documents  [default: STATE_DIR/dead-letter.ndjson]",
+)
+@option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip paths matching this; repeatable.")
+@option("--once", is_flag=True, help="Ship what the files hold now, wait for every acknowledgement, exit (a backfill).")
+@option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the bulk requests (NDJSON) on stdout instead of sending them; save no "
+    "offsets; no cluster needed. Implies --once.",
+)
+@option(
+    "--give-up-after",
+    type=click.FloatRange(0.0),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="--once: exit 6 when Elasticsearch accepts nothing this long (nothing is lost).",
+)
+@option(
+    "--batch-size",
+    type=click.IntRange(1, 100_000),
+    default=5000,
+    show_default=True,
+    help="Documents per bulk request at most.",
+)
+@option(
+    "--batch-bytes",
+    type=SIZE(1024),
+    default="10MiB",
+    show_default=True,
+    help="Bytes per bulk request at most (10MiB, 512KiB, ...).",
+)
+@option(
+    "--flush-interval",
+    type=click.FloatRange(0.01),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Send a partial batch after this long at most (sooner when the sender is idle).",
+)
+@option(
+    "--max-line-bytes",
+    type=SIZE(64),
+    default="1MiB",
+    show_default=True,
+    help="Longer lines are shipped cut to this, tagged truncated.",
+)
+@option(
+    "--scan-interval",
+    type=click.FloatRange(0.05),
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How often the patterns are matched again (also while sending is blocked).",
+)
+@option(
+    "--close-inactive",
+    type=click.FloatRange(0.0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Close a finished file after this long idle; it is opened again when it grows.",
+)
+@option(
+    "--max-open-files",
+    type=click.IntRange(1),
+    default=None,
+    metavar="N",
+    help="Descriptors held at most  [default: `ulimit -n` less 64]",
+)
+@option(
+    "--shutdown-timeout",
+    type=click.FloatRange(0.0),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="On SIGTERM/SIGINT, how long to deliver what was read (a second signal stops at once).",
+)
+@option(
+    "--backoff-initial",
+    type=click.FloatRange(0.001),
+    default=0.5,
+    show_default=True,
+    metavar="SECONDS",
+    help="First retry delay; doubles per failure, with jitter.",
+)
+@option(
+    "--backoff-max",
+    type=click.FloatRange(0.001),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest retry delay.",
+)
+@option("--wait-for-files", is_flag=True, help="Start even when no file matches yet.")
+@option("--metrics-addr", metavar="HOST:PORT", help="Serve Prometheus /metrics and /health here  [default: off]")
+@option(
+    "--health-stall-seconds",
+    type=click.FloatRange(1.0),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="/health is 503 when nothing was delivered this long while lines wait.",
+)
+@option(
+    "--log-format",
+    type=click.Choice(["auto", "json", "console"]),
+    default="auto",
+    show_default=True,
+    help="The shipper's own logs on stderr: auto is console on a terminal, JSON otherwise.",
+)
+@click.option("-v", "--verbose", count=True, help="More of the shipper's own logs (-vv: everything).")
+@click.option("-q", "--quiet", count=True, help="Fewer: warnings and errors only (-qq: errors).")
+@version_option
 @click.pass_context
-def ship(ctx: click.Context, patterns: tuple[str, ...], **params: Any) -> None:
-    """Follow the files matching PATTERNS (globs) and ship their lines to Elasticsearch."""
+def ship(ctx: click.Context, patterns: tuple[str, ...], verbose: int, quiet: int, **params: Any) -> None:
+    """Follow the files matching PATTERNS (globs; ** matches subdirectories) and ship every
+    complete line to Elasticsearch, exactly once, until SIGTERM or SIGINT.
+
+    \b
+    Examples:
+      # see what would be shipped: the bulk requests on stdout, no cluster, no state written
+      amebo-logship ship amebo.log --once --dry-run
+      # backfill, then delete only what was shipped (exit 0 means every line is in)
+      amebo-logship ship /var/log/amebo/old.log --once && rm /var/log/amebo/old.log
+      # follow, with the API key in a file and metrics for Prometheus
+      AMEBO_LOGSHIP_API_KEY_FILE=/run/secrets/es-key amebo-logship ship '/var/log/amebo/**/*.log' \\
+          --es-url https://es.example.com:9200 --metrics-addr 0.0.0.0:9109
+      # everything from a file
+      amebo-logship ship --config /etc/amebo-logship.toml
+    """
     from .report import LogStream, Progress, exit_code, summary_lines
     from .shipper import ShipOptions, Shipper
 
-    progress = Progress() if params["once"] and not params["dry_run"] and _isatty(sys.stderr) else None
-    configure_logging(stream=LogStream(sys.stderr, progress), fmt=os.environ.get("AMEBO_LOG_FORMAT") or "json",
-                      service_name="amebo-logship", service_version=_version())
-    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)  # its retries are ours to report
-    log = get_logger("amebo.logship")
-    try:
-        if params["data_stream"] and params["index"]:
-            raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
-        settings = build_connection(ctx, params)
-        if params["dry_run"]:
-            from .dryrun import ConsoleClient
-
-            client: Any = ConsoleClient()
-        else:
-            client = make_client(settings)
-            found = probe(client, settings)
-            if found.reachable:
-                log.info("elasticsearch_reachable", version=found.version, **{"url.full": settings.shown_urls()})
-            else:
-                log.warning("elasticsearch_unreachable", reason=found.problem, **{"url.full": settings.shown_urls()},
-                            action="reading waits and retries until it answers")
-        options = ShipOptions(
-            patterns=list(patterns), target=params["index"] or params["data_stream"] or "logs-amebo-default",
-            state_dir=params["state_dir"], dead_letter=params["dead_letter"], excludes=list(params["excludes"]),
-            batch_size=params["batch_size"], batch_bytes=params["batch_bytes"],
-            flush_interval=params["flush_interval"], max_line_bytes=params["max_line_bytes"],
-            scan_interval=params["scan_interval"], shutdown_timeout=params["shutdown_timeout"],
-            close_inactive=params["close_inactive"], backoff_initial=params["backoff_initial"],
-            backoff_max=params["backoff_max"], once=params["once"] or params["dry_run"],
-            wait_for_files=params["wait_for_files"], give_up_after=params["give_up_after"],
-            max_open_files=params["max_open_files"], dry_run=params["dry_run"], where=settings.shown_urls(),
-        )
-        monitor_at = _parse_addr(params["metrics_addr"]) if params["metrics_addr"] else None
-        shipper = Shipper(options, client, log, progress=progress)
-        if monitor_at is not None:
-            from .monitor import MonitorServer
-
-            try:
-                monitor = MonitorServer(shipper, client, *monitor_at,
-                                        stall_seconds=params["health_stall_seconds"]).start()
-            except OSError as exc:
-                shipper.close()
-                raise OperatorError(EXIT_CONFIG, f"cannot serve metrics on {params['metrics_addr']}: "
-                                                 f"{exc.strerror or exc}") from None
-            host, port = monitor.address[:2]
-            log.info("monitor_listening", **{"url.full": f"http://{_host_for_url(host)}:{port}/metrics"},
-                     port=port)
-    except StateError as exc:
-        _fail(EXIT_STATE, str(exc))
-    except OperatorError as exc:
-        _fail(exc.exit_code, exc.message)
+    dry_run, once = params["dry_run"], params["once"] or params["dry_run"]
+    progress = Progress() if once and not dry_run and not quiet and sys.stderr.isatty() else None
+    log = _own_logging(params["log_format"], verbose - quiet, LogStream(sys.stderr, progress))
+    if params["data_stream"] and params["index"]:
+        raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
+    for pattern in patterns:
+        if os.path.isdir(os.path.expanduser(pattern)):
+            raise OperatorError(
+                EXIT_CONFIG,
+                f"{pattern} is a directory: give a glob of the files in it, e.g. "
+                f"'{pattern.rstrip('/')}/*.log' ('**/*.log' for subdirectories too)",
+            )
+    settings = build_connection(ctx, params)
+    options = ShipOptions.from_params(list(patterns), params, where=settings.shown_urls())
+    client = _ship_client(settings, options, log, dry_run, is_index=bool(params["index"]))
+    shipper = Shipper(options, client, log, progress=progress)
+    if params["metrics_addr"]:
+        _serve_metrics(shipper, client, settings, params, log)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name,
-                 shutdown_timeout=options.shutdown_timeout,
-                 action="a second signal stops at once (offsets are safe)")
+        log.info(
+            "stop_requested",
+            signal=signal.Signals(signum).name,
+            shutdown_timeout=options.shutdown_timeout,
+            action="delivering what was read; a second signal stops at once (offsets are safe)",
+        )
         shipper.request_stop(signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    log.info("shipping_started", patterns=list(patterns), target=options.target, once=options.once,
-             state_dir=str(options.state_dir), dry_run=options.dry_run)
+    log.info(
+        "shipping_started",
+        patterns=list(patterns),
+        target=options.target,
+        once=options.once,
+        state_dir=str(options.state_dir),
+        dry_run=dry_run,
+    )
     try:
         summary = shipper.run()
-    except StateError as exc:
-        _fail(EXIT_STATE, str(exc))
-    except OperatorError as exc:
-        _fail(exc.exit_code, exc.message)
     finally:
         if progress is not None:
             progress.finish()
     snap = summary.snapshot
     d, r = snap.delivery, snap.read
-    log.info("shipping_stopped", lines=r.lines, delivered=d.delivered, duplicates=d.duplicates,
-             dead_lettered=d.dead_lettered, failure_store=d.failure_store, parse_failures=r.parse_failures,
-             truncated=r.truncated, empty_lines=r.empty, unsettled=summary.unsettled,
-             left_bytes=summary.left_bytes, seconds=round(summary.seconds, 3), ended=summary.ended)
-    for path, nbytes in summary.partial_lines.items():
-        log.warning("partial_line_pending", **{"log.file.path": path}, bytes=nbytes,
-                    reason="the file ends without a newline; that line ships once it is complete")
+    log.info(
+        "shipping_stopped",
+        lines=r.lines,
+        delivered=d.delivered,
+        duplicates=d.duplicates,
+        dead_lettered=d.dead_lettered,
+        failure_store=d.failure_store,
+        parse_failures=r.parse_failures,
+        truncated=r.truncated,
+        empty_lines=r.empty,
+        unsettled=summary.unsettled,
+        left_bytes=summary.left_bytes,
+        seconds=round(summary.seconds, 3),
+        ended=summary.ended,
+    )
     code = exit_code(summary, options.once)
     if options.once:
-        click.echo("\n".join(summary_lines(summary)), err=options.dry_run)
+        click.echo("\n".join(summary_lines(summary)), err=dry_run)
     elif summary.fatal is not None or summary.state_error is not None:
         click.echo("\n".join(summary_lines(summary)[1:]), err=True)
     sys.exit(code)
 
 
-@main.command()
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False, readable=False), envvar=_env("STATE_DIR"),
-              default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
-@click.option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+def _ship_client(settings: ConnectionSettings, options: Any, log: Any, dry_run: bool, *, is_index: bool) -> Any:
+    """The client ``ship`` sends with, after the preflight: what ``check`` asks, asked first."""
+    from .checks import preflight, target_problem
+
+    problem = target_problem(options.target, is_index=is_index)
+    if problem is not None:
+        raise OperatorError(EXIT_CONFIG, f"{problem}: choose another --{'index' if is_index else 'data-stream'}")
+    if dry_run:
+        from .dryrun import ConsoleClient
+
+        return ConsoleClient()
+    client = make_client(settings)
+    answer = ask_cluster(client)
+    meaning = explain(answer, settings)
+    if not meaning.ok:
+        if not meaning.retry:
+            raise OperatorError(meaning.exit_code, meaning.message)
+        log.warning(
+            "elasticsearch_unreachable",
+            reason=meaning.message,
+            action=f"shipping waits for it{' up to --give-up-after' if options.once else ''}",
+        )
+        return client
+    log.info("elasticsearch_reachable", version=answer.version, **{"url.full": settings.shown_urls()})
+    for result in preflight(client, settings, options.target, is_index=is_index):
+        if not result.ok:
+            raise OperatorError(result.exit_code, f"{result.name}: {result.detail}")
+        if result.warning:
+            log.warning("preflight_warning", check=result.name, reason=result.detail)
+    return client
+
+
+def _serve_metrics(shipper: Any, client: Any, settings: ConnectionSettings, params: dict[str, Any], log: Any) -> None:
+    from .monitor import MonitorServer
+
+    host, port = _parse_addr(params["metrics_addr"])
+    try:
+        monitor = MonitorServer(
+            shipper, client, settings, host, port, stall_seconds=params["health_stall_seconds"]
+        ).start()
+    except OSError as exc:
+        shipper.close()
+        raise OperatorError(
+            EXIT_CONFIG, f"cannot serve metrics on {params['metrics_addr']}: {exc.strerror or exc}"
+        ) from None
+    bound_host, bound_port = monitor.address[:2]
+    log.info(
+        "monitor_listening",
+        **{"url.full": f"http://{_host_for_url(str(bound_host))}:{bound_port}/metrics"},
+        port=bound_port,
+    )
+
+
+@main.command(context_settings=CONTEXT, epilog=PRECEDENCE)
+@config_option("status")
+@state_dir_option
+@option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
+@version_option
 def status(state_dir: Path, as_json: bool) -> None:
-    """Every tracked file: identity, shipped offset, size, lag and last delivery."""
+    """Every tracked file: identity, shipped offset, size now, lag and last delivery.
+
+    \b
+    Examples:
+      amebo-logship status
+      amebo-logship status --state-dir /var/lib/amebo-logship --json | jq '.[] | select(.lag_bytes > 0)'
+    """
     from .status import file_status, render_table
 
     try:
         rows = file_status(state_dir)
     except StateError as exc:
-        _fail(EXIT_STATE, str(exc))
+        if exc.kind != "missing":
+            raise
+        rows = []
+        if not as_json:
+            click.echo(f"no files tracked in {state_dir}: nothing has been shipped with this --state-dir")
+            return
     if as_json:
         import orjson
 
@@ -245,71 +497,106 @@ def status(state_dir: Path, as_json: bool) -> None:
         click.echo(render_table(rows))
 
 
-@main.command()
+@main.command(context_settings=CONTEXT, epilog=PRECEDENCE)
+@config_option("check")
 @connection_options
-@click.option("--data-stream", envvar=_env("DATA_STREAM"), default=None,
-              help="Target data stream  [default: logs-amebo-default]")
-@click.option("--index", envvar=_env("INDEX"), default=None, help="Target index, instead of a data stream.")
+@target_options
+@version_option
 @click.pass_context
 def check(ctx: click.Context, **params: Any) -> None:
     """Check that shipping would work: connection, TLS, credentials, version, target, privileges.
 
-    Prints one line per check; each problem says what to do.  Exits 0 only when all pass."""
+    Prints one line per check; each problem says what to do.  Exits 0 only when all pass
+    (3 for a connection or set-up problem, 4 for credentials or privileges).
+
+    \b
+    Examples:
+      amebo-logship check --es-url https://es.example.com:9200 --api-key-file /run/secrets/es-key
+      AMEBO_LOGSHIP_ES_URL=http://localhost:9200 amebo-logship check --data-stream logs-amebo-prod
+    """
     from .checks import run_checks
 
-    try:
-        settings = build_connection(ctx, params)
-        client = make_client(settings)
-    except OperatorError as exc:
-        _fail(exc.exit_code, exc.message)
+    if params["data_stream"] and params["index"]:
+        raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
+    settings = build_connection(ctx, params)
+    client = make_client(settings)
     target = params["index"] or params["data_stream"] or "logs-amebo-default"
     code = 0
     for result in run_checks(client, settings, target, is_index=bool(params["index"])):
-        click.echo(f"{'ok  ' if result.ok else 'FAIL'}  {result.name}: {result.detail}")
+        mark = "ok  " if result.ok and not result.warning else ("warn" if result.ok else "FAIL")
+        click.echo(f"{mark}  {result.name}: {result.detail}")
         if not result.ok and code == 0:
             code = result.exit_code
     sys.exit(code)
 
 
-@main.command()
+@main.command(context_settings=CONTEXT, epilog=PRECEDENCE)
+@config_option("setup")
 @connection_options
-@click.option("--kibana-url", envvar=_env("KIBANA_URL"), help="Also import kibana/amebo.ndjson into this Kibana.")
-@click.option("--ilm-delete-after", default="90d", show_default=True, envvar=_env("ILM_DELETE_AFTER"),
-              help="Delete backing indices this long after they roll over.")
+@option("--kibana-url", metavar="URL", help="Also import the Kibana objects (data view, searches, dashboard) here.")
+@option(
+    "--ilm-delete-after",
+    default="90d",
+    show_default=True,
+    metavar="AGE",
+    help="Delete backing indices this long after they roll over (Elasticsearch time units: 90d, 12h, ...).",
+)
+@version_option
 @click.pass_context
 def setup(ctx: click.Context, kibana_url: str | None, ilm_delete_after: str, **params: Any) -> None:
     """Install the ILM policy and index templates (and, with --kibana-url, the Kibana objects).
 
-    Idempotent: prints what it created, updated or left unchanged."""
+    Idempotent: prints, per object, whether it was created, updated or left unchanged.  Needs
+    the manage_ilm and manage_index_templates cluster privileges.
+
+    \b
+    Examples:
+      amebo-logship setup --es-url https://es.example.com:9200 --username elastic --password-file pw
+      amebo-logship setup --es-url http://localhost:9200 --kibana-url http://localhost:5601 --ilm-delete-after 30d
+    """
     from elasticsearch import ApiError, AuthenticationException, TransportError
 
     from . import elastic_setup, kibana
 
+    if not _TIME_UNIT.match(ilm_delete_after):
+        raise OperatorError(
+            EXIT_CONFIG,
+            f"--ilm-delete-after {ilm_delete_after!r} is not an Elasticsearch time "
+            "value: use a number and a unit, e.g. 90d, 12h, 30m",
+        )
+    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
+    settings = build_connection(ctx, params)
+    client = make_client(settings)
     try:
-        settings = build_connection(ctx, params)
-        client = make_client(settings)
-        elastic_setup.apply(client, ilm_delete_after,
-                            report=lambda c: click.echo(f"{c.action:9}  {c.kind} {c.name}"))
-    except OperatorError as exc:
-        _fail(exc.exit_code, exc.message)
+        elastic_setup.apply(client, ilm_delete_after, report=lambda c: click.echo(f"{c.action:9}  {c.kind} {c.name}"))
     except AuthenticationException:
-        _fail(EXIT_AUTH, f"Elasticsearch at {settings.shown_urls()} refused the credentials (HTTP 401)")
+        raise OperatorError(EXIT_AUTH, explain(ask_cluster(client), settings).message) from None
     except ApiError as exc:
-        code = EXIT_AUTH if exc.status_code == 403 else EXIT_CONFIG
-        hint = ": the user needs the manage_ilm and manage_index_templates cluster privileges" \
-            if exc.status_code == 403 else ""
-        _fail(code, f"Elasticsearch refused the set-up (HTTP {exc.status_code}: {_reason(exc)}){hint}")
-    except TransportError as exc:
-        _fail(EXIT_CONFIG, f"cannot reach Elasticsearch at {settings.shown_urls()}: {exc.message}")
+        hint = (
+            ": the user needs the manage_ilm and manage_index_templates cluster privileges"
+            if exc.status_code == 403
+            else ""
+        )
+        raise OperatorError(
+            EXIT_AUTH if exc.status_code == 403 else EXIT_CONFIG,
+            f"Elasticsearch refused the set-up (HTTP {exc.status_code}: {_reason(exc)}){hint}",
+        ) from None
+    except TransportError:
+        raise OperatorError(EXIT_CONFIG, explain(ask_cluster(client), settings).message) from None
     if kibana_url:
-        headers = _auth_headers(settings)
         try:
-            answer = kibana.import_objects(kibana_url, kibana.ndjson().encode(), headers=headers,
-                                           ca_certs=settings.ca_certs, verify=not settings.insecure)
+            answer = kibana.import_objects(
+                kibana_url,
+                kibana.ndjson().encode(),
+                headers=_auth_headers(settings),
+                ca_certs=settings.ca_certs,
+                verify=not settings.insecure,
+            )
         except PermissionError as exc:
-            _fail(EXIT_AUTH, str(exc))
+            raise OperatorError(EXIT_AUTH, str(exc)) from None
         except RuntimeError as exc:
-            _fail(EXIT_CONFIG, str(exc))
+            raise OperatorError(EXIT_CONFIG, str(exc)) from None
         click.echo(f"imported   {answer.get('successCount', 0)} Kibana saved objects into {kibana_url}")
 
 
@@ -331,17 +618,35 @@ def _auth_headers(settings: ConnectionSettings) -> dict[str, str]:
     return {}
 
 
-@main.command("reset-state")
-@click.option("--state-dir", type=click.Path(path_type=Path, file_okay=False, readable=False), envvar=_env("STATE_DIR"),
-              default=default_state_dir, show_default="$XDG_STATE_HOME/amebo-logship")
-@click.confirmation_option(prompt="Forget every offset? Every file will be shipped again from its start")
-def reset_state_command(state_dir: Path) -> None:
-    """Forget all offsets (after a lost or corrupt database).
+@main.command("reset-state", context_settings=CONTEXT, epilog=PRECEDENCE)
+@config_option("reset-state")
+@state_dir_option
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@version_option
+def reset_state_command(state_dir: Path, yes: bool) -> None:
+    """Forget every offset (after a lost or corrupt database): every file is shipped again.
 
     Lines shipped before are skipped as duplicates while their documents are in the same
-    backing index; after a rollover they would be indexed again."""
+    backing index; after a rollover they would be indexed again.  Refused while a shipper
+    uses the directory.
+
+    \b
+    Examples:
+      amebo-logship reset-state --state-dir /var/lib/amebo-logship
+      amebo-logship reset-state --state-dir /var/lib/amebo-logship --yes
+    """
+    from .state import DB_NAME, MARKER, reset_state
+
+    if not any((state_dir / name).exists() for name in (DB_NAME, MARKER)):
+        click.echo(f"nothing to reset: no offsets in {state_dir}")
+        return
+    if not yes and not click.confirm(
+        f"Forget every offset in {state_dir}? Every file will be shipped again from its start", default=False
+    ):
+        click.echo("nothing was reset")
+        return
     reset_state(state_dir)
-    click.echo(f"offsets in {state_dir} were reset")
+    click.echo(f"offsets in {state_dir} were reset: the next run ships every file from its start")
 
 
 def _parse_addr(value: str) -> tuple[str, int]:
@@ -356,34 +661,29 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _isatty(stream: Any) -> bool:
-    try:
-        return bool(stream.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("amebo-logging")
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _fail(code: int, message: str) -> None:
-    click.echo(f"amebo-logship: error: {message}", err=True)
-    sys.exit(code)
-
-
 def run() -> None:
-    """Console-script entry: never a traceback for an unexpected error, exit code 1."""
+    """Console-script entry: every outcome mapped to the exit-code table; a traceback only for
+    a bug (exit 1, with "please report it")."""
     try:
-        main(standalone_mode=True)
+        main(standalone_mode=False, prog_name="amebo-logship")
+    except click.exceptions.Abort:
+        click.echo("amebo-logship: interrupted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:  # usage errors: exit 2, with click's own text
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OperatorError as exc:
+        _fail(exc.exit_code, exc.message)
+    except StateError as exc:
+        _fail(EXIT_STATE, str(exc))
+    except KeyboardInterrupt:
+        click.echo("amebo-logship: interrupted", err=True)
+        sys.exit(130)
     except SystemExit:
         raise
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
+    except Exception as exc:
         get_logger("amebo.logship").exception("internal_error")
-        click.echo(f"amebo-logship: internal error: {type(exc).__name__}: {exc} (please report it)", err=True)
+        click.echo(f"amebo-logship: internal error: {type(exc).__name__}: {exc} (a bug: please report it)", err=True)
         sys.exit(EXIT_FAILURE)

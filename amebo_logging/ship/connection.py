@@ -1,8 +1,10 @@
-"""Connection settings -> an Elasticsearch client, and the start-up probe.
+"""Connection settings -> an Elasticsearch client; asking the cluster who it is, and saying
+what its answer means.
 
 TLS verification is on unless ``insecure`` is set.  Secrets come from the settings only
 (options, environment variables or files), are never logged, and URLs are logged with any
-userinfo password redacted.
+userinfo password redacted.  :func:`explain` is the one place an answer becomes a message:
+``ship``'s start, ``check`` and ``/health`` all say the same thing for the same answer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
 from ..redaction import scrub_url_password
 from .errors import EXIT_AUTH, EXIT_CONFIG, OperatorError
 
-__all__ = ["ClusterAnswer", "ConnectionSettings", "ask_cluster", "make_client", "probe"]
+__all__ = ["ClusterAnswer", "ConnectionSettings", "Explanation", "ask_cluster", "explain", "make_client"]
 
 
 class _JsonSerializer(OrjsonSerializer):
@@ -29,7 +31,7 @@ class _JsonSerializer(OrjsonSerializer):
 
     def loads(self, data: bytes) -> Any:
         items_at = data.find(b'"items":[', 0, 256)
-        if items_at > 0 and b'"errors":false' in data[:items_at]:
+        if items_at > 0 and b'"errors":false' in data[:items_at] and b'"failure_store":"used"' not in data:
             return {"errors": False, "items_count": data.count(b'"status":', items_at)}
         return super().loads(data)
 
@@ -60,18 +62,27 @@ class ConnectionSettings:
 
 
 def _check_url(url: str) -> None:
+    shown = scrub_url_password(url)
+    if "://" not in url:
+        raise OperatorError(
+            EXIT_CONFIG,
+            f"--es-url {shown!r} has no scheme: use http://{shown} (or https://{shown} for a cluster with TLS)",
+        )
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise OperatorError(EXIT_CONFIG, f"--es-url {scrub_url_password(url)!r} is not a valid URL: {exc}") from None
+        raise OperatorError(
+            EXIT_CONFIG,
+            f"--es-url {shown!r} is not a valid URL ({exc}): use a URL like "
+            "https://es.example.com:9200; give several nodes as separate --es-url "
+            "options, or separated by commas in AMEBO_LOGSHIP_ES_URL",
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise OperatorError(
             EXIT_CONFIG,
-            f"--es-url {scrub_url_password(url)!r} is not an http(s) URL with a host: "
-            "use a URL like https://es.example.com:9200",
+            f"--es-url {shown!r} is not an http(s) URL with a host: use a URL like https://es.example.com:9200",
         )
-    del port
 
 
 def make_client(settings: ConnectionSettings) -> Elasticsearch:
@@ -80,6 +91,19 @@ def make_client(settings: ConnectionSettings) -> Elasticsearch:
         _check_url(url)
     if settings.password is not None and settings.username is None:
         raise OperatorError(EXIT_CONFIG, "a password was given without --username: give both, or use --api-key")
+    if settings.ca_certs is not None:
+        import os
+
+        if not os.path.isfile(settings.ca_certs):
+            raise OperatorError(
+                EXIT_CONFIG,
+                f"--ca-certs {settings.ca_certs}: no such file: give the path of the "
+                "PEM file holding the CA certificate that signed the cluster's",
+            )
+        if not os.access(settings.ca_certs, os.R_OK):
+            raise OperatorError(
+                EXIT_CONFIG, f"--ca-certs {settings.ca_certs} cannot be read by this user: fix its permissions"
+            )
     kwargs: dict[str, Any] = {
         "serializers": {"application/json": _JsonSerializer(), "application/x-ndjson": _BulkBodySerializer()},
         "request_timeout": settings.request_timeout,
@@ -131,36 +155,97 @@ def ask_cluster(client: Elasticsearch) -> ClusterAnswer:
     except (TransportConnectionError, ConnectionTimeout) as exc:
         return ClusterAnswer(None, "unreachable", f"{type(exc).__name__}: {exc.message}")
     except ApiError as exc:
-        return ClusterAnswer(None, "forbidden" if exc.status_code == 403 else "http",
-                             f"HTTP {exc.status_code}: {exc.message}")
+        return ClusterAnswer(
+            None, "forbidden" if exc.status_code == 403 else "http", f"HTTP {exc.status_code}: {exc.message}"
+        )
 
 
-@dataclass
-class ProbeResult:
-    reachable: bool
-    version: str | None = None
-    problem: str | None = None
+@dataclass(frozen=True)
+class Explanation:
+    """What a :class:`ClusterAnswer` means: *ok*; else whether waiting may help (*retry*), the
+    exit code of a run that cannot go on, and one line naming the cause and the fix."""
+
+    ok: bool
+    message: str
+    exit_code: int = 0
+    retry: bool = False
 
 
-def probe(client: Elasticsearch, settings: ConnectionSettings) -> ProbeResult:
-    """Ask the cluster who it is.  Refused credentials, TLS failures and a server that is not
-    Elasticsearch are OperatorErrors; an unreachable cluster is a ProbeResult (the shipper
-    waits for it)."""
-    answer = ask_cluster(client)
+_PLAIN_HTTP = (
+    "wrong version number",
+    "record layer failure",
+    "unknown protocol",
+    "packet length too long",
+    "http request",
+)
+
+
+def explain(answer: ClusterAnswer, settings: ConnectionSettings) -> Explanation:
+    """The meaning of *answer*, in one line that names the cause and the fix."""
     urls = settings.shown_urls()
-    if answer.problem == "credentials":
-        raise OperatorError(
-            EXIT_AUTH,
+    problem, detail = answer.problem, answer.detail
+    if problem is None:
+        return Explanation(True, f"{urls} answers: Elasticsearch {answer.version}")
+    if problem == "credentials":
+        if not (settings.api_key or settings.username):
+            return Explanation(
+                False,
+                f"Elasticsearch at {urls} requires credentials (HTTP 401): give "
+                "--api-key-file (AMEBO_LOGSHIP_API_KEY_FILE), or --username with "
+                "--password-file",
+                EXIT_AUTH,
+            )
+        return Explanation(
+            False,
             f"Elasticsearch at {urls} refused the credentials (HTTP 401): check --api-key "
             "(AMEBO_LOGSHIP_API_KEY) or --username/--password (AMEBO_LOGSHIP_USERNAME/PASSWORD)",
+            EXIT_AUTH,
         )
-    if answer.problem == "not_elasticsearch":
-        raise OperatorError(EXIT_CONFIG, f"the server at {urls} is not Elasticsearch")
-    if answer.problem == "tls":
-        raise OperatorError(EXIT_CONFIG, f"TLS with {urls} failed ({answer.detail}): give the cluster's CA "
-                                         "with --ca-certs")
-    if answer.problem == "forbidden":
-        return ProbeResult(True, problem="the credentials may not read cluster info (HTTP 403)")
-    if answer.problem is not None:
-        return ProbeResult(False, problem=answer.detail)
-    return ProbeResult(True, version=answer.version)
+    if problem == "forbidden":
+        return Explanation(
+            True,
+            f"{urls} answers; the credentials may not read cluster information (HTTP 403), "
+            "which shipping does not need",
+        )
+    if problem == "not_elasticsearch":
+        return Explanation(
+            False,
+            f"the server at {urls} is not Elasticsearch (its answer has no X-Elastic-Product "
+            "header): check --es-url (a proxy in front must pass the header through)",
+            EXIT_CONFIG,
+        )
+    if problem == "tls":
+        low = detail.lower()
+        if any(marker in low for marker in _PLAIN_HTTP):
+            plain = ", ".join(u.replace("https://", "http://", 1) for u in urls.split(", "))
+            return Explanation(
+                False, f"the server at {urls} speaks plain HTTP, not TLS ({detail}): use {plain}", EXIT_CONFIG
+            )
+        if "hostname mismatch" in low or "doesn't match" in low:
+            return Explanation(
+                False,
+                f"the certificate of {urls} is not issued for that host name ({detail}): use "
+                "the host name the certificate names",
+                EXIT_CONFIG,
+            )
+        if settings.ca_certs:
+            return Explanation(
+                False,
+                f"TLS with {urls} failed ({detail}): the certificate is not signed by the CA "
+                f"in --ca-certs {settings.ca_certs}: give the CA that signed it",
+                EXIT_CONFIG,
+            )
+        return Explanation(
+            False,
+            f"TLS with {urls} failed ({detail}): give the CA certificate that signed the "
+            "cluster's with --ca-certs FILE (AMEBO_LOGSHIP_CA_CERTS)",
+            EXIT_CONFIG,
+        )
+    if problem == "unreachable":
+        return Explanation(
+            False,
+            f"Elasticsearch at {urls} is unreachable ({detail}): is it running and reachable from here? check --es-url",
+            EXIT_CONFIG,
+            retry=True,
+        )
+    return Explanation(False, f"Elasticsearch at {urls} answered {detail}", EXIT_CONFIG)

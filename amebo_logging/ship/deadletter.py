@@ -66,7 +66,7 @@ class DeadLetter:
         data = memoryview(b"".join(entries))
         with self._lock:
             while data:
-                data = data[os.write(self._fd, data):]
+                data = data[os.write(self._fd, data) :]
             os.fsync(self._fd)
             self.count += len(entries)
 

@@ -15,6 +15,7 @@ module.  :func:`apply` installs them idempotently.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Callable
@@ -24,8 +25,19 @@ from typing import Any, Final
 
 from ..schema import ECS_VERSION, es_properties
 
-__all__ = ["COMPONENT_MAPPINGS", "COMPONENT_SETTINGS", "ILM_POLICY", "INDEX_TEMPLATE", "Change", "apply",
-           "component_mappings", "component_settings", "ilm_policy", "index_template", "resources"]
+__all__ = [
+    "COMPONENT_MAPPINGS",
+    "COMPONENT_SETTINGS",
+    "ILM_POLICY",
+    "INDEX_TEMPLATE",
+    "Change",
+    "apply",
+    "component_mappings",
+    "component_settings",
+    "ilm_policy",
+    "index_template",
+    "resources",
+]
 
 ILM_POLICY: Final = "amebo-logs"
 COMPONENT_MAPPINGS: Final = "amebo-logs@mappings"
@@ -43,8 +55,10 @@ def ilm_policy(delete_after: str = "90d") -> dict[str, Any]:
         "policy": {
             "_meta": _META,
             "phases": {
-                "hot": {"min_age": "0ms", "actions": {"rollover": {"max_primary_shard_size": "50gb",
-                                                                   "max_age": "30d"}}},
+                "hot": {
+                    "min_age": "0ms",
+                    "actions": {"rollover": {"max_primary_shard_size": "50gb", "max_age": "30d"}},
+                },
                 "delete": {"min_age": delete_after, "actions": {"delete": {}}},
             },
         }
@@ -97,8 +111,9 @@ def _subset(wanted: Any, found: Any) -> bool:
     if isinstance(wanted, dict):
         return isinstance(found, dict) and all(k in found and _subset(v, found[k]) for k, v in wanted.items())
     if isinstance(wanted, list):
-        return isinstance(found, list) and len(wanted) == len(found) and all(
-            _subset(a, b) for a, b in zip(wanted, found))
+        if not isinstance(found, list) or len(wanted) != len(found):
+            return False
+        return all(_subset(a, b) for a, b in zip(wanted, found, strict=True))
     return bool(wanted == found or str(wanted) == str(found))
 
 
@@ -108,8 +123,14 @@ def apply(client: Any, delete_after: str = "90d", report: Callable[[Change], Non
     Raises the client's ApiError when the cluster refuses one."""
     changes: list[Change] = []
 
-    def put(kind: str, name: str, wanted: dict[str, Any], get: Callable[[], Any], current: Callable[[Any], Any],
-            write: Callable[[], Any]) -> None:
+    def put(
+        kind: str,
+        name: str,
+        wanted: dict[str, Any],
+        get: Callable[[], Any],
+        current: Callable[[Any], Any],
+        write: Callable[[], Any],
+    ) -> None:
         found = None
         try:
             found = current(get())
@@ -125,20 +146,32 @@ def apply(client: Any, delete_after: str = "90d", report: Callable[[Change], Non
         report(change)
 
     policy = ilm_policy(delete_after)
-    put("ILM policy", ILM_POLICY, policy["policy"],
+    put(
+        "ILM policy",
+        ILM_POLICY,
+        policy["policy"],
         lambda: client.ilm.get_lifecycle(name=ILM_POLICY),
         lambda r: r.body[ILM_POLICY]["policy"],
-        lambda: client.ilm.put_lifecycle(name=ILM_POLICY, policy=policy["policy"]))
+        lambda: client.ilm.put_lifecycle(name=ILM_POLICY, policy=policy["policy"]),
+    )
     for name, body in ((COMPONENT_SETTINGS, component_settings()), (COMPONENT_MAPPINGS, component_mappings())):
-        put("component template", name, body,
-            lambda name=name: client.cluster.get_component_template(name=name),
+        put(
+            "component template",
+            name,
+            body,
+            functools.partial(client.cluster.get_component_template, name=name),
             lambda r: r.body["component_templates"][0]["component_template"],
-            lambda name=name, body=body: client.cluster.put_component_template(name=name, body=body))
+            functools.partial(client.cluster.put_component_template, name=name, body=body),
+        )
     template = index_template()
-    put("index template", INDEX_TEMPLATE, template,
+    put(
+        "index template",
+        INDEX_TEMPLATE,
+        template,
         lambda: client.indices.get_index_template(name=INDEX_TEMPLATE),
         lambda r: r.body["index_templates"][0]["index_template"],
-        lambda: client.indices.put_index_template(name=INDEX_TEMPLATE, body=template))
+        lambda: client.indices.put_index_template(name=INDEX_TEMPLATE, body=template),
+    )
     return changes
 
 

@@ -16,8 +16,17 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["EXIT_AUTH", "EXIT_CONFIG", "EXIT_FAILURE", "EXIT_OK", "EXIT_STATE", "EXIT_UNFINISHED", "EXIT_USAGE",
-           "EXIT_CODES", "OperatorError"]
+__all__ = [
+    "EXIT_AUTH",
+    "EXIT_CODES",
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_OK",
+    "EXIT_STATE",
+    "EXIT_UNFINISHED",
+    "EXIT_USAGE",
+    "OperatorError",
+]
 
 EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1  # an unexpected internal error (a bug: please report it)

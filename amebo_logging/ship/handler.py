@@ -39,10 +39,10 @@ __all__ = ["ElasticsearchHandler"]
 _DIAG = "amebo_logging.elasticsearch"
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of the record."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -75,8 +75,13 @@ class _Refused:
     def record(self, batch: Batch, refused: list[tuple[int, int, Any]]) -> None:
         self.count += len(refused)
         first = refused[0][2]
-        self.log.warning("elasticsearch_handler_refused", extra={
-            "documents": len(refused), "first_reason": first.get("reason") if isinstance(first, dict) else first})
+        self.log.warning(
+            "elasticsearch_handler_refused",
+            extra={
+                "documents": len(refused),
+                "first_reason": first.get("reason") if isinstance(first, dict) else first,
+            },
+        )
 
 
 class ElasticsearchHandler(logging.Handler):
@@ -110,9 +115,14 @@ class ElasticsearchHandler(logging.Handler):
     ) -> None:
         super().__init__(level)
         self.setFormatter(EcsJsonFormatter())
-        self.settings = ConnectionSettings(urls=[es_url] if isinstance(es_url, str) else list(es_url),
-                                           api_key=api_key, username=username, password=password,
-                                           ca_certs=ca_certs, insecure=insecure)
+        self.settings = ConnectionSettings(
+            urls=[es_url] if isinstance(es_url, str) else list(es_url),
+            api_key=api_key,
+            username=username,
+            password=password,
+            ca_certs=ca_certs,
+            insecure=insecure,
+        )
         self._given_client = client
         self.target = index or data_stream
         self.queue_size = queue_size
@@ -124,8 +134,19 @@ class ElasticsearchHandler(logging.Handler):
         self._diag = _diagnostics()
         self._init_process_state()
         ref = weakref.ref(self)
-        os.register_at_fork(after_in_child=lambda: (h := ref()) is not None and h._init_process_state())
-        atexit.register(lambda: (h := ref()) is not None and h.close())
+
+        def in_child() -> None:
+            handler = ref()
+            if handler is not None:
+                handler._init_process_state()
+
+        def at_exit() -> None:
+            handler = ref()
+            if handler is not None:
+                handler.close()
+
+        os.register_at_fork(after_in_child=in_child)
+        atexit.register(at_exit)
 
     def _init_process_state(self) -> None:
         """Fresh queue, lock, counters and (lazily) thread and client: at start and in a fork child."""
@@ -152,7 +173,7 @@ class ElasticsearchHandler(logging.Handler):
             return
         self.submit(self.formatter.format_bytes(record))  # type: ignore[union-attr]
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         if self.filters and not self.filter(record):
             return False
         self.emit(record)  # no handler lock: submit() is thread-safe on its own
@@ -180,9 +201,14 @@ class ElasticsearchHandler(logging.Handler):
     def stats(self) -> dict[str, int]:
         """queued, dropped, delivered, duplicates, refused, retries (all causes)."""
         d = self.delivery
-        return {"queued": len(self._queue) + self._in_flight, "dropped": self._dropped,
-                "delivered": d.delivered, "duplicates": d.duplicates, "refused": self._refused.count,
-                "retries": sum(d.retries.values())}
+        return {
+            "queued": len(self._queue) + self._in_flight,
+            "dropped": self._dropped,
+            "delivered": d.delivered,
+            "duplicates": d.duplicates,
+            "refused": self._refused.count,
+            "retries": sum(d.retries.values()),
+        }
 
     # --- the sending thread ------------------------------------------------------------------
     def _take(self) -> list[bytes]:
@@ -217,16 +243,23 @@ class ElasticsearchHandler(logging.Handler):
                 if sender is None:
                     if self._client is None:
                         self._client = make_client(self.settings)
-                    sender = BulkSender(self._client, self.target, self._refused, stats=self.delivery,
-                                        backoff=Backoff(*self.backoff), hard_stop=self._hard_stop,
-                                        on_problem=self._problem)
+                    sender = BulkSender(
+                        self._client,
+                        self.target,
+                        self._refused,
+                        stats=self.delivery,
+                        backoff=Backoff(*self.backoff),
+                        hard_stop=self._hard_stop,
+                        on_problem=self._problem,
+                    )
                 outcome = sender.deliver(self._batch(lines))
                 unsent = outcome.settled.count(0)  # the hard stop cut the retries short, or a refusal
                 self._unsent += unsent
                 if outcome.fatal is not None and unsent:
                     self._refused.count += unsent
-                    self._diag.error("elasticsearch_handler_refused", extra={
-                        "documents": unsent, "reason": outcome.fatal.message})
+                    self._diag.error(
+                        "elasticsearch_handler_refused", extra={"documents": unsent, "reason": outcome.fatal.message}
+                    )
                 self._in_flight = 0
             self._report_drops()
             with self._cond:
@@ -242,13 +275,18 @@ class ElasticsearchHandler(logging.Handler):
     def _report_drops(self) -> None:
         dropped = self._dropped
         if dropped > self._dropped_reported:
-            self._diag.warning("elasticsearch_handler_dropped", extra={
-                "dropped": dropped - self._dropped_reported, "dropped_total": dropped,
-                "reason": "the queue was full (Elasticsearch slow or down): the oldest records were dropped"})
+            self._diag.warning(
+                "elasticsearch_handler_dropped",
+                extra={
+                    "dropped": dropped - self._dropped_reported,
+                    "dropped_total": dropped,
+                    "reason": "the queue was full (Elasticsearch slow or down): the oldest records were dropped",
+                },
+            )
             self._dropped_reported = dropped
 
     # --- flushing and closing --------------------------------------------------------------------
-    def flush(self, timeout: float | None = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:  # type: ignore[override]  # logging ignores the result
         """Wait until everything queued was sent (or *timeout*); True when it was."""
         deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
         with self._cond:
@@ -275,7 +313,12 @@ class ElasticsearchHandler(logging.Handler):
                 thread.join(1.0)
                 lost = len(self._queue) + self._in_flight + self._unsent
                 if lost:
-                    self._diag.error("elasticsearch_handler_closed_with_loss", extra={
-                        "documents": lost, "reason": f"not delivered within close_timeout {self.close_timeout}s"})
+                    self._diag.error(
+                        "elasticsearch_handler_closed_with_loss",
+                        extra={
+                            "documents": lost,
+                            "reason": f"not delivered within close_timeout {self.close_timeout}s",
+                        },
+                    )
         self._report_drops()
         super().close()

@@ -43,92 +43,159 @@ def _obj(type_: str, id_: str, attributes: dict[str, Any], references: list[dict
 
 
 def data_view() -> dict[str, Any]:
-    discover = ("/app/discover#/?_g=(time:(from:now-7d,to:now))"
-                f"&_a=(index:'{DATA_VIEW_ID}',dataSource:(dataViewId:'{DATA_VIEW_ID}',type:dataView),"
-                "query:(language:kuery,query:'correlation_id:\"{{value}}\"'))")
+    discover = (
+        "/app/discover#/?_g=(time:(from:now-7d,to:now))"
+        f"&_a=(index:'{DATA_VIEW_ID}',dataSource:(dataViewId:'{DATA_VIEW_ID}',type:dataView),"
+        "query:(language:kuery,query:'correlation_id:\"{{value}}\"'))"
+    )
     formats = {
         _f("correlation_id"): {"id": "url", "params": {"urlTemplate": discover, "labelTemplate": "{{value}}"}},
-        _f("event.duration"): {"id": "duration", "params": {"inputFormat": "nanoseconds",
-                                                            "outputFormat": "humanizePrecise"}},
+        _f("event.duration"): {
+            "id": "duration",
+            "params": {"inputFormat": "nanoseconds", "outputFormat": "humanizePrecise"},
+        },
         _f("payload_size"): {"id": "bytes"},
     }
-    return _obj("index-pattern", DATA_VIEW_ID, {
-        "title": "logs-amebo-*",
-        "name": "Amebo logs",
-        "timeFieldName": _f("@timestamp"),
-        "fieldFormatMap": json.dumps(formats, sort_keys=True),
-        "allowNoIndex": True,
-    }, [])
+    return _obj(
+        "index-pattern",
+        DATA_VIEW_ID,
+        {
+            "title": "logs-amebo-*",
+            "name": "Amebo logs",
+            "timeFieldName": _f("@timestamp"),
+            "fieldFormatMap": json.dumps(formats, sort_keys=True),
+            "allowNoIndex": True,
+        },
+        [],
+    )
 
 
 def saved_search(id_: str, title: str, query: str, columns: list[str]) -> dict[str, Any]:
-    source = {"query": {"query": query, "language": "kuery"}, "filter": [],
-              "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index"}
-    return _obj("search", id_, {
-        "title": title,
-        "description": "",
-        "columns": [_f(c) for c in columns],
-        "sort": [["@timestamp", "desc"]],
-        "grid": {},
-        "hideChart": False,
-        "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source, sort_keys=True)},
-    }, [{"id": DATA_VIEW_ID, "name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern"}])
+    source = {
+        "query": {"query": query, "language": "kuery"},
+        "filter": [],
+        "indexRefName": "kibanaSavedObjectMeta.searchSourceJSON.index",
+    }
+    return _obj(
+        "search",
+        id_,
+        {
+            "title": title,
+            "description": "",
+            "columns": [_f(c) for c in columns],
+            "sort": [["@timestamp", "desc"]],
+            "grid": {},
+            "hideChart": False,
+            "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source, sort_keys=True)},
+        },
+        [{"id": DATA_VIEW_ID, "name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern"}],
+    )
 
 
 # --- Lens columns -------------------------------------------------------------------------
 
 
 def _date_histogram() -> dict[str, Any]:
-    return {"label": "@timestamp", "dataType": "date", "operationType": "date_histogram",
-            "sourceField": _f("@timestamp"), "isBucketed": True, "scale": "interval",
-            "params": {"interval": "auto", "includeEmptyRows": True, "dropPartials": False}}
+    return {
+        "label": "@timestamp",
+        "dataType": "date",
+        "operationType": "date_histogram",
+        "sourceField": _f("@timestamp"),
+        "isBucketed": True,
+        "scale": "interval",
+        "params": {"interval": "auto", "includeEmptyRows": True, "dropPartials": False},
+    }
 
 
 def _terms(name: str, size: int = 10, order_by: str = "count") -> dict[str, Any]:
     """Top *size* values of *name*, ordered by the layer's column *order_by*."""
-    return {"label": f"Top {size} values of {name}", "dataType": "string", "operationType": "terms",
-            "sourceField": _f(name), "isBucketed": True, "scale": "ordinal",
-            "params": {"size": size, "orderBy": {"type": "column", "columnId": order_by}, "orderDirection": "desc",
-                       "otherBucket": True, "missingBucket": False}}
+    return {
+        "label": f"Top {size} values of {name}",
+        "dataType": "string",
+        "operationType": "terms",
+        "sourceField": _f(name),
+        "isBucketed": True,
+        "scale": "ordinal",
+        "params": {
+            "size": size,
+            "orderBy": {"type": "column", "columnId": order_by},
+            "orderDirection": "desc",
+            "otherBucket": True,
+            "missingBucket": False,
+        },
+    }
 
 
 def _count(label: str = "Count of records", kql: str | None = None) -> dict[str, Any]:
-    column: dict[str, Any] = {"label": label, "dataType": "number", "operationType": "count",
-                              "sourceField": "___records___", "isBucketed": False, "scale": "ratio",
-                              "params": {"emptyAsNull": True}}
+    column: dict[str, Any] = {
+        "label": label,
+        "dataType": "number",
+        "operationType": "count",
+        "sourceField": "___records___",
+        "isBucketed": False,
+        "scale": "ratio",
+        "params": {"emptyAsNull": True},
+    }
     if kql is not None:
         column["filter"] = {"query": kql, "language": "kuery"}
     return column
 
 
 def _percentile(name: str, pct: int) -> dict[str, Any]:
-    return {"label": f"{pct}th percentile of {name}", "dataType": "number", "operationType": "percentile",
-            "sourceField": _f(name), "isBucketed": False, "scale": "ratio", "params": {"percentile": pct}}
+    return {
+        "label": f"{pct}th percentile of {name}",
+        "dataType": "number",
+        "operationType": "percentile",
+        "sourceField": _f(name),
+        "isBucketed": False,
+        "scale": "ratio",
+        "params": {"percentile": pct},
+    }
 
 
-def lens(id_: str, title: str, columns: dict[str, dict[str, Any]], visualization: dict[str, Any],
-         vis_type: str, kql: str = "") -> dict[str, Any]:
+def lens(
+    id_: str,
+    title: str,
+    columns: dict[str, dict[str, Any]],
+    visualization: dict[str, Any],
+    vis_type: str,
+    kql: str = "",
+) -> dict[str, Any]:
     order = [c for c in columns if columns[c]["isBucketed"]] + [c for c in columns if not columns[c]["isBucketed"]]
     state = {
-        "datasourceStates": {"formBased": {"layers": {_LAYER: {
-            "columnOrder": order, "columns": columns, "incompleteColumns": {}}}}},
+        "datasourceStates": {
+            "formBased": {"layers": {_LAYER: {"columnOrder": order, "columns": columns, "incompleteColumns": {}}}}
+        },
         "visualization": visualization,
         "query": {"query": kql, "language": "kuery"},
         "filters": [],
         "internalReferences": [],
         "adHocDataViews": {},
     }
-    return _obj("lens", id_, {"title": title, "description": "", "visualizationType": vis_type, "state": state},
-                [{"id": DATA_VIEW_ID, "name": f"indexpattern-datasource-layer-{_LAYER}", "type": "index-pattern"}])
+    return _obj(
+        "lens",
+        id_,
+        {"title": title, "description": "", "visualizationType": vis_type, "state": state},
+        [{"id": DATA_VIEW_ID, "name": f"indexpattern-datasource-layer-{_LAYER}", "type": "index-pattern"}],
+    )
 
 
 def _xy(series: str, x: str, y: list[str], split: str | None = None) -> dict[str, Any]:
-    layer: dict[str, Any] = {"layerId": _LAYER, "layerType": "data", "seriesType": series, "xAccessor": x,
-                             "accessors": y}
+    layer: dict[str, Any] = {
+        "layerId": _LAYER,
+        "layerType": "data",
+        "seriesType": series,
+        "xAccessor": x,
+        "accessors": y,
+    }
     if split is not None:
         layer["splitAccessor"] = split
-    return {"legend": {"isVisible": True, "position": "right"}, "valueLabels": "hide",
-            "preferredSeriesType": series, "layers": [layer]}
+    return {
+        "legend": {"isVisible": True, "position": "right"},
+        "valueLabels": "hide",
+        "preferredSeriesType": series,
+        "layers": [layer],
+    }
 
 
 def _table(columns: list[str]) -> dict[str, Any]:
@@ -137,41 +204,93 @@ def _table(columns: list[str]) -> dict[str, Any]:
 
 def visualizations() -> list[dict[str, Any]]:
     return [
-        lens("amebo-events-per-action", "Events published per action",
-             {"time": _date_histogram(), "count": _count("Events"), "action": _terms("action")},
-             _xy("bar_stacked", "time", ["count"], "action"), "lnsXY", 'message : "event_published"'),
-        lens("amebo-levels-over-time", "Log levels over time",
-             {"time": _date_histogram(), "count": _count(), "level": _terms("log.level", 5)},
-             _xy("bar_stacked", "time", ["count"], "level"), "lnsXY"),
-        lens("amebo-error-rate", "Error rate (errors and criticals per interval)",
-             {"time": _date_histogram(), "count": _count("Errors", "log.level : (error or critical)")},
-             _xy("line", "time", ["count"]), "lnsXY"),
-        lens("amebo-webhook-latency-p95", "Webhook delivery latency, p95",
-             {"time": _date_histogram(), "p95": _percentile("event.duration", 95),
-              "action": _terms("action", 5, order_by="p95")},
-             _xy("line", "time", ["p95"], "action"), "lnsXY", 'message : ("webhook_delivered" or "webhook_failed")'),
-        lens("amebo-top-error-types", "Top error types",
-             {"type": _terms("error.type", 10), "count": _count()},
-             _table(["type", "count"]), "lnsDatatable", "error.type : *"),
-        lens("amebo-validation-failures", "Schema validation failures by action",
-             {"action": _terms("action", 10), "count": _count("Failures")},
-             _table(["action", "count"]), "lnsDatatable", 'message : "schema_validation_failed"'),
+        lens(
+            "amebo-events-per-action",
+            "Events published per action",
+            {"time": _date_histogram(), "count": _count("Events"), "action": _terms("action")},
+            _xy("bar_stacked", "time", ["count"], "action"),
+            "lnsXY",
+            'message : "event_published"',
+        ),
+        lens(
+            "amebo-levels-over-time",
+            "Log levels over time",
+            {"time": _date_histogram(), "count": _count(), "level": _terms("log.level", 5)},
+            _xy("bar_stacked", "time", ["count"], "level"),
+            "lnsXY",
+        ),
+        lens(
+            "amebo-error-rate",
+            "Error rate (errors and criticals per interval)",
+            {"time": _date_histogram(), "count": _count("Errors", "log.level : (error or critical)")},
+            _xy("line", "time", ["count"]),
+            "lnsXY",
+        ),
+        lens(
+            "amebo-webhook-latency-p95",
+            "Webhook delivery latency, p95",
+            {
+                "time": _date_histogram(),
+                "p95": _percentile("event.duration", 95),
+                "action": _terms("action", 5, order_by="p95"),
+            },
+            _xy("line", "time", ["p95"], "action"),
+            "lnsXY",
+            'message : ("webhook_delivered" or "webhook_failed")',
+        ),
+        lens(
+            "amebo-top-error-types",
+            "Top error types",
+            {"type": _terms("error.type", 10), "count": _count()},
+            _table(["type", "count"]),
+            "lnsDatatable",
+            "error.type : *",
+        ),
+        lens(
+            "amebo-validation-failures",
+            "Schema validation failures by action",
+            {"action": _terms("action", 10), "count": _count("Failures")},
+            _table(["action", "count"]),
+            "lnsDatatable",
+            'message : "schema_validation_failed"',
+        ),
     ]
 
 
 def searches() -> list[dict[str, Any]]:
     return [
-        saved_search("amebo-errors", "Amebo: errors", "log.level : (error or critical)",
-                     ["log.level", "log.logger", "message", "error.type", "error.message", "correlation_id"]),
-        saved_search("amebo-events-published", "Amebo: events published", 'message : "event_published"',
-                     ["action", "application", "event_id", "payload_size", "correlation_id"]),
-        saved_search("amebo-webhook-failures", "Amebo: webhook delivery failures", 'message : "webhook_failed"',
-                     ["subscription", "action", "url.full", "http.response.status_code", "attempt", "max_retries",
-                      "error.message"]),
-        saved_search("amebo-one-request", "Amebo: requests by correlation id (click an id to follow one)",
-                     "correlation_id : *",
-                     ["log.level", "log.logger", "message", "url.path", "http.response.status_code",
-                      "event.duration"]),
+        saved_search(
+            "amebo-errors",
+            "Amebo: errors",
+            "log.level : (error or critical)",
+            ["log.level", "log.logger", "message", "error.type", "error.message", "correlation_id"],
+        ),
+        saved_search(
+            "amebo-events-published",
+            "Amebo: events published",
+            'message : "event_published"',
+            ["action", "application", "event_id", "payload_size", "correlation_id"],
+        ),
+        saved_search(
+            "amebo-webhook-failures",
+            "Amebo: webhook delivery failures",
+            'message : "webhook_failed"',
+            [
+                "subscription",
+                "action",
+                "url.full",
+                "http.response.status_code",
+                "attempt",
+                "max_retries",
+                "error.message",
+            ],
+        ),
+        saved_search(
+            "amebo-one-request",
+            "Amebo: requests by correlation id (click an id to follow one)",
+            "correlation_id : *",
+            ["log.level", "log.logger", "message", "url.path", "http.response.status_code", "event.duration"],
+        ),
     ]
 
 
@@ -180,25 +299,48 @@ def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
     for n, obj in enumerate(panels):
         key = f"p{n + 1}"
         wide = obj["type"] == "search"
-        grid.append({
-            "type": obj["type"], "panelIndex": key, "panelRefName": f"panel_{key}", "embeddableConfig": {},
-            "gridData": {"x": 0 if wide or n % 2 == 0 else 24, "y": (n // 2) * 15, "w": 48 if wide else 24,
-                         "h": 15, "i": key},
-        })
+        grid.append(
+            {
+                "type": obj["type"],
+                "panelIndex": key,
+                "panelRefName": f"panel_{key}",
+                "embeddableConfig": {},
+                "gridData": {
+                    "x": 0 if wide or n % 2 == 0 else 24,
+                    "y": (n // 2) * 15,
+                    "w": 48 if wide else 24,
+                    "h": 15,
+                    "i": key,
+                },
+            }
+        )
         refs.append({"id": obj["id"], "name": f"panel_{key}", "type": obj["type"]})
-    return _obj("dashboard", "amebo-overview", {
-        "title": "Amebo overview",
-        "description": "Events published, deliveries, errors and validation failures.",
-        "panelsJSON": json.dumps(grid, sort_keys=True),
-        "optionsJSON": json.dumps({"useMargins": True, "syncColors": False, "syncCursor": True,
-                                   "syncTooltips": False, "hidePanelTitles": False}),
-        "timeRestore": True,
-        "timeFrom": "now-24h",
-        "timeTo": "now",
-        "refreshInterval": {"pause": False, "value": 60000},
-        "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps({"query": {"query": "", "language": "kuery"},
-                                                                  "filter": []})},
-    }, refs)
+    return _obj(
+        "dashboard",
+        "amebo-overview",
+        {
+            "title": "Amebo overview",
+            "description": "Events published, deliveries, errors and validation failures.",
+            "panelsJSON": json.dumps(grid, sort_keys=True),
+            "optionsJSON": json.dumps(
+                {
+                    "useMargins": True,
+                    "syncColors": False,
+                    "syncCursor": True,
+                    "syncTooltips": False,
+                    "hidePanelTitles": False,
+                }
+            ),
+            "timeRestore": True,
+            "timeFrom": "now-24h",
+            "timeTo": "now",
+            "refreshInterval": {"pause": False, "value": 60000},
+            "kibanaSavedObjectMeta": {
+                "searchSourceJSON": json.dumps({"query": {"query": "", "language": "kuery"}, "filter": []})
+            },
+        },
+        refs,
+    )
 
 
 def objects() -> list[dict[str, Any]]:
@@ -218,22 +360,42 @@ def write_ndjson(path: Path = NDJSON) -> Path:
     return path
 
 
-def import_objects(kibana_url: str, data: bytes, *, headers: dict[str, str], ca_certs: str | None = None,
-                   verify: bool = True, timeout: float = 60.0) -> dict[str, Any]:
+def import_objects(
+    kibana_url: str,
+    data: bytes,
+    *,
+    headers: dict[str, str],
+    ca_certs: str | None = None,
+    verify: bool = True,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
     """POST *data* (NDJSON) to Kibana's saved objects import API with overwrite; its answer.
 
     Raises RuntimeError with Kibana's message when the import is refused or incomplete."""
     import urllib3
 
     boundary = "amebo-logship-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"amebo.ndjson\"\r\n"
-            "Content-Type: application/ndjson\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    pool = urllib3.PoolManager(cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE", ca_certs=ca_certs,
-                               timeout=urllib3.Timeout(total=timeout), retries=False)
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="amebo.ndjson"\r\n'
+            "Content-Type: application/ndjson\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    pool = urllib3.PoolManager(
+        cert_reqs="CERT_REQUIRED" if verify else "CERT_NONE",
+        ca_certs=ca_certs,
+        timeout=urllib3.Timeout(total=timeout),
+        retries=False,
+    )
     try:
-        resp = pool.request("POST", kibana_url.rstrip("/") + "/api/saved_objects/_import?overwrite=true",
-                            body=body, headers={**headers, "kbn-xsrf": "true",
-                                                "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        resp = pool.request(
+            "POST",
+            kibana_url.rstrip("/") + "/api/saved_objects/_import?overwrite=true",
+            body=body,
+            headers={**headers, "kbn-xsrf": "true", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
     except urllib3.exceptions.HTTPError as exc:
         raise RuntimeError(f"cannot reach Kibana at {kibana_url}: {exc}") from None
     try:

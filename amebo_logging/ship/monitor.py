@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +22,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .bulk import DURATION_BUCKETS, DeliveryStats
-from .connection import ask_cluster
+from .connection import ConnectionSettings, ask_cluster, explain
 
 if TYPE_CHECKING:
     from .shipper import Shipper
 
-__all__ = ["HealthCheck", "MonitorServer", "ShipperCollector", "METRIC_NAMES"]
+__all__ = ["METRIC_NAMES", "HealthCheck", "MonitorServer", "ShipperCollector"]
 
 P = "amebo_logship_"
 
@@ -61,43 +61,64 @@ class ShipperCollector(Collector):
             ("lines_read", "Complete lines read from the files.", r.lines),
             ("documents_delivered", "Documents Elasticsearch acknowledged (200/201).", d.delivered),
             ("duplicates_absorbed", "Documents already in Elasticsearch (409 on create): replays.", d.duplicates),
-            ("documents_dead_lettered", "Documents refused for good, written to the dead-letter file.",
-             d.dead_lettered),
-            ("failure_store", "Documents Elasticsearch kept in the data stream's failure store instead of "
-                              "indexing them (answered 201 with failure_store: used).", d.failure_store),
-            ("parse_failures", "Lines that were not a JSON object (shipped with error.message).",
-             r.parse_failures),
+            (
+                "documents_dead_lettered",
+                "Documents refused for good, written to the dead-letter file.",
+                d.dead_lettered,
+            ),
+            (
+                "failure_store",
+                (
+                    "Documents Elasticsearch kept in the data stream's failure store instead of "
+                    "indexing them (answered 201 with failure_store: used)."
+                ),
+                d.failure_store,
+            ),
+            ("parse_failures", "Lines that were not a JSON object (shipped with error.message).", r.parse_failures),
             ("truncated_lines", "Lines cut at --max-line-bytes.", r.truncated),
         ):
             yield CounterMetricFamily(f"{P}{name}", doc, value=value)
-        retries = CounterMetricFamily(f"{P}retries", "Bulk requests or items retried, by cause.",
-                                      labels=["cause"])
+        retries = CounterMetricFamily(f"{P}retries", "Bulk requests or items retried, by cause.", labels=["cause"])
         for cause, count in sorted(d.retries.items()):
             retries.add_metric([cause], count)
         yield retries
         buckets, cumulative = [], 0
-        for bound, count in zip(DURATION_BUCKETS, list(d.bulk_buckets)):
+        for bound, count in zip(DURATION_BUCKETS, list(d.bulk_buckets), strict=True):
             cumulative += count
             buckets.append((repr(bound), cumulative))
         buckets.append(("+Inf", d.bulk_requests))
-        yield HistogramMetricFamily(f"{P}bulk_request_duration_seconds", "Duration of bulk requests.",
-                                    buckets=buckets, sum_value=d.bulk_seconds_sum)
+        yield HistogramMetricFamily(
+            f"{P}bulk_request_duration_seconds",
+            "Duration of bulk requests.",
+            buckets=buckets,
+            sum_value=d.bulk_seconds_sum,
+        )
         lag = GaugeMetricFamily(f"{P}lag_bytes", "Bytes not yet shipped, per file.", labels=["file"])
         for f in snap.files:
             lag.add_metric([f.path], f.lag)
         yield lag
         yield GaugeMetricFamily(f"{P}files_watched", "Files open for reading.", value=len(snap.files))
-        yield GaugeMetricFamily(f"{P}last_delivery_timestamp_seconds",
-                                "Unix time of the last settled document (0 before the first).",
-                                value=d.last_delivery or 0.0)
+        yield GaugeMetricFamily(
+            f"{P}last_delivery_timestamp_seconds",
+            "Unix time of the last settled document (0 before the first).",
+            value=d.last_delivery or 0.0,
+        )
 
 
 class HealthCheck:
     """Decides ``/health``: see the module docstring."""
 
-    def __init__(self, shipper: Shipper, client: Any, stall_seconds: float = 300.0, probe_every: float = 5.0) -> None:
+    def __init__(
+        self,
+        shipper: Shipper,
+        client: Any,
+        settings: ConnectionSettings,
+        stall_seconds: float = 300.0,
+        probe_every: float = 5.0,
+    ) -> None:
         self.shipper = shipper
         self.client = client
+        self.settings = settings
         self.stall_seconds = stall_seconds
         self.probe_every = probe_every
         self._probe: tuple[float, str | None] = (0.0, None)  # (when, problem or None)
@@ -124,14 +145,8 @@ class HealthCheck:
             return problem
 
     def _ask(self) -> str | None:
-        answer = ask_cluster(self.client.options(request_timeout=min(5.0, self.probe_every)))
-        if answer.problem is None:
-            return None
-        if answer.problem in ("credentials", "forbidden"):
-            return f"Elasticsearch refused the credentials: {answer.detail}"
-        if answer.problem in ("unreachable", "tls"):
-            return f"Elasticsearch is unreachable: {answer.detail}"
-        return f"Elasticsearch answered {answer.detail or answer.problem}"
+        meaning = explain(ask_cluster(self.client.options(request_timeout=min(5.0, self.probe_every))), self.settings)
+        return None if meaning.ok else meaning.message
 
     def status(self) -> tuple[int, dict[str, Any]]:
         snap = self.shipper.snapshot()
@@ -144,8 +159,7 @@ class HealthCheck:
             "delivered": d.delivered,
             "dead_lettered": d.dead_lettered,
             "failure_store": d.failure_store,
-            "last_delivery": datetime.fromtimestamp(d.last_delivery, timezone.utc).isoformat()
-            if d.last_delivery else None,
+            "last_delivery": datetime.fromtimestamp(d.last_delivery, UTC).isoformat() if d.last_delivery else None,
         }
         problem = self._reachability(d)
         if problem is None and deliverable > 0:
@@ -160,17 +174,25 @@ class HealthCheck:
 class MonitorServer:
     """Serves ``/metrics`` and ``/health`` on *host*:*port* in a daemon thread."""
 
-    def __init__(self, shipper: Shipper, client: Any, host: str, port: int, stall_seconds: float = 300.0) -> None:
+    def __init__(
+        self,
+        shipper: Shipper,
+        client: Any,
+        settings: ConnectionSettings,
+        host: str,
+        port: int,
+        stall_seconds: float = 300.0,
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ShipperCollector(shipper))
-        self.health = HealthCheck(shipper, client, stall_seconds)
+        self.health = HealthCheck(shipper, client, settings, stall_seconds)
         registry, health = self.registry, self.health
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
                     status, body, ctype = 200, generate_latest(registry), CONTENT_TYPE_LATEST

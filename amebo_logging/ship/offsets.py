@@ -67,8 +67,7 @@ class Offsets:
             return None
         track = self._tracks.get(record.uid)
         offset = record.offset if track is None else max(record.offset, track.emitted, track.committed)
-        return Known(record.uid, record.generation, offset, record.dev, record.ino,
-                     track is not None and track.reading)
+        return Known(record.uid, record.generation, offset, record.dev, record.ino, track is not None and track.reading)
 
     def register(self, path: str, dev: int, ino: int, head: str, generation: int, size: int) -> FileRecord:
         """A new file generation, at offset 0."""

@@ -60,8 +60,10 @@ class Progress:
         eta = (total - done) / (done / elapsed) if done else float("inf")
         filled = int(self.width * done / total)
         eta_text = f"{eta:4.0f}s" if eta != float("inf") else "   ?"
-        self.draw(f"[{'#' * filled}{'.' * (self.width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
-                  f"{rate:,.0f} docs/s  ETA {eta_text}  dead letters {d.dead_lettered}")
+        self.draw(
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
+            f"{rate:,.0f} docs/s  ETA {eta_text}  dead letters {d.dead_lettered}"
+        )
 
     def draw(self, line: str) -> None:
         with self.lock:
@@ -125,19 +127,26 @@ def summary_lines(s: Summary) -> list[str]:
     d, r = snap.delivery, snap.read
     rate = (d.delivered + d.duplicates) / s.seconds if s.seconds > 0 else 0.0
     verb = "printed" if s.dry_run else "delivered"
-    head = (f"{verb} {d.delivered} document{'' if d.delivered == 1 else 's'} in {s.seconds:.2f}s ({rate:,.0f}/s), {d.duplicates} already there, "
-            f"{d.dead_lettered} dead-lettered, {r.lines} lines read ({r.parse_failures} not JSON, "
-            f"{r.truncated} truncated, {r.empty} empty skipped)")
+    head = (
+        f"{verb} {d.delivered} document{'' if d.delivered == 1 else 's'} in {s.seconds:.2f}s ({rate:,.0f}/s), "
+        f"{d.duplicates} already there, "
+        f"{d.dead_lettered} dead-lettered, {r.lines} lines read ({r.parse_failures} not JSON, "
+        f"{r.truncated} truncated, {r.empty} empty skipped)"
+    )
     lines = [head]
     if d.dead_lettered:
         lines.append(f"dead letters: {d.dead_lettered} refused documents are kept with their reason in {s.dead_letter}")
     if d.failure_store:
-        lines.append(f"failure store: Elasticsearch kept {d.failure_store} documents in the data stream's failure "
-                     "store instead of indexing them (see the documents_in_failure_store records)")
+        lines.append(
+            f"failure store: Elasticsearch kept {d.failure_store} documents in the data stream's failure "
+            "store instead of indexing them (see the documents_in_failure_store records)"
+        )
     for path, nbytes in sorted(s.partial_lines.items()):
         lines.append(f"waiting: {path} ends with a {nbytes}-byte line without its newline; it ships once complete")
     for w in s.waiting("empty", "no_first_line"):
-        lines.append(f"waiting: {w.path} has no complete first line yet ({'empty' if w.reason == 'empty' else 'no newline'})")
+        lines.append(
+            f"waiting: {w.path} has no complete first line yet ({'empty' if w.reason == 'empty' else 'no newline'})"
+        )
     for w in s.waiting("unreadable"):
         lines.append(f"not read: {w.path}: {w.detail}: fix its permissions and run again")
     for path in snap.skipped:
@@ -148,8 +157,11 @@ def summary_lines(s: Summary) -> list[str]:
         lines.append(f"stopped: {s.state_error}")
     if s.ended == "stopped" and s.signal:
         name = signal.Signals(s.signal).name
-        left = f"{human_bytes(s.left_bytes)} of {_files(len([f for f in snap.files if f.deliverable]))} not shipped" \
-            if s.left_bytes else "nothing left to ship"
+        left = (
+            f"{human_bytes(s.left_bytes)} of {_files(len([f for f in snap.files if f.deliverable]))} not shipped"
+            if s.left_bytes
+            else "nothing left to ship"
+        )
         lines.append(f"interrupted by {name}: {left}; run again to resume")
     elif s.left_bytes and s.ended != "done":
         lines.append(f"left: {human_bytes(s.left_bytes)} not shipped; run again to resume")
@@ -161,8 +173,12 @@ def exit_code(s: Summary, once: bool) -> int:
     if s.state_error is not None:
         return EXIT_STATE
     if s.fatal is not None:
-        return {"credentials": EXIT_AUTH, "privileges": EXIT_AUTH, "target": EXIT_CONFIG,
-                "unreachable": EXIT_UNFINISHED}.get(s.fatal.kind, EXIT_UNFINISHED)
+        return {
+            "credentials": EXIT_AUTH,
+            "privileges": EXIT_AUTH,
+            "target": EXIT_CONFIG,
+            "unreachable": EXIT_UNFINISHED,
+        }.get(s.fatal.kind, EXIT_UNFINISHED)
     if not once:
         return EXIT_OK
     if s.ended == "stopped":
@@ -172,4 +188,3 @@ def exit_code(s: Summary, once: bool) -> int:
     if s.waiting("unreadable"):
         return EXIT_STATE
     return EXIT_OK
-

@@ -20,6 +20,7 @@ Everything else (metrics, ``/health``, the progress bar, the summary) reads
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import threading
@@ -49,7 +50,7 @@ SNAPSHOT_EVERY = 0.2
 class ShipOptions:
     patterns: list[str]
     target: str = "logs-amebo-default"
-    state_dir: Path = Path("~/.local/state/amebo-logship").expanduser()
+    state_dir: Path = field(default_factory=lambda: Path("~/.local/state/amebo-logship").expanduser())
     dead_letter: Path | None = None
     excludes: list[str] = field(default_factory=list)
     batch_size: int = 5000
@@ -69,6 +70,32 @@ class ShipOptions:
     dry_run: bool = False
     host_name: str = field(default_factory=socket.gethostname)
     where: str = ""  # the cluster's URLs, for messages
+
+    @classmethod
+    def from_params(cls, patterns: list[str], params: dict[str, Any], where: str = "") -> ShipOptions:
+        """The options of ``amebo-logship ship``, from click's parameters."""
+        return cls(
+            patterns=list(patterns),
+            target=params["index"] or params["data_stream"] or "logs-amebo-default",
+            state_dir=params["state_dir"],
+            dead_letter=params["dead_letter"],
+            excludes=list(params["excludes"]),
+            batch_size=params["batch_size"],
+            batch_bytes=params["batch_bytes"],
+            flush_interval=params["flush_interval"],
+            max_line_bytes=params["max_line_bytes"],
+            scan_interval=params["scan_interval"],
+            shutdown_timeout=params["shutdown_timeout"],
+            close_inactive=params["close_inactive"],
+            backoff_initial=params["backoff_initial"],
+            backoff_max=params["backoff_max"],
+            once=params["once"] or params["dry_run"],
+            wait_for_files=params["wait_for_files"],
+            give_up_after=params["give_up_after"],
+            max_open_files=params["max_open_files"],
+            dry_run=params["dry_run"],
+            where=where,
+        )
 
 
 @dataclass(frozen=True)
@@ -135,8 +162,9 @@ class Summary:
 class Shipper:
     """Runs one shipping session; ``run()`` returns its :class:`Summary`."""
 
-    def __init__(self, options: ShipOptions, client: Any, log: AmeboLogger,
-                 progress: Callable[[Snapshot], None] | None = None) -> None:
+    def __init__(
+        self, options: ShipOptions, client: Any, log: AmeboLogger, progress: Callable[[Snapshot], None] | None = None
+    ) -> None:
         self.options = options
         self.log = log
         self.progress = progress
@@ -146,25 +174,48 @@ class Shipper:
         self.hard_stop = threading.Event()
         self.read_stats = ReadStats()
         self._delivery = DeliveryStats()  # written by the sending thread only
-        dead_path = options.dead_letter or (options.state_dir / "dead-letter.ndjson")
+        # A dry run writes nothing under the state directory (its client refuses nothing).
+        dead_path = (
+            Path(os.devnull) if options.dry_run else (options.dead_letter or (options.state_dir / "dead-letter.ndjson"))
+        )
         try:
             self.dead_letter = DeadLetter(dead_path)
         except OSError as exc:
             store.close()
-            raise OperatorError(EXIT_CONFIG, f"cannot open the dead-letter file {dead_path}: {exc.strerror}: give "
-                                             "a writable path with --dead-letter") from None
-        self.tailer = Tailer(options.patterns, self.offsets, excludes=options.excludes,
-                             max_line_bytes=options.max_line_bytes, close_inactive=options.close_inactive,
-                             max_open=options.max_open_files, once=options.once)
+            raise OperatorError(
+                EXIT_CONFIG,
+                f"cannot open the dead-letter file {dead_path}: {exc.strerror}: give "
+                "a writable path with --dead-letter",
+            ) from None
+        self.tailer = Tailer(
+            options.patterns,
+            self.offsets,
+            excludes=options.excludes,
+            max_line_bytes=options.max_line_bytes,
+            close_inactive=options.close_inactive,
+            max_open=options.max_open_files,
+            once=options.once,
+        )
         self.ready: deque[Batch] = deque()
-        self.batcher = Batcher(self.ready.append, host_name=options.host_name, batch_size=options.batch_size,
-                               batch_bytes=options.batch_bytes, max_line_bytes=options.max_line_bytes,
-                               stats=self.read_stats)
-        self.sender = BulkSender(client, options.target, self.dead_letter, stats=self._delivery,
-                                 backoff=Backoff(options.backoff_initial, options.backoff_max),
-                                 hard_stop=self.hard_stop, on_problem=self._problem,
-                                 give_up_after=options.give_up_after if options.once else None,
-                                 where=options.where)
+        self.batcher = Batcher(
+            self.ready.append,
+            host_name=options.host_name,
+            batch_size=options.batch_size,
+            batch_bytes=options.batch_bytes,
+            max_line_bytes=options.max_line_bytes,
+            stats=self.read_stats,
+        )
+        self.sender = BulkSender(
+            client,
+            options.target,
+            self.dead_letter,
+            stats=self._delivery,
+            backoff=Backoff(options.backoff_initial, options.backoff_max),
+            hard_stop=self.hard_stop,
+            on_problem=self._problem,
+            give_up_after=options.give_up_after if options.once else None,
+            where=options.where,
+        )
         self._to_send: queue.Queue[Batch | None] = queue.Queue()
         self._outcomes: queue.Queue[tuple[Batch, Outcome] | BaseException] = queue.Queue()
         self._sender_thread = threading.Thread(target=self._send_loop, name="amebo-logship-sender", daemon=True)
@@ -218,11 +269,18 @@ class Shipper:
         if not force and now - self._snapshot_at < SNAPSHOT_EVERY:
             return
         self._snapshot_at = now
-        files = tuple(FileState(f["path"], f["uid"], f["size"], f["committed"], f["partial"])
-                      for f in self.tailer.files())
-        self._snapshot = Snapshot(self.started_at, replace(self.read_stats), self._delivery.copy(), files,
-                                  tuple(replace(w) for w in self.tailer.waiting.values()),
-                                  tuple(self.tailer.skipped.values()), self.in_flight)
+        files = tuple(
+            FileState(f["path"], f["uid"], f["size"], f["committed"], f["partial"]) for f in self.tailer.files()
+        )
+        self._snapshot = Snapshot(
+            self.started_at,
+            replace(self.read_stats),
+            self._delivery.copy(),
+            files,
+            tuple(replace(w) for w in self.tailer.waiting.values()),
+            tuple(self.tailer.skipped.values()),
+            self.in_flight,
+        )
         if self.progress is not None:
             self.progress(self._snapshot)
 
@@ -254,9 +312,18 @@ class Shipper:
             raise
         self._finish()
         self._publish(force=True)
-        summary = Summary(self._snapshot, time.monotonic() - started, ended, self.fatal, self.state_error,
-                          self.signal, self.unsettled, self._left_bytes(), str(self.dead_letter.path),
-                          opts.dry_run)
+        summary = Summary(
+            self._snapshot,
+            time.monotonic() - started,
+            ended,
+            self.fatal,
+            self.state_error,
+            self.signal,
+            self.unsettled,
+            self._left_bytes(),
+            str(self.dead_letter.path),
+            opts.dry_run,
+        )
         self.close()
         return summary
 
@@ -288,8 +355,11 @@ class Shipper:
                 for item in self.tailer.poll(budget):
                     read += 1
                     self.batcher.add(item)
-            if self.batcher.pending() and not self.ready and (
-                    self.in_flight == 0 or now - self.batcher.batch.created >= opts.flush_interval):
+            if (
+                self.batcher.pending()
+                and not self.ready
+                and (self.in_flight == 0 or now - self.batcher.batch.created >= opts.flush_interval)
+            ):
                 self.batcher.flush()  # the sender is idle (or the batch is old): send now
             self._dispatch()
             if not read:
@@ -304,8 +374,7 @@ class Shipper:
                 self._take_outcomes(POLL_INTERVAL)
 
     def _once_done(self) -> bool:
-        return (self.tailer.all_read() and not self.batcher.pending() and not self.ready
-                and self.in_flight == 0)
+        return self.tailer.all_read() and not self.batcher.pending() and not self.ready and self.in_flight == 0
 
     def _dispatch(self) -> None:
         while self.ready and self.in_flight < self.options.max_in_flight:
@@ -326,8 +395,7 @@ class Shipper:
                 return
             timeout = None
             if isinstance(item, BaseException):  # the sending thread crashed: a bug
-                raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)") \
-                    from item
+                raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)") from item
             batch, outcome = item
             self.in_flight -= 1
             missing = outcome.settled.count(0)
@@ -340,8 +408,12 @@ class Shipper:
                 self.log.error("offsets_not_saved", **{"error.message": str(exc)})
             if outcome.fatal is not None and self.fatal is None:
                 self.fatal = outcome.fatal
-                self.log.error("shipping_cannot_continue", reason=outcome.fatal.message, kind=outcome.fatal.kind,
-                               unsettled_documents=missing)
+                self.log.error(
+                    "shipping_cannot_continue",
+                    reason=outcome.fatal.message,
+                    kind=outcome.fatal.kind,
+                    unsettled_documents=missing,
+                )
             elif missing and not self.hard_stop.is_set():
                 self.hard_stop.set()
 
@@ -368,9 +440,11 @@ class Shipper:
             self.unsettled += sum(len(b) for b in self._drain_to_send())
             self.in_flight = 0
         if self.unsettled and self.fatal is None:
-            self.log.warning("shutdown_timeout_reached" if self.timed_out else "documents_unsettled",
-                             unsettled_documents=self.unsettled,
-                             reason="these lines were not acknowledged; they are read again next time")
+            self.log.warning(
+                "shutdown_timeout_reached" if self.timed_out else "documents_unsettled",
+                unsettled_documents=self.unsettled,
+                reason="these lines were not acknowledged; they are read again next time",
+            )
         if self.state_error is None:
             try:
                 self.tailer.retire()
@@ -385,7 +459,7 @@ class Shipper:
             pass
 
     def _drain_to_send(self) -> list[Batch]:
-        out = []
+        out: list[Batch] = []
         while True:
             try:
                 b = self._to_send.get_nowait()
@@ -428,4 +502,3 @@ class Shipper:
         self.tailer.close()
         self.dead_letter.close()
         self.offsets.store.close()
-

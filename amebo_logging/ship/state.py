@@ -85,15 +85,23 @@ def describe_sqlite_error(exc: BaseException, state_dir: Path, db_path: Path) ->
     name = getattr(exc, "sqlite_errorname", "") or ""
     err = getattr(exc, "errno", None)
     if name in _FULL or err == errno.ENOSPC or "database or disk is full" in str(exc):
-        return StateError(f"disk full under {state_dir}: the offsets could not be saved; free space there "
-                          "and run again (nothing is lost: unsaved offsets are shipped again and absorbed "
-                          "as duplicates)", "full")
+        return StateError(
+            f"disk full under {state_dir}: the offsets could not be saved; free space there "
+            "and run again (nothing is lost: unsaved offsets are shipped again and absorbed "
+            "as duplicates)",
+            "full",
+        )
     if name in _CORRUPT:
-        return StateError(f"the offsets database {db_path} is corrupt ({exc}): restore it from a backup, or run "
-                          f"`{_reset_hint(state_dir)}` to ship every file again from the start", "corrupt")
+        return StateError(
+            f"the offsets database {db_path} is corrupt ({exc}): restore it from a backup, or run "
+            f"`{_reset_hint(state_dir)}` to ship every file again from the start",
+            "corrupt",
+        )
     if name.startswith(("SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM")) or err is not None:
-        return StateError(f"cannot write the offsets database {db_path}: {exc}: check the disk and the "
-                          f"permissions of {state_dir}", "io")
+        return StateError(
+            f"cannot write the offsets database {db_path}: {exc}: check the disk and the permissions of {state_dir}",
+            "io",
+        )
     return StateError(f"the offsets database {db_path} cannot be used: {exc}", "unusable")
 
 
@@ -147,15 +155,20 @@ class StateStore:
         try:
             if not self.dir.exists():
                 if not create:
-                    raise StateError(f"state directory {self.dir} does not exist: nothing has been shipped from here "
-                                     "(or give the --state-dir the shipper uses)", "missing")
+                    raise StateError(
+                        f"state directory {self.dir} does not exist: nothing has been shipped from here "
+                        "(or give the --state-dir the shipper uses)",
+                        "missing",
+                    )
                 self.dir.mkdir(parents=True, mode=0o700)
             if not self.dir.is_dir():
                 raise StateError(f"--state-dir {self.dir} is not a directory: give a directory")
             needed = os.R_OK | os.X_OK | (os.W_OK if create else 0)
             if not os.access(self.dir, needed):
-                raise StateError(f"state directory {self.dir} is not {'readable and writable' if create else 'readable'} "
-                                 "by this user: fix its permissions (chown/chmod) or choose another with --state-dir")
+                raise StateError(
+                    f"state directory {self.dir} is not {'readable and writable' if create else 'readable'} "
+                    "by this user: fix its permissions (chown/chmod) or choose another with --state-dir"
+                )
         except OSError as exc:
             raise StateError(f"cannot use state directory {self.dir}: {exc.strerror or exc}") from None
 
@@ -166,7 +179,9 @@ class StateStore:
             raise StateError(
                 f"the offsets database {self.path} is missing, but {marker} shows this directory held one: "
                 f"restore it from a backup, or run `{_reset_hint(self.dir)}` to ship every file again from the "
-                "start (documents already in Elasticsearch are skipped as duplicates)", "missing")
+                "start (documents already in Elasticsearch are skipped as duplicates)",
+                "missing",
+            )
         if not exists and not create:
             raise StateError(f"no offsets database in {self.dir}: nothing has been shipped from here", "missing")
         try:
@@ -182,12 +197,14 @@ class StateStore:
                 conn.execute("PRAGMA wal_autocheckpoint=64")
                 conn.execute("PRAGMA journal_size_limit=262144")
             has_schema = conn.execute(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'files')").fetchone()[0]
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('meta', 'files')"
+            ).fetchone()[0]
             if has_schema < 2 and not marker.exists():
                 # New, or created half-way (the disk filled before the marker was written).
                 if not create:
-                    raise StateError(f"no offsets database in {self.dir}: nothing has been shipped from here",
-                                     "missing")
+                    raise StateError(
+                        f"no offsets database in {self.dir}: nothing has been shipped from here", "missing"
+                    )
                 conn.executescript("DROP TABLE IF EXISTS meta; DROP TABLE IF EXISTS files;")
                 self._create_schema(conn)
             self._check(conn)
@@ -232,12 +249,12 @@ class StateStore:
         result = conn.execute("PRAGMA quick_check").fetchone()
         if result is None or result[0] != "ok":
             err = sqlite3.DatabaseError(f"integrity check failed: {result[0] if result else 'no answer'}")
-            err.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
+            err.sqlite_errorname = "SQLITE_CORRUPT"
             raise err
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row is None or int(row[0]) != SCHEMA_VERSION:
             err = sqlite3.DatabaseError(f"unknown schema version {row[0] if row else None}")
-            err.sqlite_errorname = "SQLITE_CORRUPT"  # type: ignore[attr-defined]
+            err.sqlite_errorname = "SQLITE_CORRUPT"
             raise err
 
     # --- reading ---------------------------------------------------------------------------
@@ -276,8 +293,14 @@ class StateStore:
     def register(self, path: str, dev: int, ino: int, head_hash: str, generation: int, size: int) -> FileRecord:
         """Record a new file generation at offset 0 (a no-op if it is already known)."""
         uid = file_uid(head_hash, generation)
-        self._write([("INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, NULL)",
-                      [(uid, path, dev, ino, head_hash, generation, size, time.time())])])
+        self._write(
+            [
+                (
+                    "INSERT OR IGNORE INTO files VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, NULL)",
+                    [(uid, path, dev, ino, head_hash, generation, size, time.time())],
+                )
+            ]
+        )
         found = self.get(uid)
         assert found is not None
         return found
@@ -287,8 +310,17 @@ class StateStore:
         now = time.time()
         rows = [(off, path, size, now, now, uid, off) for uid, off, path, size in offsets]
         if rows:
-            self._write([("UPDATE files SET offset = ?, path = ?, size = ?, updated = ?, delivered_at = ? "
-                          "WHERE uid = ? AND offset <= ?", rows)])
+            self._write(
+                [
+                    (
+                        (
+                            "UPDATE files SET offset = ?, path = ?, size = ?, updated = ?, delivered_at = ? "
+                            "WHERE uid = ? AND offset <= ?"
+                        ),
+                        rows,
+                    )
+                ]
+            )
 
     def forget(self, uids: Iterable[str]) -> None:
         """Drop files that were deleted and fully shipped."""
@@ -315,8 +347,10 @@ def acquire_lock(state_dir: Path) -> int:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise StateError(f"cannot create the lock file {path}: {exc.strerror}: fix the permissions of "
-                         f"{state_dir} or choose another --state-dir") from None
+        raise StateError(
+            f"cannot create the lock file {path}: {exc.strerror}: fix the permissions of "
+            f"{state_dir} or choose another --state-dir"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -325,8 +359,11 @@ def acquire_lock(state_dir: Path) -> int:
         except OSError:
             holder = "unknown"
         os.close(fd)
-        raise StateError(f"another amebo-logship (PID {holder}) is using the state directory {state_dir}: stop "
-                         "it first, or give each shipper its own --state-dir", "locked") from None
+        raise StateError(
+            f"another amebo-logship (PID {holder}) is using the state directory {state_dir}: stop "
+            "it first, or give each shipper its own --state-dir",
+            "locked",
+        ) from None
     except OSError as exc:
         os.close(fd)
         raise StateError(f"cannot lock {path}: {exc.strerror}") from None

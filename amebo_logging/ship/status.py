@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +37,20 @@ def file_status(state_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for r in records:
         size = _current_size(r.path, r.head_hash)
-        rows.append({
-            "file": r.path,
-            "id": r.uid,
-            "generation": r.generation,
-            "offset": r.offset,
-            "size": size if size is not None else r.size,
-            "lag_bytes": max(0, (size if size is not None else r.size) - r.offset),
-            "present": size is not None,
-            "last_delivery": datetime.fromtimestamp(r.delivered_at, timezone.utc).isoformat(timespec="seconds")
-            if r.delivered_at else None,
-        })
+        rows.append(
+            {
+                "file": r.path,
+                "id": r.uid,
+                "generation": r.generation,
+                "offset": r.offset,
+                "size": size if size is not None else r.size,
+                "lag_bytes": max(0, (size if size is not None else r.size) - r.offset),
+                "present": size is not None,
+                "last_delivery": datetime.fromtimestamp(r.delivered_at, UTC).isoformat(timespec="seconds")
+                if r.delivered_at
+                else None,
+            }
+        )
     return rows
 
 
@@ -56,10 +59,16 @@ def render_table(rows: list[dict[str, Any]]) -> str:
         return "no files tracked yet"
     header = ("FILE", "ID", "OFFSET", "SIZE", "LAG", "LAST DELIVERY")
     body = [
-        (row["file"] + ("" if row["present"] else " (moved or gone)"), f"{row['id']}/{row['generation']}",
-         str(row["offset"]), str(row["size"]), str(row["lag_bytes"]), row["last_delivery"] or "never")
+        (
+            row["file"] + ("" if row["present"] else " (moved or gone)"),
+            f"{row['id']}/{row['generation']}",
+            str(row["offset"]),
+            str(row["size"]),
+            str(row["lag_bytes"]),
+            row["last_delivery"] or "never",
+        )
         for row in rows
     ]
-    widths = [max(len(x) for x in col) for col in zip(header, *body)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in (header, *body)]
+    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=True)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in (header, *body)]
     return "\n".join(lines)

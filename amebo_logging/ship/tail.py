@@ -45,8 +45,13 @@ HEAD_BYTES = 1024
 CHUNK_BYTES = 1 << 20
 FD_RESERVE = 64  # descriptors left for the database, sockets, the dead letter, Python itself
 
-_COMPRESSED = ((b"\x1f\x8b", "gzip"), (b"BZh", "bzip2"), (b"\xfd7zXZ\x00", "xz"), (b"\x28\xb5\x2f\xfd", "zstd"),
-               (b"PK\x03\x04", "zip"))
+_COMPRESSED = (
+    (b"\x1f\x8b", "gzip"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"PK\x03\x04", "zip"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +270,14 @@ class Tailer:
                     continue
             if waiting.fd is None and self._descriptors() >= self.max_open and not self._make_room():
                 waiting.reason = "no_descriptor"
-                self._warn_once(("max_open",), "open_file_limit_reached", max_open=self.max_open,
-                                waiting_files=len(self.waiting),
-                                reason="more files match than descriptors may be held; the rest are read as "
-                                       "finished files are closed (raise `ulimit -n`, or --max-open-files)")
+                self._warn_once(
+                    ("max_open",),
+                    "open_file_limit_reached",
+                    max_open=self.max_open,
+                    waiting_files=len(self.waiting),
+                    reason="more files match than descriptors may be held; the rest are read as "
+                    "finished files are closed (raise `ulimit -n`, or --max-open-files)",
+                )
                 return
             if self._open(waiting, key):
                 self.waiting.pop(key, None)
@@ -309,9 +318,12 @@ class Tailer:
                 return False
             waiting.reason, waiting.detail = "unreadable", exc.strerror or str(exc)
             self._stamp(waiting)
-            self._warn_once((key, "unreadable", exc.errno), "file_unreadable",
-                            **{"log.file.path": path, "error.message": exc.strerror or str(exc)},
-                            reason="this file matches but cannot be read: fix its permissions")
+            self._warn_once(
+                (key, "unreadable", exc.errno),
+                "file_unreadable",
+                **{"log.file.path": path, "error.message": exc.strerror or str(exc)},
+                reason="this file matches but cannot be read: fix its permissions",
+            )
             return False
         try:
             st = os.fstat(fd)
@@ -333,9 +345,13 @@ class Tailer:
         if kind is not None:
             os.close(fd)
             self.skipped[key] = path
-            self._event("info", "file_skipped", **{"log.file.path": path},
-                        reason=f"{kind}-compressed: rotated logs are read before they are compressed "
-                               "(use logrotate's delaycompress), or exclude them with --exclude")
+            self._event(
+                "info",
+                "file_skipped",
+                **{"log.file.path": path},
+                reason=f"{kind}-compressed: rotated logs are read before they are compressed "
+                "(use logrotate's delaycompress), or exclude them with --exclude",
+            )
             return True
         known = self.offsets.known(head)
         if known is not None and known.reading:
@@ -346,15 +362,27 @@ class Tailer:
             waiting.reason, waiting.detail, waiting.holder = "same_first_line", holder, known.uid
             return False
         position, generation, uid, how = self._resume(fd, path, key, st.st_size, head, known)
-        reader = _Reader(path=path, fd=fd, dev=key[0], ino=key[1], head=head, uid=uid, generation=generation,
-                         source=Source.make(uid, path), read_pos=position, line_start=position, size=st.st_size)
+        reader = _Reader(
+            path=path,
+            fd=fd,
+            dev=key[0],
+            ino=key[1],
+            head=head,
+            uid=uid,
+            generation=generation,
+            source=Source.make(uid, path),
+            read_pos=position,
+            line_start=position,
+            size=st.st_size,
+        )
         self.readers[key] = reader
         self.offsets.track(uid, path, st.st_size, position)
         self._event("info", "file_opened", **{"log.file.path": path, "log.offset": position}, how=how)
         return True
 
-    def _resume(self, fd: int, path: str, key: tuple[int, int], size: int, head: str,
-                known: Any) -> tuple[int, int, str, str]:
+    def _resume(
+        self, fd: int, path: str, key: tuple[int, int], size: int, head: str, known: Any
+    ) -> tuple[int, int, str, str]:
         """Where to read a newly opened file from: (position, generation, uid, how)."""
         if known is None:
             record = self.offsets.register(path, key[0], key[1], head, 0, size)
@@ -403,8 +431,11 @@ class Tailer:
                 r.verified = (st.st_size, st.st_mtime_ns)
             data = os.pread(r.fd, limit, r.read_pos) if st.st_size > r.read_pos else b""
         except OSError as exc:
-            self._warn_once((r.uid, "read", getattr(exc, "errno", None)), "file_read_failed",
-                            **{"log.file.path": r.path, "error.message": str(exc)})
+            self._warn_once(
+                (r.uid, "read", getattr(exc, "errno", None)),
+                "file_read_failed",
+                **{"log.file.path": r.path, "error.message": str(exc)},
+            )
             return 0
         if not data:
             r.at_eof = True
@@ -431,8 +462,7 @@ class Tailer:
     def _supersede(self, r: _Reader, reason: str) -> None:
         """*r*'s file was truncated or rewritten: let the identity go (a copy holding the rest
         continues it) and open the file again as what it now is."""
-        self._event("info", "file_truncated", **{"log.file.path": r.path, "log.offset": r.line_start},
-                    reason=reason)
+        self._event("info", "file_truncated", **{"log.file.path": r.path, "log.offset": r.line_start}, reason=reason)
         self._release(r)
         self.waiting[(r.dev, r.ino)] = Waiting(r.path, "new")
         self._open_waiting()
@@ -534,8 +564,17 @@ class Tailer:
         """Every open file: path, uid, size, committed offset, partial line bytes (a snapshot)."""
         out = []
         for r in self.readers.values():
-            out.append({"path": r.path, "uid": r.uid, "size": r.size, "committed": self.offsets.committed(r.uid),
-                        "read": r.line_start, "partial": r.partial_bytes if r.at_eof else 0, "at_eof": r.at_eof})
+            out.append(
+                {
+                    "path": r.path,
+                    "uid": r.uid,
+                    "size": r.size,
+                    "committed": self.offsets.committed(r.uid),
+                    "read": r.line_start,
+                    "partial": r.partial_bytes if r.at_eof else 0,
+                    "at_eof": r.at_eof,
+                }
+            )
         return out
 
     def close(self) -> None:
