@@ -9,7 +9,15 @@ log.info("event_published", action="user.created", payload_size=123)
 
 from . import events, schema
 from .asgi import CorrelationMiddleware
-from .config import LoggingConfig, configure_logging, reopen_log_file, uvicorn_log_config
+from .config import (
+    LoggingConfig,
+    Settings,
+    configure_logging,
+    install,
+    reopen_log_file,
+    resolve_settings,
+    uvicorn_log_config,
+)
 from .correlation import (
     TraceContext,
     bind_context,
@@ -44,6 +52,7 @@ __all__ = [
     "CorrelationMiddleware",
     "ElasticsearchHandler",
     "LoggingConfig",
+    "Settings",
     "TraceContext",
     "async_httpx_event_hooks",
     "bind_context",
@@ -55,9 +64,11 @@ __all__ = [
     "get_logger",
     "get_trace_context",
     "httpx_event_hooks",
+    "install",
     "new_correlation_id",
     "parse_traceparent",
     "reopen_log_file",
+    "resolve_settings",
     "schema",
     "set_correlation_id",
     "set_trace_context",

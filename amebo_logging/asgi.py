@@ -29,13 +29,14 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
 from .correlation import (
-    _CONTEXT,
-    _TRACE_FLAGS,
     CORRELATION_KEY,
+    activate,
+    current_context,
     new_correlation_id,
     new_span_id,
     new_trace_id,
     parse_traceparent,
+    restore,
     valid_request_id,
 )
 from .logger import AmeboLogger, get_logger
@@ -105,7 +106,7 @@ class CorrelationMiddleware:
         else:
             request_id = new_correlation_id()
             rejected = len(inbound) if inbound is not None else None
-        ctx: dict[str, Any] = {**(_CONTEXT.get() or {}), CORRELATION_KEY: request_id}
+        ctx: dict[str, Any] = {**(current_context() or {}), CORRELATION_KEY: request_id}
         for key in ("trace.id", "span.id", "parent.id"):
             ctx.pop(key, None)
         flags, started = "01", False
@@ -152,8 +153,7 @@ class CorrelationMiddleware:
             return
         headers = scope.get("headers") or []
         ctx, request_id, rejected, flags, started = self._context_for(headers)
-        token = _CONTEXT.set(ctx)
-        flags_token = _TRACE_FLAGS.set(flags)
+        token = activate(ctx, flags)
         try:
             if rejected is not None:
                 self.log.warning("request_id_rejected", reason=f"invalid {self.header} header", length=rejected)
@@ -165,8 +165,7 @@ class CorrelationMiddleware:
                 return
             await self._http(scope, receive, send, request_id, headers)
         finally:
-            _CONTEXT.reset(token)
-            _TRACE_FLAGS.reset(flags_token)
+            restore(token)
 
     async def _http(
         self, scope: Scope, receive: Receive, send: Send, request_id: str, headers: list[tuple[bytes, bytes]]

@@ -23,6 +23,7 @@ from .redaction import scrub_mapping
 
 __all__ = [
     "TraceContext",
+    "activate",
     "bind_context",
     "clear_context",
     "correlation_scope",
@@ -33,6 +34,7 @@ __all__ = [
     "new_span_id",
     "new_trace_id",
     "parse_traceparent",
+    "restore",
     "set_correlation_id",
     "set_trace_context",
     "start_trace",
@@ -54,9 +56,22 @@ _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TRACEPARENT_RE: Final = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 
 
-def current_context() -> Mapping[str, Any] | None:
-    """The fields bound to the current context (read-only), or ``None`` when there are none."""
-    return _CONTEXT.get()
+#: The fields bound to the current context (read-only), or ``None`` when there are none.  It
+#: is the context variable's own ``get``: the logging hot path reads it without a Python call.
+current_context: Callable[[], Mapping[str, Any] | None] = _CONTEXT.get
+
+
+def activate(fields: Mapping[str, Any] | None, trace_flags: str = "01") -> tuple[Any, Any]:
+    """Put *fields* in force as the whole context (a request's, say) in one step; returns the
+    token that :func:`restore` takes to put back what was there before."""
+    return _CONTEXT.set(dict(fields) if fields else None), _TRACE_FLAGS.set(trace_flags)
+
+
+def restore(token: tuple[Any, Any]) -> None:
+    """Put back the context :func:`activate` replaced."""
+    context_token, flags_token = token
+    _CONTEXT.reset(context_token)
+    _TRACE_FLAGS.reset(flags_token)
 
 
 def _update(changes: Mapping[str, Any] | None = None, remove: tuple[str, ...] = ()) -> None:

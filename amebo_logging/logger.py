@@ -1,41 +1,31 @@
-"""The bound logger: turns ``log.info("event", **fields)`` into one ECS record, fast.
+"""The structlog bound logger: a thin adapter onto the one record builder (:mod:`.record`).
 
-A call builds the event dict in the ECS logging order, then runs the processors and writes
-the rendered line::
-
-    {"@timestamp", "log.level", "message"}      the header
-    + ecs.version, log.logger, service.*, process.pid    constant per logger
-    + correlation_id, trace.id, span.id, bind_context() fields   the current context
-    + fields bound with .bind()                  already redacted when bound
-    + the call's own fields                      redacted here
-    exc_info -> error.type, error.message, error.stack_trace
-    -> your processors (configure_logging(processors=...)) -> renderer -> sink
-
-Levels below the configured one are bound to a method that returns at once.  Everything
-``configure_logging()`` decides (level, processors, renderer, sink, service fields) is held
-here as module state, so loggers made at import time, before configuration, follow it too.
+``log.info("event", **fields)`` formats the message (%-style arguments; secrets in it
+redacted), has the runtime in force build the record, runs the extra processors
+(``configure_logging(processors=...)``) and emits it.  Levels below the configured one are
+bound to a method that returns at once.  Every call reads the runtime once, so a logger made
+at import time, before configuration, follows it too, and a reconfiguration never splits a
+record.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 from structlog.exceptions import DropEvent
 
-from . import redaction
-from .correlation import _CONTEXT, legacy_request_id
-from .processors import error_fields, protect_header
-from .redaction import may_hold_secrets, scrub_text
-from .render import render_json, safe_repr, timestamp_now
-from .schema import ECS_VERSION
+from .processors import protect_header
+from .record import fallback
+from .redaction import Redactor, may_hold_secrets
+from .render import safe_repr, timestamp_now
+from .runtime import current
 
-__all__ = ["LEVELS", "AmeboLogger", "get_logger", "logger_factory"]
+__all__ = ["LEVELS", "AmeboLogger", "get_logger", "logger_factory", "set_level"]
 
 #: Accepted level names and their numbers.
 LEVELS: Mapping[str, int] = {
@@ -49,37 +39,14 @@ _NAME_OF: dict[int, str] = {v: k for k, v in LEVELS.items()}
 
 Processor = Callable[[Any, str, Any], Any]
 
-# --- module state, set by install() -------------------------------------------------------
-_render: Callable[[Mapping[str, Any]], bytes] = render_json
-_write: Callable[[bytes], None] = lambda line: None  # noqa: E731 - silent until configured
-_processors: tuple[Processor, ...] = ()
-_scrub: Callable[[Mapping[str, Any]], Mapping[str, Any]] = redaction.redactor().scrub_mapping
-_min_level: int = logging.INFO
-_service: dict[str, Any] = {
-    "service.name": "amebo",
-    "service.version": "unknown",
-    "service.environment": "production",
-}
-
 
 class _LoggerName:
-    """The name of a logger and its constant fields; one instance per name, shared."""
+    """The name of a logger; one instance per name, shared (structlog's wrapped "logger")."""
 
-    __slots__ = ("name", "static", "templates")
+    __slots__ = ("name",)
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.static: dict[str, Any] = {}
-        self.templates: dict[str, dict[str, Any]] = {}
-        self.refresh()
-
-    def refresh(self) -> None:
-        self.static = {"ecs.version": ECS_VERSION, "log.logger": self.name, **_service, "process.pid": os.getpid()}
-        # Per level, the header and constant fields in record order: a call copies one and
-        # fills in the time and message, which is cheaper than building the dict anew.
-        self.templates = {
-            level: {"@timestamp": None, "log.level": level, "message": None, **self.static} for level in LEVELS
-        }
 
 
 _names: dict[str, _LoggerName] = {}
@@ -94,71 +61,32 @@ def _name(name: str) -> _LoggerName:
     return found
 
 
-def _refresh_names() -> None:
-    for entry in list(_names.values()):
-        entry.refresh()
-
-
-# The pid changes in a forked worker (gunicorn, multiprocessing): records must say so.
-os.register_at_fork(after_in_child=_refresh_names)
-
-
-def _fallback_record(level_name: str, event: Any, exc: BaseException) -> bytes:
-    """A minimal record saying why a record could not be made; used instead of raising."""
-    return render_json(
-        {
-            "@timestamp": timestamp_now(),
-            "log.level": level_name,
-            "message": event if isinstance(event, str) else safe_repr(event),
-            "error.type": "amebo_logging.RecordError",
-            "error.message": f"this record could not be built: {type(exc).__name__}: {safe_repr(exc)}",
-        }
-    )
-
-
-def _format_message(event: Any, args: tuple[Any, ...]) -> Any:
+def _format_message(event: Any, args: tuple[Any, ...], redactor: Redactor) -> Any:
     if args:
         try:
             event = event % args
         except Exception:
             event = f"{event} {safe_repr(args)}"
     if type(event) is str and may_hold_secrets(event):
-        event = scrub_text(event)
+        event = redactor.scrub_text(event)
     return event
 
 
 def _make_method(level_name: str, *, exception: bool = False) -> Callable[..., None]:
     def method(self: AmeboLogger, event: Any = None, *args: Any, **kw: Any) -> None:
+        rt = current()
         try:
             if args or type(event) is not str or may_hold_secrets(event):
-                event = _format_message(event, args)
-            if exception:
-                kw.setdefault("exc_info", True)
-            ed = self._logger.templates[level_name].copy()
-            ed["@timestamp"] = timestamp_now()
-            ed["message"] = event
-            ctx = _CONTEXT.get()
-            if ctx is not None:
-                ed.update(ctx)
-            if ctx is None or "correlation_id" not in ctx:
-                legacy = legacy_request_id()
-                if legacy is not None:
-                    ed["correlation_id"] = legacy
-            if self._context:
-                ed.update(self._context)
-            if kw:
-                ed.update(_scrub(protect_header(kw)))
-            if "exc_info" in ed:
-                ed.update(error_fields(ed.pop("exc_info")))
-            for proc in _processors:
+                event = _format_message(event, args, rt.redactor)
+            exc = kw.pop("exc_info") if "exc_info" in kw else exception
+            ed = rt.builder.build(level_name, self._logger.name, event, timestamp_now(), self._context, kw, exc)
+            for proc in rt.processors:
                 ed = proc(self, level_name, ed)
-            line = _render(ed)
         except DropEvent:
             return
-        except Exception as exc:
-            line = _fallback_record(level_name, event, exc)
-        _write(line)
-        return
+        except Exception as err:
+            ed = fallback(level_name, self._logger.name, event, timestamp_now(), err)
+        rt.emit(ed)
 
     name = "exception" if exception else level_name
     method.__name__ = name
@@ -173,6 +101,10 @@ def _nop(self: Any, event: Any = None, *args: Any, **kw: Any) -> None:
     return None
 
 
+def _scrub(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(current().redactor.scrub_mapping(protect_header(fields)))
+
+
 class AmeboLogger(structlog.BoundLoggerBase):
     """A structlog bound logger that writes ECS JSON records (see the module docstring).
 
@@ -185,10 +117,10 @@ class AmeboLogger(structlog.BoundLoggerBase):
     _logger: _LoggerName
 
     def bind(self, **new_values: Any) -> AmeboLogger:
-        return self.__class__(self._logger, self._processors, {**self._context, **_scrub(protect_header(new_values))})
+        return self.__class__(self._logger, self._processors, {**self._context, **_scrub(new_values)})
 
     def new(self, **new_values: Any) -> AmeboLogger:
-        return self.__class__(self._logger, self._processors, dict(_scrub(protect_header(new_values))))
+        return self.__class__(self._logger, self._processors, _scrub(new_values))
 
     @property
     def name(self) -> str:
@@ -197,11 +129,11 @@ class AmeboLogger(structlog.BoundLoggerBase):
 
     def is_enabled_for(self, level: int) -> bool:
         """Whether a record at *level* would be written."""
-        return level >= _min_level
+        return level >= current().level
 
     def get_effective_level(self) -> int:
         """The configured minimum level."""
-        return _min_level
+        return current().level
 
     def log(self, level: int | str, event: Any = None, *args: Any, **kw: Any) -> None:
         """Log at *level*, a number (``logging.INFO``) or a name (``"info"``)."""
@@ -213,17 +145,14 @@ class AmeboLogger(structlog.BoundLoggerBase):
             name = _NAME_OF[max((n for n in _NAME_OF if n <= number), default=logging.DEBUG)]
         getattr(self, str(name))(event, *args, **kw)
 
-    # Replaced by _set_level(); these are the unconfigured defaults (INFO and above).
+    # Replaced by set_level(); these are the unconfigured defaults (INFO and above).
     debug = info = warning = warn = error = err = critical = fatal = exception = msg = _nop
 
 
-def _set_level(min_level: int) -> None:
-    global _min_level
-    _min_level = min_level
+def set_level(min_level: int) -> None:
+    """Bind every level method: a real one from *min_level* up, one that returns at once below."""
     for number, name in _NAME_OF.items():
-        active = number >= min_level
-        method = _make_method(name) if active else _nop
-        setattr(AmeboLogger, name, method)
+        setattr(AmeboLogger, name, _make_method(name) if number >= min_level else _nop)
     AmeboLogger.warn = AmeboLogger.warning
     AmeboLogger.err = AmeboLogger.error
     AmeboLogger.fatal = AmeboLogger.critical
@@ -231,37 +160,7 @@ def _set_level(min_level: int) -> None:
     AmeboLogger.exception = _make_method("error", exception=True) if min_level <= logging.ERROR else _nop
 
 
-_set_level(logging.INFO)
-
-
-def install(
-    *,
-    level: int,
-    render: Callable[[Mapping[str, Any]], bytes],
-    write: Callable[[bytes], None],
-    processors: Iterable[Processor],
-    service: Mapping[str, Any],
-) -> None:
-    """Put a configuration in force for every logger, existing and future."""
-    global _render, _write, _processors, _scrub, _service
-    _render = render
-    _write = write
-    _processors = tuple(processors)
-    _scrub = redaction.redactor().scrub_mapping
-    _service = dict(service)
-    _refresh_names()
-    _set_level(level)
-
-
-def install_sink(write: Callable[[bytes], None]) -> None:
-    """Send lines to *write* from now on, keeping the rest of the configuration."""
-    global _write
-    _write = write
-
-
-def write_line(line: bytes) -> None:
-    """Write a rendered line through the sink in force (used by the stdlib bridge)."""
-    _write(line)
+set_level(logging.INFO)
 
 
 def logger_factory(*args: Any) -> _LoggerName:
@@ -278,4 +177,4 @@ def get_logger(name: str | None = None, **initial_fields: Any) -> AmeboLogger:
     if name is None:
         frame = sys._getframe(1)
         name = frame.f_globals.get("__name__", "root")
-    return AmeboLogger(_name(name), _processors, dict(_scrub(protect_header(initial_fields))))
+    return AmeboLogger(_name(str(name)), (), _scrub(initial_fields))

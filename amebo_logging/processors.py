@@ -1,21 +1,15 @@
-"""structlog processors over ECS-shaped event dicts.
-
-Each takes ``(logger, method_name, event_dict)`` and returns the event dict, like every
-structlog processor, so they compose with structlog's own.  The event dicts they see already
-carry the ECS header (``@timestamp``, ``log.level``, ``message``); see :mod:`amebo_logging.logger`.
-"""
+"""Record shaping the builder (:mod:`.record`) and the context share: header keys kept out
+of the way of the header, and an exception's ``error.*`` fields."""
 
 from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
-from .redaction import redactor
-
-__all__ = ["HEADER", "add_exception_fields", "error_fields", "protect_header", "redact_secrets"]
+__all__ = ["HEADER", "error_fields", "protect_header"]
 
 #: The keys a record's header owns: the logger sets them, never a call's or context's field.
 HEADER = ("@timestamp", "log.level", "message")
@@ -66,23 +60,3 @@ def error_fields(exc_info: Any, stack_trace: bool = True) -> dict[str, str]:
         return fields
     except Exception as exc:  # a pathological exception object
         return {"error.type": "unknown", "error.message": f"could not format the exception: {exc!r}"}
-
-
-def add_exception_fields(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """Replace an ``exc_info`` key by ``error.type``, ``error.message`` and ``error.stack_trace``.
-
-    ``exc_info`` may be ``True`` (the exception being handled), an exception, or an
-    ``exc_info`` tuple; ``log.exception()`` sets it to ``True``.
-    """
-    if "exc_info" in event_dict:
-        event_dict.update(error_fields(event_dict.pop("exc_info")))
-    return event_dict
-
-
-def redact_secrets(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """Redact sensitive keys and URL passwords at any depth (see :mod:`amebo_logging.redaction`).
-
-    :func:`amebo_logging.get_logger` loggers already redact call fields and bound context;
-    this processor is for chains you build yourself.
-    """
-    return dict(redactor().scrub_mapping(event_dict))

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
-__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "redactor", "scrub", "scrub_mapping", "scrub_text", "set_redactor"]
+__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "build_redactor", "scrub", "scrub_mapping", "scrub_text"]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -201,30 +201,22 @@ def build_redactor(spec: bool | Iterable[str] | None, env_value: str | None = No
     return Redactor(keys)
 
 
-_current: Redactor = Redactor()
+def _in_force() -> Redactor:
+    from .runtime import current  # the runtime module imports this one
 
-
-def redactor() -> Redactor:
-    """The redactor in force."""
-    return _current
-
-
-def set_redactor(new: Redactor) -> None:
-    """Put *new* in force for every record made from now on."""
-    global _current
-    _current = new
+    return current().redactor
 
 
 def scrub_mapping(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
     """*mapping* redacted by the redactor in force."""
-    return _current.scrub_mapping(mapping)
+    return _in_force().scrub_mapping(mapping)
 
 
 def scrub(value: Any) -> Any:
     """*value* redacted by the redactor in force."""
-    return _current.scrub(value)
+    return _in_force().scrub(value)
 
 
 def scrub_text(text: str) -> str:
     """A message or other text with URL passwords and sensitive query values redacted."""
-    return _current.scrub_text(text) if may_hold_secrets(text) else text
+    return _in_force().scrub_text(text) if may_hold_secrets(text) else text

@@ -42,14 +42,18 @@ def timestamp_now() -> str:
     second = micros // 1_000_000
     cached = _second_cache
     prefix = cached[1] if cached[0] == second else _second_prefix(second)
-    return f"{prefix}{micros - second * 1_000_000:06d}Z"
+    return prefix + str(micros - second * 1_000_000).zfill(6) + "Z"
 
 
 def format_timestamp(epoch_seconds: float) -> str:
     """*epoch_seconds* (as in ``LogRecord.created``) in the format of :func:`timestamp_now`."""
-    micros = round(epoch_seconds * 1_000_000)
-    second, micro = divmod(micros, 1_000_000)
-    return f"{_second_prefix(second)}{micro:06d}Z"
+    second = int(epoch_seconds)
+    micro = int((epoch_seconds - second) * 1_000_000 + 0.5)
+    if micro >= 1_000_000:
+        second, micro = second + 1, micro - 1_000_000
+    cached = _second_cache
+    prefix = cached[1] if cached[0] == second else _second_prefix(second)
+    return prefix + str(micro).zfill(6) + "Z"
 
 
 # --- safe values ---------------------------------------------------------------------------

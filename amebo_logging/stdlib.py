@@ -1,12 +1,14 @@
-"""The stdlib bridge: ``logging`` records rendered in the same ECS shape as structlog's.
+"""The stdlib bridge: ``logging`` records in the same ECS shape as structlog's.
 
-:class:`EcsJsonFormatter` is a python-json-logger formatter (a ``BaseJsonFormatter``) that
-builds the same event dict as :class:`amebo_logging.logger.AmeboLogger`: the ECS header,
-the logger's constant fields, the current correlation context, then the record's ``extra``
-fields, redacted.  Amebo 0.9's access extras (``method``, ``path``, ``status``,
-``duration_ms``, ``client_ip``) become ECS fields; uvicorn's ``color_message`` is dropped.
+:class:`EcsJsonFormatter` is a python-json-logger formatter (a ``BaseJsonFormatter``) and a thin
+adapter onto the one record builder (:mod:`.record`): it maps a ``LogRecord`` (its message,
+level, logger name, time, ``extra`` fields and exception) onto it.  What is particular to the
+records Amebo's stack writes is a small table, not code paths: Amebo 0.9's access extras
+(``method``, ``path``, ``status``, ``duration_ms``, ``client_ip``) and uvicorn's access-line
+arguments become ECS fields; uvicorn's ``color_message`` and Amebo's ``request_id`` attribute
+are not fields.
 
-:class:`EcsHandler` writes each formatted record with one ``write()`` through the sink.
+:class:`EcsHandler` emits each record through the runtime in force: one ``write()`` per line.
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ from typing import Any, Final
 
 from pythonjsonlogger.core import RESERVED_ATTRS, BaseJsonFormatter
 
-from . import logger as _logger
 from .asgi import QUIET_PATHS, client_fields
-from .correlation import _CONTEXT, legacy_request_id
-from .processors import error_fields, protect_header
-from .redaction import may_hold_secrets, redactor, scrub_text
+from .record import LEVEL_NAMES, fallback
+from .redaction import may_hold_secrets
 from .render import format_timestamp, render_json
+from .runtime import Runtime, current
 
 __all__ = ["HANDLER_TAG", "EcsHandler", "EcsJsonFormatter"]
 
@@ -30,8 +31,11 @@ __all__ = ["HANDLER_TAG", "EcsHandler", "EcsJsonFormatter"]
 #: tag Amebo 0.9's own ``amebo.utils.logs`` uses, so each replaces the other's handler.
 HANDLER_TAG: Final = "_amebo_log_handler"
 
-_RESERVED: Final = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message", "request_id"}
-_LEVEL_NAMES: Final = {10: "debug", 20: "info", 30: "warning", 40: "error", 50: "critical"}
+#: Record attributes that are never fields: the LogRecord's own, what formatters add, and
+#: the particular ones named above.
+_RESERVED: Final = frozenset(RESERVED_ATTRS) | {"message", "asctime", "color_message", "request_id", "taskName"}
+#: How many attributes a LogRecord made without ``extra`` has: more means extra fields.
+_PLAIN: Final = len(logging.LogRecord("n", 20, "p", 1, "m", None, None).__dict__)
 _ACCESS_SIGNATURE: Final = frozenset({"method", "path", "status"})
 
 
@@ -45,7 +49,7 @@ def _access_fields(extra: dict[str, Any]) -> dict[str, Any]:
     out["url.path"] = str(path).split("?", 1)[0]
     if isinstance(status, int):
         out["http.response.status_code"] = status
-    if isinstance(duration_ms, (int, float)):
+    if isinstance(duration_ms, int | float):
         out["event.duration"] = int(duration_ms * 1_000_000)
     if client_ip:
         # heaven hands Amebo a Lookup object ({address, port}), not a string
@@ -70,86 +74,91 @@ def _uvicorn_access_fields(args: Any) -> dict[str, Any]:
     return fields
 
 
+#: The particular records, by logger name: fields from the record's arguments, when it has no
+#: extra fields of its own.  (Amebo's access records are known by their extras instead:
+#: ``method``, ``path``, ``status``, whatever the logger.)
+_BY_LOGGER: Final[Mapping[str, Callable[[logging.LogRecord], dict[str, Any] | None]]] = {
+    "uvicorn.access": lambda record: (
+        _uvicorn_access_fields(record.args) if isinstance(record.args, tuple) and len(record.args) == 5 else None
+    ),
+}
+
+
 class EcsJsonFormatter(BaseJsonFormatter):
     """python-json-logger formatter giving stdlib records the toolkit's ECS record shape.
 
     ``format()`` returns the JSON text (no newline), as ``logging.Formatter`` does;
-    :meth:`format_bytes` returns the whole line, which is what :class:`EcsHandler` writes.
-    *render* turns the event dict into a line (JSON by default; the console renderer for
-    ``fmt="console"``).
+    :meth:`format_bytes` returns the whole line.  *render* turns the record into a line
+    (JSON by default; the console renderer for ``fmt="console"``).
     """
 
     def __init__(self, render: Callable[[Mapping[str, Any]], bytes] = render_json) -> None:
         super().__init__()
         self.render = render
 
-    def event_dict(self, record: logging.LogRecord) -> dict[str, Any]:
-        """The ECS event dict of *record*."""
+    def event_dict(self, record: logging.LogRecord, rt: Runtime | None = None) -> dict[str, Any]:
+        """The ECS record of *record*, built by the runtime in force (or *rt*)."""
+        if rt is None:
+            rt = current()
         msg = record.msg
-        extra_from_msg: dict[str, Any] | None = None
-        if isinstance(msg, dict):  # python-json-logger's logger.info({"key": value}) form
-            extra_from_msg = dict(msg)
-            key = "message" if "message" in extra_from_msg else "event"
-            message = extra_from_msg.pop(key, "")
+        extra: dict[str, Any] | None = None
+        request_id = None
+        if type(msg) is dict:  # python-json-logger's logger.info({"key": value}) form
+            extra = dict(msg)
+            message: Any = extra.pop("message" if "message" in extra else "event", "")
         else:
             try:
                 message = record.getMessage()
             except Exception as exc:
                 message = f"{msg} {record.args!r} (could not be formatted: {exc})"
             if may_hold_secrets(message):
-                message = scrub_text(message)
-        level = _LEVEL_NAMES.get(record.levelno) or record.levelname.lower()
-        name = _logger._name(record.name)
-        template = name.templates.get(level)
-        if template is not None:
-            ed = template.copy()
-            ed["@timestamp"] = format_timestamp(record.created)
-            ed["message"] = message
-        else:  # a custom level number
-            ed = {"@timestamp": format_timestamp(record.created), "log.level": level, "message": message}
-            ed.update(name.static)
-        ctx = _CONTEXT.get()
-        if ctx is not None:
-            ed.update(ctx)
-        if ctx is None or "correlation_id" not in ctx:
-            rid = getattr(record, "request_id", None) or legacy_request_id()
-            if rid and rid != "-":
-                ed["correlation_id"] = rid
+                message = rt.redactor.scrub_text(message)
         attrs = record.__dict__
-        names = attrs.keys() - _RESERVED
-        if names or extra_from_msg:
-            extra = {k: v for k, v in attrs.items() if k in names and not k.startswith("_")}
-            if extra_from_msg:
-                extra.update(extra_from_msg)
+        if len(attrs) > _PLAIN:  # extra fields (or attributes Amebo's filter or a formatter added)
+            request_id = attrs.get("request_id")
+            found = {k: v for k, v in attrs.items() if k not in _RESERVED and k[0] != "_"}
+            if found:
+                extra = {**found, **extra} if extra else found
+        if extra is not None:
             if extra.keys() >= _ACCESS_SIGNATURE:
-                extra = _access_fields(extra)
-                ed["message"] = "http_request"
-            ed.update(redactor().scrub_mapping(protect_header(extra)))
-        elif record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
-            ed.update(_uvicorn_access_fields(record.args))
-        if record.exc_info:
-            ed.update(error_fields(record.exc_info))
-        elif record.exc_text:
+                extra, message = _access_fields(extra), "http_request"
+        else:
+            particular = _BY_LOGGER.get(record.name)
+            if particular is not None:
+                extra = particular(record)
+        exc_info = record.exc_info
+        ed = rt.builder.build(  # positional: this is the hot path
+            LEVEL_NAMES.get(record.levelno) or record.levelname.lower(),
+            record.name,
+            message,
+            format_timestamp(record.created),
+            None,
+            extra,
+            exc_info,
+            request_id,
+        )
+        if not exc_info and record.exc_text:
             ed["error.stack_trace"] = record.exc_text
         if record.stack_info and "error.stack_trace" not in ed:
             ed["error.stack_trace"] = record.stack_info
         return ed
 
+    def safe_event_dict(self, record: logging.LogRecord, rt: Runtime) -> dict[str, Any]:
+        """:meth:`event_dict`, or a record saying why it could not be built.  Never raises."""
+        try:
+            return self.event_dict(record, rt)
+        except Exception as exc:
+            return fallback(
+                LEVEL_NAMES.get(record.levelno, "error"),
+                record.name,
+                str(record.msg),
+                format_timestamp(record.created),
+                exc,
+            )
+
     def format_bytes(self, record: logging.LogRecord) -> bytes:
         """*record* as one complete line (JSON and a newline, or a console line).  Never raises."""
-        try:
-            return self.render(self.event_dict(record))
-        except Exception as exc:
-            return render_json(
-                {
-                    "@timestamp": format_timestamp(record.created),
-                    "log.level": _LEVEL_NAMES.get(record.levelno, "error"),
-                    "message": str(record.msg),
-                    "log.logger": record.name,
-                    "error.type": "amebo_logging.RecordError",
-                    "error.message": f"this record could not be built: {type(exc).__name__}: {exc}",
-                }
-            )
+        return self.render(self.safe_event_dict(record, current()))
 
     def format(self, record: logging.LogRecord) -> str:
         return self.format_bytes(record).decode("utf-8").rstrip("\n")
@@ -164,7 +173,7 @@ def _is_probe(record: logging.LogRecord) -> bool:
 
 
 class EcsHandler(logging.Handler):
-    """A root handler writing each record as one line through the sink in force.
+    """A root handler emitting each record through the runtime in force.
 
     Writes are whole-line and need no handler lock; a failed write is counted, never raised.
     """
@@ -172,14 +181,14 @@ class EcsHandler(logging.Handler):
     def __init__(self, formatter: EcsJsonFormatter, level: int = logging.NOTSET) -> None:
         super().__init__(level)
         self.setFormatter(formatter)
-        self._format_bytes = formatter.format_bytes
         setattr(self, HANDLER_TAG, True)
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:  # noqa: N802 - logging's name
         if not isinstance(fmt, EcsJsonFormatter):
             raise TypeError("EcsHandler needs an EcsJsonFormatter")
         super().setFormatter(fmt)
-        self._format_bytes = fmt.format_bytes
+        self._event_dict = fmt.event_dict
+        self._safe = fmt.safe_event_dict
 
     def handle(self, record: logging.LogRecord) -> bool:
         if self.filters and not self.filter(record):
@@ -189,8 +198,18 @@ class EcsHandler(logging.Handler):
             if self.level > logging.DEBUG:
                 return False
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-        self.emit(record)
+        rt = current()  # emit(), inlined: this is the hot path
+        try:
+            ed = self._event_dict(record, rt)
+        except Exception:
+            ed = self._safe(record, rt)
+        rt.emit(ed)
         return True
 
     def emit(self, record: logging.LogRecord) -> None:
-        _logger.write_line(self._format_bytes(record))
+        rt = current()
+        try:
+            ed = self._event_dict(record, rt)
+        except Exception:
+            ed = self._safe(record, rt)
+        rt.emit(ed)

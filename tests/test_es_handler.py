@@ -96,9 +96,17 @@ def test_close_is_bounded_during_an_outage(es, logfile, handler_factory, capfd):
     es.start()
 
 
-def test_console_format_is_refused_with_the_fix(logfile, handler_factory):
-    with pytest.raises(ValueError, match="fmt='json'"):
-        logfile.configure(fmt="console", elasticsearch=handler_factory())
+def test_a_terminal_gets_console_lines_and_elasticsearch_json(es, logfile, handler_factory):
+    handler = handler_factory()
+    logfile.configure(fmt="console", elasticsearch=handler)
+    get_logger("amebo.gists").info("event_published", action="user.created")
+    logging.getLogger("amebo.access").warning("slow request %s", "/v1/events")
+    assert handler.flush(timeout=30)
+    text = logfile.path.read_text()
+    assert "event_published" in text and not text.startswith("{")  # people read the stream
+    docs = sorted(es.docs(TARGET), key=lambda d: d["message"])
+    assert [d["message"] for d in docs] == ["event_published", "slow request /v1/events"]
+    assert docs[0]["action"] == "user.created" and docs[1]["log.level"] == "warning"
 
 
 def test_fork_safe(es, tmp_path):

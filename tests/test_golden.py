@@ -40,11 +40,24 @@ def _structlog_cases() -> list[tuple[str, Callable[[], None]]]:
     return [
         ("structlog_fields", lambda: log.info("event_published", action="user.created", payload_size=123)),
         ("structlog_bound", lambda: log.bind(application="billing", token="t0p").warning("slow", elapsed_ms=1.5)),
-        ("structlog_context", lambda: (set_correlation_id("rid-1"), bind_context(tenant="t1"),
-                                       set_trace_context(TRACEPARENT, new_span=False), log.info("ctx"))),
+        (
+            "structlog_context",
+            lambda: (
+                set_correlation_id("rid-1"),
+                bind_context(tenant="t1"),
+                set_trace_context(TRACEPARENT, new_span=False),
+                log.info("ctx"),
+            ),
+        ),
         ("structlog_header_names", lambda: log.info("named", message="m", **{"log.level": "x", "@timestamp": 1})),
-        ("structlog_redaction", lambda: log.info("to https://u:pw@h/x?access_token=abc&page=2",
-                                                 password="p", nested={"api_key": "k", "ok": [1, {"secret": 2}]})),
+        (
+            "structlog_redaction",
+            lambda: log.info(
+                "to https://u:pw@h/x?access_token=abc&page=2",
+                password="p",
+                nested={"api_key": "k", "ok": [1, {"secret": 2}]},
+            ),
+        ),
         ("structlog_percent", lambda: log.info("published %s of %d", "evt_1", 2)),
         ("structlog_exception", with_exception),
         ("structlog_odd_values", lambda: log.info("odd", raw=b"\xff", big=2**70, items={3}, none=None)),
@@ -63,20 +76,47 @@ def _stdlib_cases() -> list[tuple[str, Callable[[], None]]]:
     return [
         ("stdlib_percent", lambda: std.warning("Could not list events: %s", "timeout")),
         ("stdlib_extra", lambda: std.info("with extra", extra={"attempt": 2, "password": "p"})),
-        ("stdlib_amebo_access", lambda: logging.getLogger("amebo.access").info(
-            "%s %s -> %s %sms", "POST", "/v1/events", 201, 1.25,
-            extra={"method": "POST", "path": "/v1/events?x=1", "status": 201, "duration_ms": 1.25,
-                   "client_ip": Lookup()})),
-        ("stdlib_uvicorn_access", lambda: logging.getLogger("uvicorn.access").info(
-            '%s - "%s %s HTTP/%s" %d', "10.1.2.3:5000", "GET", "/v1/actions?access_token=s3cr3t", "1.1", 200)),
-        ("stdlib_uvicorn_color", lambda: logging.getLogger("uvicorn.error").info(
-            "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"})),
+        (
+            "stdlib_amebo_access",
+            lambda: logging.getLogger("amebo.access").info(
+                "%s %s -> %s %sms",
+                "POST",
+                "/v1/events",
+                201,
+                1.25,
+                extra={
+                    "method": "POST",
+                    "path": "/v1/events?x=1",
+                    "status": 201,
+                    "duration_ms": 1.25,
+                    "client_ip": Lookup(),
+                },
+            ),
+        ),
+        (
+            "stdlib_uvicorn_access",
+            lambda: logging.getLogger("uvicorn.access").info(
+                '%s - "%s %s HTTP/%s" %d', "10.1.2.3:5000", "GET", "/v1/actions?access_token=s3cr3t", "1.1", 200
+            ),
+        ),
+        (
+            "stdlib_uvicorn_color",
+            lambda: logging.getLogger("uvicorn.error").info(
+                "Started server process [%d]", 42, extra={"color_message": "Started server process [\x1b[36m%d\x1b[0m]"}
+            ),
+        ),
         ("stdlib_dict_message", lambda: std.info({"event": "dict_message", "n": 1})),
         ("stdlib_exc_info", with_exc_info),
         ("stdlib_custom_level", lambda: std.log(25, "between info and warning")),
         ("stdlib_url_secrets", lambda: std.info("deliver to %s", "http://u:pw@x/h?sig=abc")),
-        ("stdlib_context", lambda: (set_correlation_id("rid-9"), set_trace_context(TRACEPARENT, new_span=False),
-                                    std.info("in a request"))),
+        (
+            "stdlib_context",
+            lambda: (
+                set_correlation_id("rid-9"),
+                set_trace_context(TRACEPARENT, new_span=False),
+                std.info("in a request"),
+            ),
+        ),
     ]
 
 
@@ -103,8 +143,7 @@ def produce(tmp: Path) -> list[bytes]:
         path = tmp / f"{name}.log"
         with open(path, "ab") as stream:
             clear_context()
-            configure_logging(stream=stream, fmt="json", level="debug", service_version="0.9.6",
-                              environment="staging")
+            configure_logging(stream=stream, fmt="json", level="debug", service_version="0.9.6", environment="staging")
             case()
             clear_context()
         [line] = path.read_bytes().splitlines(keepends=True)

@@ -382,6 +382,7 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], verbose: int, quiet: int
         state_dir=str(options.state_dir),
         dry_run=dry_run,
     )
+    log.debug("ship_options", **{k: str(v) for k, v in vars(options).items() if k != "patterns"})
     try:
         summary = shipper.run()
     finally:

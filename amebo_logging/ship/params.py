@@ -92,12 +92,10 @@ class EnvOption(click.Option):
             source = ctx.get_parameter_source(self.name) if self.name else None
             if source == ParameterSource.ENVIRONMENT:
                 variable = self.envvar if isinstance(self.envvar, str) else ", ".join(self.envvar or ())
-                raise OperatorError(EXIT_CONFIG, f"{variable}: {exc.format_message()}") from None
+                raise OperatorError(EXIT_CONFIG, f"{variable}: {exc.message}") from None
             if source == ParameterSource.DEFAULT_MAP:
                 where = ctx.meta.get("amebo_logship.config", "the --config file")
-                raise OperatorError(
-                    EXIT_CONFIG, f"{where}: {self.name.replace('_', '-') if self.name else ''}: {exc.format_message()}"
-                ) from None
+                raise OperatorError(EXIT_CONFIG, f"{where}: {flag_name(self)}: {exc.message}") from None
             raise
 
 
