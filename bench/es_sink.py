@@ -34,6 +34,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if self.path.startswith("/_data_stream/"):  # the shipper's preflight: the target exists
+            self._reply(b'{"data_streams":[{"name":"logs-amebo-default"}]}')
+            return
         self._reply(
             b'{"name":"sink","cluster_name":"sink","version":{"number":"9.1.0"},"tagline":"You Know, for Search"}'
         )
@@ -44,6 +47,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         parts = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if parts.path.endswith("/_has_privileges"):  # the shipper's preflight: the credentials may write
+            self._reply(b'{"has_all_requested":true,"index":{}}')
+            return
         if not parts.path.endswith("/_bulk"):
             self._reply(b'{"acknowledged":true}')
             return

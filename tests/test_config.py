@@ -221,3 +221,48 @@ def test_reopen_after_rotation_by_rename(tmp_path, logfile, monkeypatch):
     new = [orjson.loads(x)["message"] for x in target.read_bytes().splitlines()]
     assert old == ["before_rotation", "still_old_file"]
     assert new == ["after_reopen", "stdlib_after_reopen"]
+
+
+def test_reconfiguring_while_threads_log_never_splits_a_record(tmp_path, logfile):
+    """Each configuration sends its service name to its own file: a record built with one
+    and written with the other would land in the wrong file."""
+    import threading
+
+    import orjson
+
+    from amebo_logging import configure_logging, get_logger
+
+    files = {name: open(tmp_path / f"{name}.log", "ab") for name in ("alpha", "beta")}  # noqa: SIM115
+    stop = threading.Event()
+
+    def log_structlog(n: int) -> None:
+        log = get_logger("worker")
+        while not stop.is_set():
+            log.info("tick", worker=n, payload={"n": n, "items": list(range(20))})
+
+    def log_stdlib(n: int) -> None:
+        std = logging.getLogger("worker.std")
+        while not stop.is_set():
+            std.info("tick %d", n, extra={"worker": n})
+
+    threads = [threading.Thread(target=fn, args=(i,)) for i, fn in enumerate([log_structlog, log_stdlib] * 2)]
+    configure_logging(stream=files["alpha"], fmt="json", service_name="alpha")
+    for t in threads:
+        t.start()
+    try:
+        for i in range(200):
+            name = "beta" if i % 2 else "alpha"
+            configure_logging(stream=files[name], fmt="json", service_name=name, level="info")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for f in files.values():
+            f.close()
+    total = 0
+    for name in files:
+        for line in (tmp_path / f"{name}.log").read_bytes().splitlines():
+            record = orjson.loads(line)  # whole, valid JSON
+            assert record["service.name"] == name
+            total += 1
+    assert total > 1000

@@ -150,8 +150,10 @@ class Batcher:
         batch_bytes: int,
         max_line_bytes: int,
         stats: ReadStats,
+        with_metadata: bool = True,
     ) -> None:
         self._emit = emit
+        self.with_metadata = with_metadata
         self.host_name = host_name
         self.host_json = orjson.dumps(host_name)
         self.batch_size = batch_size
@@ -215,6 +217,9 @@ class Batcher:
             self.flush()
 
     def _add_chunk(self, chunk: Chunk) -> None:
+        if not self.with_metadata:
+            self._add_records(chunk)
+            return
         src = chunk.source
         uid = src.uid
         data = chunk.data
@@ -284,6 +289,20 @@ class Batcher:
             b.source_ends[uid] = offset
         self.stats.lines += lines
         self.stats.empty += empty
+
+    def _add_records(self, chunk: Chunk) -> None:
+        """Lines that are already records (the in-process handler's): each becomes an
+        operation as it is, its id the source's and its position in the stream."""
+        src = chunk.source
+        offset = chunk.offset
+        for line in chunk.data.split(b"\n")[:-1]:
+            start = offset
+            offset += len(line) + 1
+            if line:
+                self._append(src, start, offset, b"%s%d%s%s\n" % (src.action_prefix, start, _ACTION_END, line))
+        self.stats.lines += chunk.data.count(b"\n")
+        if self.batch.ops:
+            self.batch.source_ends[src.uid] = offset
 
     def _truncated(self, head: bytes, length: int) -> dict[str, Any]:
         """The document of a line of *length* bytes cut to its first bytes, *head*."""

@@ -13,13 +13,18 @@ dies (``kill -9``, OOM) is lost, and during a long outage the oldest records are
 * After ``fork()`` the child starts with an empty queue, its own client and thread
   (gunicorn-style workers): the parent's queued records are shipped by the parent only.
 
-Each record gets a random ``_id`` when first sent, so a retried request never adds a
-duplicate: a replayed record gets 409, which counts as delivered.
+Latency first: the sending thread takes whatever is queued as soon as it is idle, so at
+light load a record leaves within milliseconds; while a request is in flight records queue
+up and leave together, up to *batch_size* and *batch_bytes* (made by the shipper's own
+batcher).  Each record's ``_id`` is this process's random prefix and the record's position in
+its stream, so a retried request never adds a duplicate: a replayed record gets 409, which
+counts as delivered.
 """
 
 from __future__ import annotations
 
 import atexit
+import codecs
 import collections
 import logging
 import os
@@ -30,9 +35,10 @@ import weakref
 from typing import Any
 
 from ..stdlib import EcsJsonFormatter
-from .batch import Batch
+from .batch import Batch, Batcher, ReadStats
 from .bulk import Backoff, BulkSender, DeliveryStats
 from .connection import ConnectionSettings, make_client
+from .tail import Chunk, Source
 
 __all__ = ["ElasticsearchHandler"]
 
@@ -114,6 +120,9 @@ class ElasticsearchHandler(logging.Handler):
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
+        # The HTTP client encodes host names with the idna codec: registered now, before the
+        # sending thread exists, a fork() can never catch its import half-done.
+        codecs.lookup("idna")
         self.setFormatter(EcsJsonFormatter())
         self.settings = ConnectionSettings(
             urls=[es_url] if isinstance(es_url, str) else list(es_url),
@@ -162,8 +171,10 @@ class ElasticsearchHandler(logging.Handler):
         self._dropped_reported = 0
         self._in_flight = 0
         self._unsent = 0
-        self._sequence = 0
-        self._id_prefix = os.urandom(8).hex().encode()
+        # Each record's _id: this process's random prefix and the record's position in its
+        # stream of records, so a retried request adds no duplicate.
+        self._source = Source.make(os.urandom(8).hex(), "")
+        self._position = 0
         self.delivery = DeliveryStats()
         self._refused = _Refused(self._diag)
 
@@ -212,13 +223,12 @@ class ElasticsearchHandler(logging.Handler):
 
     # --- the sending thread ------------------------------------------------------------------
     def _take(self) -> list[bytes]:
+        """Latency first: as soon as anything is queued, take what is there (up to the
+        batch limits).  While a request is in flight records keep queueing, so the next
+        take is a fuller batch: light load gets milliseconds, heavy load full batches."""
         with self._cond:
-            deadline = time.monotonic() + self.flush_interval
-            while len(self._queue) < self.batch_size and not self._closing:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
+            while not self._queue and not self._closing:
+                self._cond.wait(self.flush_interval)
             lines: list[bytes] = []
             size = 0
             while self._queue and len(lines) < self.batch_size and size < self.batch_bytes:
@@ -228,12 +238,24 @@ class ElasticsearchHandler(logging.Handler):
             self._in_flight = len(lines)
             return lines
 
-    def _batch(self, lines: list[bytes]) -> Batch:
-        batch = Batch()
-        for line in lines:
-            self._sequence += 1
-            batch.ops.append(b'{"create":{"_id":"%s-%d"}}\n%s' % (self._id_prefix, self._sequence, line))
-        return batch
+    def _batches(self, lines: list[bytes]) -> list[Batch]:
+        """*lines* as bulk batches, made by the shipper's batcher (ids: this process's
+        prefix and each record's position in its stream of records)."""
+        out: list[Batch] = []
+        batcher = Batcher(
+            out.append,
+            host_name="",
+            batch_size=self.batch_size,
+            batch_bytes=self.batch_bytes,
+            max_line_bytes=1 << 30,
+            stats=ReadStats(),
+            with_metadata=False,
+        )
+        data = b"".join(lines)
+        batcher.add(Chunk(self._source, self._position, data))
+        batcher.flush()
+        self._position += len(data)
+        return out
 
     def _run(self) -> None:
         sender: BulkSender | None = None
@@ -252,14 +274,16 @@ class ElasticsearchHandler(logging.Handler):
                         hard_stop=self._hard_stop,
                         on_problem=self._problem,
                     )
-                outcome = sender.deliver(self._batch(lines))
-                unsent = outcome.settled.count(0)  # the hard stop cut the retries short, or a refusal
-                self._unsent += unsent
-                if outcome.fatal is not None and unsent:
-                    self._refused.count += unsent
-                    self._diag.error(
-                        "elasticsearch_handler_refused", extra={"documents": unsent, "reason": outcome.fatal.message}
-                    )
+                for batch in self._batches(lines):
+                    outcome = sender.deliver(batch)
+                    unsent = outcome.settled.count(0)  # the hard stop cut the retries short, or a refusal
+                    self._unsent += unsent
+                    if outcome.fatal is not None and unsent:
+                        self._refused.count += unsent
+                        self._diag.error(
+                            "elasticsearch_handler_refused",
+                            extra={"documents": unsent, "reason": outcome.fatal.message},
+                        )
                 self._in_flight = 0
             self._report_drops()
             with self._cond:
