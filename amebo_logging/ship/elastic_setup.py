@@ -185,9 +185,20 @@ def write_resources(directory: Path = RESOURCES) -> list[Path]:
     return written
 
 
+def _checkout() -> Path | None:
+    """The source checkout this module runs from, or None when it is an installed copy."""
+    root = RESOURCES.parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "kibana").is_dir() else None
+
+
 if __name__ == "__main__":  # python -m amebo_logging.ship.elastic_setup --write
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python -m amebo_logging.ship.elastic_setup --write")
+        sys.exit("usage: python -m amebo_logging.ship.elastic_setup --write   (in a source checkout)")
+    if _checkout() is None:
+        sys.exit(
+            f"elastic_setup --write regenerates a source checkout's files, and {RESOURCES.parent} is an "
+            "installed copy: run it from a clone of amebo-logging (pip install -e .)"
+        )
     from .kibana import write_ndjson
 
     for path in [*write_resources(), write_ndjson()]:
