@@ -4,7 +4,7 @@ from amebo_logging import configure_logging, get_logger
 
 configure_logging()                       # AMEBO_LOG_LEVEL, AMEBO_LOG_FORMAT, AMEBO_LOG_FILE
 log = get_logger("amebo.gists")
-log.info("event_published", action="user.created", payload_size=123)
+log.info("cache_warmed", entries=1200, took_ms=41.5)
 """
 
 from . import events, schema

@@ -8,8 +8,10 @@ name; the fields are those declared for it in :data:`amebo_logging.schema.EVENTS
     events.event_published(log, action="user.created", application="accounts",
                            event_id="evt_42", payload={"id": 1})
 
-The same records can be written by hand: ``log.info("event_published", action=...,
-payload_size=...)``.  Extra keyword fields are passed through.
+Amebo's own fields live under ``amebo.*`` (``amebo.action``, ``amebo.event_id``, ...), ECS's
+rule for custom fields; a hand-written record uses the same keys:
+``log.info("event_published", **{"amebo.action": "user.created", "amebo.payload_size": 12})``.
+Extra keyword fields are passed through.
 """
 
 from __future__ import annotations
@@ -67,10 +69,12 @@ def event_published(
     measured = size if size is not None else (payload_size(payload) if payload is not None else 0)
     log.info(
         "event_published",
-        action=action,
-        application=application,
-        event_id=str(event_id),
-        payload_size=measured,
+        **{
+            "amebo.action": action,
+            "amebo.application": application,
+            "amebo.event_id": str(event_id),
+            "amebo.payload_size": measured,
+        },
         **fields,
     )
 
@@ -85,13 +89,13 @@ def _webhook_fields(
     status_code: int | None,
     duration_ns: int | None,
 ) -> dict[str, Any]:
-    fields: dict[str, Any] = {} if event_id is None else {"event_id": str(event_id)}
+    fields: dict[str, Any] = {} if event_id is None else {"amebo.event_id": str(event_id)}
     fields |= {
-        "subscription": str(subscription),
-        "action": action,
+        "amebo.subscription": str(subscription),
+        "amebo.action": action,
         "url.full": safe_url(url),
-        "attempt": attempt,
-        "max_retries": max_retries,
+        "amebo.attempt": attempt,
+        "amebo.max_retries": max_retries,
     }
     if status_code is not None:
         fields["http.response.status_code"] = status_code
@@ -164,7 +168,9 @@ def schema_validation_failed(log: Any, *, action: str, application: str, errors:
         else:
             rendered.append(str(err))
     log.warning(
-        "schema_validation_failed", action=action, application=application, validation_errors=rendered, **fields
+        "schema_validation_failed",
+        **{"amebo.action": action, "amebo.application": application, "amebo.validation_errors": rendered},
+        **fields,
     )
 
 

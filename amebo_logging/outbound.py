@@ -6,8 +6,8 @@ delivery carries ``X-Request-ID`` and, when a trace is known, ``traceparent``::
     client = httpx.Client(event_hooks=httpx_event_hooks())
     client = httpx.AsyncClient(event_hooks=async_httpx_event_hooks())
 
-Headers the caller set explicitly are left as they are.  The trace context is forwarded
-unchanged: this library records spans' ids but does not create spans.
+Headers the caller set explicitly are left as they are.  ``traceparent`` carries the current
+span (the request's own, opened by the middleware, or a delivery's) as the callee's parent.
 """
 
 from __future__ import annotations

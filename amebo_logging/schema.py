@@ -28,7 +28,11 @@ class Field:
     description: str
     """One line saying what the field holds."""
     origin: str = "ecs"
-    """``"ecs"`` for Elastic Common Schema fields, ``"apm"`` for Elastic APM's, ``"amebo"`` for Amebo's own."""
+    """``"ecs"`` for Elastic Common Schema fields, ``"apm"`` for Elastic APM's, ``"filebeat"`` for
+    Filebeat's, ``"amebo"`` for this toolkit's and Amebo's own."""
+    text: bool = False
+    """Whether the field has ECS's ``.text`` multi-field (``match_only_text``), for full-text
+    search of a keyword or wildcard field."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +50,7 @@ _F = Field
 #: Every field the toolkit emits.  Keep sorted by group, then by name within the group.
 FIELDS: Final[tuple[Field, ...]] = (
     # --- the ECS logging header and always-present fields -----------------------------
-    _F("@timestamp", "date", "When the record was made: RFC 3339, UTC, microseconds."),
+    _F("@timestamp", "date_nanos", "When the record was made: RFC 3339, UTC, to the microsecond (all kept)."),
     _F("log.level", "keyword", "Lowercase severity: debug, info, warning, error, critical."),
     _F("message", "match_only_text", "The event name (structlog) or the formatted message (stdlib)."),
     _F("ecs.version", "keyword", "The ECS version these field names follow."),
@@ -63,29 +67,29 @@ FIELDS: Final[tuple[Field, ...]] = (
     # --- errors --------------------------------------------------------------------------
     _F("error.type", "keyword", "The exception class, qualified by its module unless builtin."),
     _F("error.message", "match_only_text", "The exception's text, or why a line could not be parsed."),
-    _F("error.stack_trace", "wildcard", "The full traceback text."),
+    _F("error.stack_trace", "wildcard", "The full traceback text.", text=True),
     # --- HTTP, URLs and timing -------------------------------------------------------------
     _F("event.duration", "long", "How long the operation took, in nanoseconds."),
     _F("http.request.method", "keyword", "The HTTP method, upper case."),
     _F("http.response.status_code", "long", "The HTTP status code of the response."),
     _F("http.version", "keyword", "The HTTP version of the request, e.g. 1.1."),
     _F("url.path", "wildcard", "The path of the request URL, without the query string."),
-    _F("url.full", "wildcard", "A full URL with credentials and query string stripped."),
+    _F("url.full", "wildcard", "A full URL with credentials and query string stripped.", text=True),
     _F("client.ip", "ip", "The IP address of the client that made the request (only ever a valid IP)."),
     _F("client.address", "keyword", "The client's address when it is not an IP: a unix socket, a host name."),
-    _F("user_agent.original", "keyword", "The User-Agent header of the request."),
+    _F("user_agent.original", "keyword", "The User-Agent header of the request.", text=True),
     # --- Amebo's event catalog -------------------------------------------------------------
-    _F("action", "keyword", "The Amebo action (event type), e.g. user.created.", "amebo"),
-    _F("application", "keyword", "The Amebo application that owns the action.", "amebo"),
-    _F("event_id", "keyword", "The id Amebo gave the published event.", "amebo"),
-    _F("payload_size", "long", "Bytes of the event's JSON payload.", "amebo"),
-    _F("subscription", "keyword", "The subscription a webhook delivery belongs to.", "amebo"),
-    _F("attempt", "long", "Which delivery attempt this was, counting from 1.", "amebo"),
-    _F("max_retries", "long", "How many attempts the deliverer makes at most.", "amebo"),
-    _F("validation_errors", "match_only_text", "Schema validation errors, one 'path: reason' each.", "amebo"),
+    _F("amebo.action", "keyword", "The Amebo action (event type), e.g. user.created.", "amebo"),
+    _F("amebo.application", "keyword", "The Amebo application that owns the action.", "amebo"),
+    _F("amebo.event_id", "keyword", "The id Amebo gave the published event.", "amebo"),
+    _F("amebo.payload_size", "long", "Bytes of the event's JSON payload.", "amebo"),
+    _F("amebo.subscription", "keyword", "The subscription a webhook delivery belongs to.", "amebo"),
+    _F("amebo.attempt", "long", "Which delivery attempt this was, counting from 1.", "amebo"),
+    _F("amebo.max_retries", "long", "How many attempts the deliverer makes at most.", "amebo"),
+    _F("amebo.validation_errors", "match_only_text", "Schema validation errors, one 'path: reason' each.", "amebo"),
     # --- added by the shipper (amebo-logship) ---------------------------------------------
     _F("log.file.path", "keyword", "The file the line was read from."),
-    _F("log.offset", "long", "The byte offset of the line in its file."),
+    _F("log.offset", "long", "The byte offset of the line in its file (as Filebeat names it).", "filebeat"),
     _F("host.name", "keyword", "The host the shipper ran on."),
     _F("tags", "keyword", "Markers, e.g. truncated for a line cut at --max-line-bytes."),
 )
@@ -106,14 +110,14 @@ ALWAYS_PRESENT: Final[tuple[str, ...]] = (
 )
 
 _WEBHOOK = (
-    "event_id",
-    "subscription",
-    "action",
+    "amebo.event_id",
+    "amebo.subscription",
+    "amebo.action",
     "url.full",
     "http.response.status_code",
     "event.duration",
-    "attempt",
-    "max_retries",
+    "amebo.attempt",
+    "amebo.max_retries",
 )
 _ERROR = ("error.type", "error.message", "error.stack_trace")
 
@@ -125,7 +129,7 @@ EVENTS: Final[Mapping[str, Event]] = {
             "event_published",
             "info",
             "An event was accepted and stored.",
-            ("action", "application", "event_id", "payload_size"),
+            ("amebo.action", "amebo.application", "amebo.event_id", "amebo.payload_size"),
         ),
         Event("webhook_delivered", "info", "A subscriber's endpoint accepted a delivery.", _WEBHOOK),
         Event("webhook_failed", "warning", "A delivery attempt failed; error at the last attempt.", _WEBHOOK + _ERROR),
@@ -133,7 +137,7 @@ EVENTS: Final[Mapping[str, Event]] = {
             "schema_validation_failed",
             "warning",
             "A published payload failed its action's schema.",
-            ("action", "application", "validation_errors"),
+            ("amebo.action", "amebo.application", "amebo.validation_errors"),
         ),
         Event(
             "http_request",
@@ -183,6 +187,8 @@ def es_properties(fields: Iterable[Field] = FIELDS) -> dict[str, Any]:
         spec: dict[str, Any] = {"type": f.type}
         if f.type == "keyword":
             spec["ignore_above"] = 1024
+        if f.text:
+            spec["fields"] = {"text": {"type": "match_only_text"}}
         node[leaf] = spec
     return root
 
@@ -190,5 +196,7 @@ def es_properties(fields: Iterable[Field] = FIELDS) -> dict[str, Any]:
 def markdown_table(fields: Iterable[Field] = FIELDS) -> str:
     """The fields as the Markdown table the README shows (a test keeps the two equal)."""
     rows = ["| field | type | origin | description |", "|---|---|---|---|"]
-    rows += [f"| `{f.name}` | {f.type} | {f.origin} | {f.description} |" for f in fields]
+    rows += [
+        f"| `{f.name}` | {f.type}{' (+ `.text`)' if f.text else ''} | {f.origin} | {f.description} |" for f in fields
+    ]
     return "\n".join(rows)

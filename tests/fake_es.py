@@ -12,7 +12,21 @@ documents it, so the real ``elasticsearch`` client talks to it unchanged:
   mapping conflicts (400 ``document_parsing_exception``), ``filter_path``;
 * gzip request bodies (``Content-Encoding: gzip``) and gzip responses on ``Accept-Encoding``;
 * index, component and ILM templates: PUT, GET, HEAD, DELETE; data streams and rollover;
-  ``_count`` and a minimal ``_search``; ``_security/_authenticate`` and ``_has_privileges``.
+  ``_count`` and a minimal ``_search`` (``match_all``, ``bool`` filters, ``exists`` including
+  ``_ignored``, ``range`` with ``now-1d`` date math); ``_security/_authenticate`` and
+  ``_has_privileges``;
+* the stack's built-in ``logs`` index template and its ``logs@settings``, ``logs@mappings``
+  and ``ecs@mappings`` component templates: ``logs@settings`` sets
+  ``index.mapping.ignore_malformed``, so a value a numeric, date, ip or boolean field cannot
+  take is kept in ``_source``, not indexed, and its field listed in ``_ignored`` (never for
+  ``@timestamp``); from 9.2 it also enables the failure store;
+* the failure store (8.19 and 9.1+): ``data_stream_options`` in templates, applied when a data
+  stream is created; ``_data_stream/{name}/_options``; a document that fails the mapping of a
+  data stream whose failure store is on is written to its ``.fs-`` index and answered 201
+  with ``"failure_store": "used"`` (not when the failure store is off: the error then carries
+  ``"failure_store": "not_enabled"``); ``{stream}::failures`` and ``::data`` selectors.
+  ``version`` picks the behaviour (``9.1.0`` by default; ``8.18.0`` and ``9.0.0`` refuse
+  ``data_stream_options``).
 
 Faults are injected from the test: :meth:`FakeElasticsearch.fail_requests` (whole-request
 429/5xx), :meth:`fail_items` (per-item 429/5xx), :meth:`stop`/:meth:`start` (connection
@@ -46,6 +60,24 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import orjson
 
 VERSION = "9.1.0"
+#: Mapping types that honour ignore_malformed (Elasticsearch's ignore_malformed page).
+_IGNORE_MALFORMED = frozenset(
+    {"long", "integer", "short", "byte", "double", "float", "half_float", "scaled_float", "unsigned_long"}
+    | {"date", "date_nanos", "ip", "boolean"}
+)
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def has_failure_store(version: str) -> bool:
+    """Whether this version has the failure store (GA in 8.19 and 9.1; 9.0 does not)."""
+    v = version_tuple(version)
+    return (8, 19) <= v < (9, 0) or v >= (9, 1)
+
+
 _COMPAT = re.compile(r"application/vnd\.elasticsearch\+(json|x-ndjson);\s*compatible-with=(\d+)")
 
 
@@ -92,7 +124,7 @@ def _leaf_ok(es_type: str, value: Any) -> bool:
         return False
     if es_type in ("double", "float"):
         return (isinstance(value, (int, float)) and not isinstance(value, bool)) or _is_float_str(value)
-    if es_type == "date":
+    if es_type in ("date", "date_nanos"):
         return (isinstance(value, int) and not isinstance(value, bool)) or (
             isinstance(value, str) and _DATE.fullmatch(value) is not None
         )
@@ -155,14 +187,20 @@ class Index:
     mappings: dict[str, str] = field(default_factory=dict)  # dotted path -> type
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     data_stream: str | None = None
+    ignore_malformed: bool = False  # index.mapping.ignore_malformed
+    ignored: dict[str, list[str]] = field(default_factory=dict)  # doc id -> its _ignored fields
+    created: dict[str, float] = field(default_factory=dict)  # doc id -> when it was indexed
 
-    def check_and_map(self, doc: dict[str, Any], doc_id: str) -> None:
-        """Map *doc*'s fields like dynamic mapping does; raise EsError on a conflict."""
+    def check_and_map(self, doc: dict[str, Any], doc_id: str) -> list[str]:
+        """Map *doc*'s fields like dynamic mapping does; raise EsError on a conflict.  Returns
+        the fields ignore_malformed left unindexed (the document's ``_ignored``)."""
         new: dict[str, str] = {}
-        self._walk(doc, "", doc_id, new)
+        ignored: list[str] = []
+        self._walk(doc, "", doc_id, new, ignored)
         self.mappings.update(new)
+        return ignored
 
-    def _walk(self, node: dict[str, Any], prefix: str, doc_id: str, new: dict[str, str]) -> None:
+    def _walk(self, node: dict[str, Any], prefix: str, doc_id: str, new: dict[str, str], ignored: list[str]) -> None:
         for key, value in node.items():
             if key == "":
                 raise EsError(400, "document_parsing_exception", "field name cannot be an empty string")
@@ -199,7 +237,7 @@ class Index:
                 if mapped != "flattened":
                     for v in items:
                         if isinstance(v, dict):
-                            self._walk(v, path + ".", doc_id, new)
+                            self._walk(v, path + ".", doc_id, new, ignored)
                 continue
             if mapped == "object":
                 raise EsError(
@@ -214,6 +252,9 @@ class Index:
                     new[path] = dyn
                 continue
             if not _leaf_ok(mapped, value):
+                if self.ignore_malformed and mapped in _IGNORE_MALFORMED and path != "@timestamp":
+                    ignored.append(path)  # kept in _source, not indexed
+                    continue
                 preview = value if isinstance(value, str) else orjson.dumps(value).decode()
                 raise EsError(
                     400,
@@ -272,22 +313,52 @@ class Faults:
 class Store:
     """Indices, data streams and templates, guarded by one lock."""
 
-    def __init__(self, builtin_logs_template: bool = True) -> None:
+    def __init__(self, builtin_logs_template: bool = True, version: str = VERSION) -> None:
         self.lock = threading.RLock()
+        self.version = version
         self.indices: dict[str, Index] = {}
         self.data_streams: dict[str, list[str]] = {}
+        self.failure_indices: dict[str, list[str]] = {}  # data stream -> its .fs- indices
+        self.failure_store: dict[str, bool] = {}  # data stream -> failure store enabled
         self.index_templates: dict[str, dict[str, Any]] = {}
         self.component_templates: dict[str, dict[str, Any]] = {}
         self.ilm_policies: dict[str, dict[str, Any]] = {}
         self.generation: dict[str, int] = {}
-        if builtin_logs_template:  # the stack's built-in "logs" template, priority 100
+        if builtin_logs_template:  # the stack's built-in "logs" template (priority 100) and its parts
+            settings: dict[str, Any] = {
+                "template": {
+                    "settings": {"index": {"lifecycle": {"name": "logs"}, "mapping": {"ignore_malformed": True}}}
+                },
+                "_meta": {"managed": True},
+            }
+            if version_tuple(version) >= (9, 2):  # the failure store is on for new logs-*-* data streams
+                settings["template"]["data_stream_options"] = {"failure_store": {"enabled": True}}
+            self.component_templates["logs@settings"] = settings
+            self.component_templates["logs@mappings"] = {
+                "template": {
+                    "mappings": {
+                        "properties": {
+                            "@timestamp": {"type": "date"},
+                            "data_stream": {
+                                "properties": {
+                                    "type": {"type": "constant_keyword"},
+                                    "dataset": {"type": "constant_keyword"},
+                                    "namespace": {"type": "constant_keyword"},
+                                }
+                            },
+                        }
+                    }
+                },
+                "_meta": {"managed": True},
+            }
+            self.component_templates["ecs@mappings"] = {"template": {"mappings": {}}, "_meta": {"managed": True}}
             self.index_templates["logs"] = {
                 "index_patterns": ["logs-*-*"],
                 "priority": 100,
                 "data_stream": {},
-                "composed_of": [],
+                "composed_of": ["logs@mappings", "logs@settings", "ecs@mappings"],
+                "ignore_missing_component_templates": ["logs@custom"],
                 "_meta": {"managed": True},
-                "template": {"mappings": {"properties": {"@timestamp": {"type": "date"}}}},
             }
 
     def _matching_template(self, name: str) -> dict[str, Any] | None:
@@ -299,15 +370,35 @@ class Store:
                 best = (tname, tpl)
         return best[1] if best else None
 
+    def _parts(self, tpl: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``template`` sections *tpl* composes, in order: components, then its own."""
+        found = [self.component_templates.get(c) for c in tpl.get("composed_of", [])]
+        return [*[c.get("template", {}) for c in found if c is not None], tpl.get("template", {})]
+
     def _template_mappings(self, tpl: dict[str, Any]) -> dict[str, str]:
         mappings: dict[str, str] = {}
-        for comp in tpl.get("composed_of", []):
-            ct = self.component_templates.get(comp)
-            if ct is not None:
-                props = ct.get("template", {}).get("mappings", {}).get("properties", {})
-                mappings.update(_flatten_properties(props))
-        mappings.update(_flatten_properties(tpl.get("template", {}).get("mappings", {}).get("properties", {})))
+        for part in self._parts(tpl):
+            mappings.update(_flatten_properties(part.get("mappings", {}).get("properties", {})))
         return mappings
+
+    def _ignore_malformed(self, tpl: dict[str, Any] | None) -> bool:
+        found = False
+        for part in self._parts(tpl) if tpl else []:
+            settings = part.get("settings", {})
+            value = settings.get("index", {}).get("mapping", {}).get("ignore_malformed")
+            value = settings.get("index.mapping.ignore_malformed", value)
+            if value is not None:
+                found = value in (True, "true")
+        return found
+
+    def _failure_store_option(self, tpl: dict[str, Any]) -> bool:
+        """The failure store setting a new data stream takes from *tpl* (the last part that says)."""
+        enabled = False
+        for part in self._parts(tpl):
+            option = (part.get("data_stream_options") or {}).get("failure_store") or {}
+            if "enabled" in option:
+                enabled = bool(option["enabled"])
+        return enabled and has_failure_store(self.version)
 
     def write_index(self, target: str, op: str) -> Index:
         """The index a write to *target* lands in, creating it (or a data stream) as ES does."""
@@ -335,8 +426,10 @@ class Store:
                     "only write ops with an op_type of create are allowed in data streams",
                 )
             self.data_streams[target] = []
+            self.failure_indices[target] = []
+            self.failure_store[target] = self._failure_store_option(tpl)
             return self._roll(target, mappings)
-        index = Index(target, dict(mappings))
+        index = Index(target, dict(mappings), ignore_malformed=self._ignore_malformed(tpl))
         self.indices[target] = index
         return index
 
@@ -345,13 +438,25 @@ class Store:
         self.generation[stream] = gen
         day = datetime.now(UTC).strftime("%Y.%m.%d")
         name = f".ds-{stream}-{day}-{gen:06d}"
+        tpl = self._matching_template(stream)
         if mappings is None:
-            tpl = self._matching_template(stream)
             mappings = self._template_mappings(tpl) if tpl else {}
-        index = Index(name, dict(mappings), data_stream=stream)
+        index = Index(name, dict(mappings), data_stream=stream, ignore_malformed=self._ignore_malformed(tpl))
         self.indices[name] = index
         self.data_streams[stream].append(name)
         return index
+
+    def failure_index(self, stream: str) -> Index:
+        """The failure store's write index of *stream*, created on first use."""
+        names = self.failure_indices[stream]
+        if not names:
+            day = datetime.now(UTC).strftime("%Y.%m.%d")
+            gen = self.generation.get(stream, 1) + 1
+            self.generation[stream] = gen
+            name = f".fs-{stream}-{day}-{gen:06d}"
+            self.indices[name] = Index(name, {"@timestamp": "date"}, data_stream=stream)
+            names.append(name)
+        return self.indices[names[-1]]
 
     def rollover(self, stream: str) -> tuple[str, str]:
         with self.lock:
@@ -361,13 +466,26 @@ class Store:
             return old, self._roll(stream).name
 
     def resolve(self, target: str) -> list[Index]:
+        """The indices *target* names: indices, data streams (their backing indices, or with
+        ``::failures`` their failure indices), wildcards."""
         names: list[str] = []
         for part in target.split(","):
+            part, _, selector = part.partition("::")
+            if selector not in ("", "data", "failures"):
+                raise EsError(
+                    400,
+                    "illegal_argument_exception",
+                    f"invalid usage of :: separator, [{selector}] is not a recognized selector",
+                )
+            streams = self.failure_indices if selector == "failures" else self.data_streams
             if part in self.data_streams:
-                names.extend(self.data_streams[part])
+                names.extend(streams[part])
             elif any(ch in part for ch in "*?"):
-                names.extend(n for n in self.indices if fnmatch.fnmatchcase(n, part))
-                for ds, backing in self.data_streams.items():
+                if selector != "failures":
+                    names.extend(
+                        n for n, i in self.indices.items() if fnmatch.fnmatchcase(n, part) and not n.startswith(".fs-")
+                    )
+                for ds, backing in streams.items():
                     if fnmatch.fnmatchcase(ds, part):
                         names.extend(backing)
             elif part in self.indices:
@@ -395,8 +513,10 @@ class FakeElasticsearch:
         api_key: str | None = None,
         privileges: bool = True,
         builtin_logs_template: bool = True,
+        version: str = VERSION,
     ) -> None:
-        self.store = Store(builtin_logs_template)
+        self.version = version
+        self.store = Store(builtin_logs_template, version)
         self.faults = Faults()
         self.credentials = (username, password) if username else None
         self.api_key = api_key
@@ -640,7 +760,7 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
             "cluster_name": "amebo-test",
             "cluster_uuid": "fake-cluster-uuid",
             "version": {
-                "number": VERSION,
+                "number": es.version,
                 "build_flavor": "default",
                 "lucene_version": "10.2.1",
                 "minimum_wire_compatibility_version": "8.19.0",
@@ -650,10 +770,14 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
         }
     if segs[-1] == "_bulk" and method in ("POST", "PUT"):
         return _bulk(es, segs[0] if len(segs) == 2 else None, body, query)
+    if segs[0] in ("_index_template", "_component_template") and len(segs) == 2 and method == "PUT":
+        _check_template(es, body)
     if segs[0] == "_index_template" and len(segs) == 2:
         return _crud(store.index_templates, "index_template", "index_templates", segs[1], method, body)
     if segs[0] == "_component_template" and len(segs) == 2:
         return _crud(store.component_templates, "component_template", "component_templates", segs[1], method, body)
+    if segs[0] == "_data_stream" and len(segs) == 3 and segs[2] == "_options" and has_failure_store(es.version):
+        return _data_stream_options(store, segs[1], method, body)
     if segs[:2] == ["_ilm", "policy"] and len(segs) == 3:
         return _ilm(store, segs[2], method, body)
     if segs[0] == "_data_stream" and len(segs) == 2 and method == "GET":
@@ -662,8 +786,18 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
                 {
                     "name": n,
                     "indices": [{"index_name": i} for i in b],
-                    "generation": len(b),
+                    "generation": store.generation.get(n, len(b)),
                     "timestamp_field": {"name": "@timestamp"},
+                    **(
+                        {
+                            "failure_store": {
+                                "enabled": store.failure_store[n],
+                                "indices": [{"index_name": i} for i in store.failure_indices[n]],
+                            }
+                        }
+                        if has_failure_store(es.version)
+                        else {}
+                    ),
                 }
                 for n, b in store.data_streams.items()
                 if fnmatch.fnmatchcase(n, segs[1])
@@ -675,12 +809,21 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
         old, new = store.rollover(segs[0])
         return 200, {"acknowledged": True, "old_index": old, "new_index": new, "rolled_over": True}
     if len(segs) == 2 and segs[1] in ("_count", "_search") and method in ("GET", "POST"):
+        wanted = (orjson.loads(body) if body else {}).get("query", {"match_all": {}})
         with store.lock:
-            docs = [d for index in store.resolve(segs[0]) for d in index.docs.values()]
+            docs = [
+                (index.name, doc_id, doc, index.ignored.get(doc_id))
+                for index in store.resolve(segs[0])
+                for doc_id, doc in index.docs.items()
+                if _matches(wanted, doc, index.ignored.get(doc_id), index.created.get(doc_id))
+            ]
         if segs[1] == "_count":
             return 200, {"count": len(docs), "_shards": {"total": 1, "successful": 1, "skipped": 0, "failed": 0}}
         size = int(query.get("size", 10))
-        hits = [{"_source": d} for d in docs[:size]]
+        hits = [
+            {"_index": name, "_id": doc_id, "_source": d, **({"_ignored": ignored} if ignored else {})}
+            for name, doc_id, d, ignored in docs[:size]
+        ]
         return 200, {
             "took": 1,
             "timed_out": False,
@@ -711,6 +854,92 @@ def _route(es: FakeElasticsearch, method: str, path: str, query: dict[str, str],
             exists = segs[0] in store.indices or segs[0] in store.data_streams
         return (200 if exists else 404), None
     raise EsError(400, "illegal_argument_exception", f"no handler found for uri [{path}] and method [{method}]")
+
+
+def _check_template(es: FakeElasticsearch, body: bytes) -> None:
+    """Refuse what this version does not know, as its parser does."""
+    try:
+        spec = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if "data_stream_options" in (spec.get("template") or {}) and not has_failure_store(es.version):
+        raise EsError(400, "x_content_parse_exception", "[1:2] [template] unknown field [data_stream_options]")
+
+
+def _data_stream_options(store: Store, name: str, method: str, body: bytes) -> tuple[int, Any]:
+    with store.lock:
+        names = [n for n in store.data_streams if fnmatch.fnmatchcase(n, name)]
+        if not names and not any(c in name for c in "*?"):
+            raise EsError(404, "index_not_found_exception", f"no such index [{name}]", index=name)
+        if method == "PUT":
+            option = (orjson.loads(body or b"{}").get("failure_store") or {}).get("enabled")
+            for n in names:
+                store.failure_store[n] = bool(option)
+            return 200, {"acknowledged": True}
+        return 200, {
+            "data_streams": [
+                {"name": n, "options": {"failure_store": {"enabled": store.failure_store[n]}}} for n in names
+            ]
+        }
+
+
+def _now_minus(expr: str) -> float | None:
+    """Elasticsearch date math as far as the toolkit uses it: now, now-1d, now-24h, now-15m."""
+    m = re.fullmatch(r"now(?:-(\d+)([dhms]))?", expr)
+    if m is None:
+        return None
+    n = int(m.group(1) or 0)
+    return time.time() - n * {"d": 86400, "h": 3600, "m": 60, "s": 1, None: 0}[m.group(2)]
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _get_path(doc: dict[str, Any], path: str) -> Any:
+    if path in doc:
+        return doc[path]
+    head, _, rest = path.partition(".")
+    node = doc.get(head)
+    return _get_path(node, rest) if rest and isinstance(node, dict) else None
+
+
+def _matches(query: dict[str, Any], doc: dict[str, Any], ignored: list[str] | None, created: float | None) -> bool:
+    """A query DSL subset: match_all, bool (filter, must, must_not), exists (``_ignored``
+    too), range (on dates, with now-N date math)."""
+    ((kind, spec),) = query.items()
+    if kind == "match_all":
+        return True
+    if kind == "bool":
+        clauses = [*spec.get("filter", []), *spec.get("must", [])]
+        if isinstance(spec.get("filter"), dict):
+            clauses = [spec["filter"], *spec.get("must", [])]
+        return all(_matches(c, doc, ignored, created) for c in clauses) and not any(
+            _matches(c, doc, ignored, created) for c in spec.get("must_not", [])
+        )
+    if kind == "exists":
+        if spec["field"] == "_ignored":
+            return bool(ignored)
+        return _get_path(doc, spec["field"]) is not None
+    if kind == "range":
+        ((path, bounds),) = spec.items()
+        value = _timestamp(_get_path(doc, path))
+        if value is None:
+            return False
+        for op, bound in bounds.items():
+            limit = _now_minus(bound) if isinstance(bound, str) else None
+            limit = _timestamp(bound) if limit is None else limit
+            if limit is None or op not in ("gte", "gt", "lte", "lt"):
+                raise EsError(400, "parse_exception", f"failed to parse date field [{bound}]")
+            if {"gte": value < limit, "gt": value <= limit, "lte": value > limit, "lt": value >= limit}[op]:
+                return False
+        return True
+    raise EsError(400, "parsing_exception", f"unknown query [{kind}]")
 
 
 def _crud(table: dict[str, Any], kind: str, plural: str, name: str, method: str, body: bytes) -> tuple[int, Any]:
@@ -874,12 +1103,22 @@ def _bulk_item(
                     "result": "deleted" if existed else "not_found",
                     "status": 200 if existed else 404,
                 }
-            if index.data_stream is not None and "@timestamp" not in doc:
-                raise EsError(
-                    400,
-                    "document_parsing_exception",
-                    "[1:2] failed to parse: data stream timestamp field [@timestamp] is missing",
-                )
+            try:  # a document is parsed (and mapped) before its version is checked
+                if index.data_stream is not None and "@timestamp" not in doc:
+                    raise EsError(
+                        400,
+                        "document_parsing_exception",
+                        "[1:2] failed to parse: data stream timestamp field [@timestamp] is missing",
+                    )
+                ignored = index.check_and_map(doc, doc_id)
+            except EsError as err:
+                stream = index.data_stream
+                if stream is None or err.type != "document_parsing_exception" or not has_failure_store(es.version):
+                    raise
+                if not store.failure_store[stream]:
+                    err.extra["failure_store"] = "not_enabled"
+                    raise
+                return _to_failure_store(store, stream, doc_id, doc, err)
             if op == "create" and doc_id in index.docs:
                 raise EsError(
                     409,
@@ -889,9 +1128,11 @@ def _bulk_item(
                     shard="0",
                     index=index.name,
                 )
-            index.check_and_map(doc, doc_id)
             created = doc_id not in index.docs
             index.docs[doc_id] = doc
+            index.created[doc_id] = time.time()
+            if ignored:
+                index.ignored[doc_id] = ignored
             return {
                 "_index": index.name,
                 "_id": doc_id,
@@ -904,3 +1145,31 @@ def _bulk_item(
             }
     except EsError as err:
         return {"_index": target, "_id": doc_id, "status": err.status, "error": err.item_error()}
+
+
+def _to_failure_store(store: Store, stream: str, doc_id: str, doc: dict[str, Any], err: EsError) -> dict[str, Any]:
+    """Keep a document that failed *stream*'s mapping in its failure store, as 9.x does: a new
+    document (its own id) holding the original, its id and the error; answered 201, used."""
+    fs = store.failure_index(stream)
+    fs_id = uuid.uuid4().hex[:20]
+    fs.docs[fs_id] = {
+        "@timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "document": {"id": doc_id, "index": stream, "source": doc},
+        "error": {
+            "type": err.type,
+            "message": err.reason,
+            "stack_trace": f"o.e.i.m.DocumentParsingException: {err.reason}\n\tat ...",
+        },
+    }
+    fs.created[fs_id] = time.time()
+    return {
+        "_index": fs.name,
+        "_id": fs_id,
+        "_version": 1,
+        "result": "created",
+        "_shards": {"total": 1, "successful": 1, "failed": 0},
+        "_seq_no": len(fs.docs) - 1,
+        "_primary_term": 1,
+        "failure_store": "used",
+        "status": 201,
+    }

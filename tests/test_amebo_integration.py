@@ -214,7 +214,7 @@ def test_catalog_counts_equal_what_happened(scenario):
     # every event in Amebo's ledger was published once: ours, and the dead letters Amebo published
     assert len(by(recs, "event_published")) == scenario.events_in_ledger == VALID + VALID  # 24 of /fail died
     ours = {p["event"] for p in scenario.published}
-    assert {r["event_id"] for r in by(recs, "event_published") if r["action"] == "order.created"} == ours
+    assert {r["amebo.event_id"] for r in by(recs, "event_published") if r["amebo.action"] == "order.created"} == ours
     assert len(by(recs, "schema_validation_failed")) == scenario.rejected == INVALID
     answered = Counter(r["answered"] for r in scenario.subscriber if r["message"] == "order_received")
     assert len(by(recs, "webhook_delivered")) == answered[200] == VALID * 2  # /ok, and /flaky's second attempt
@@ -223,24 +223,26 @@ def test_catalog_counts_equal_what_happened(scenario):
 
 def test_catalog_records_carry_their_fields(scenario):
     published = by(scenario.amebo, "event_published")[0]
-    assert published["application"] == "shop" and published["payload_size"] == len(b'{"id":0}')
+    assert published["amebo.application"] == "shop" and published["amebo.payload_size"] == len(b'{"id":0}')
     invalid = by(scenario.amebo, "schema_validation_failed")[0]
-    assert invalid["log.level"] == "warning" and invalid["application"] == "shop"
-    assert invalid["validation_errors"] == ["$.id: 'not-a-number-24' is not of type 'integer'"]
+    assert invalid["log.level"] == "warning" and invalid["amebo.application"] == "shop"
+    assert invalid["amebo.validation_errors"] == ["$.id: 'not-a-number-24' is not of type 'integer'"]
     for rec in by(scenario.amebo, "webhook_delivered") + by(scenario.amebo, "webhook_failed"):
         assert {
-            "event_id",
-            "subscription",
-            "action",
+            "amebo.event_id",
+            "amebo.subscription",
+            "amebo.action",
             "url.full",
             "event.duration",
-            "attempt",
-            "max_retries",
+            "amebo.attempt",
+            "amebo.max_retries",
         } <= rec.keys()
         assert "?" not in rec["url.full"] and rec["url.full"].startswith("http://127.0.0.1:")
     failed = by(scenario.amebo, "webhook_failed")
     first_flaky = [r for r in failed if r["url.full"].endswith("/flaky")]
-    assert all(r["log.level"] == "warning" and r["attempt"] == 1 and r["max_retries"] == 2 for r in first_flaky)
+    assert all(
+        r["log.level"] == "warning" and r["amebo.attempt"] == 1 and r["amebo.max_retries"] == 2 for r in first_flaky
+    )
     last_fail = [r for r in failed if r["url.full"].endswith("/fail")]
     assert all(r["log.level"] == "error" and r["http.response.status_code"] == 503 for r in last_fail)
     assert all(r["error.type"] and r["error.message"] for r in failed)
@@ -263,7 +265,7 @@ def test_one_access_record_per_request(scenario):
 
 def test_a_publish_and_its_deliveries_share_a_trace_into_the_subscriber(scenario):
     recs = scenario.amebo
-    published = {r["event_id"]: r for r in by(recs, "event_published")}
+    published = {r["amebo.event_id"]: r for r in by(recs, "event_published")}
     answers = {p["event"]: p for p in scenario.published}
     for event_id, answer in answers.items():
         trace = published[event_id]["trace.id"]
@@ -272,14 +274,14 @@ def test_a_publish_and_its_deliveries_share_a_trace_into_the_subscriber(scenario
     assert TRACEPARENT.split("-")[1] in traces and BARE_TRACE in traces
     deliveries = by(recs, "webhook_delivered") + by(recs, "webhook_failed")
     for d in deliveries:
-        assert d["trace.id"] == published[d["event_id"]]["trace.id"]
+        assert d["trace.id"] == published[d["amebo.event_id"]]["trace.id"]
     received = [r for r in scenario.subscriber if r["message"] == "order_received"]
     assert len(received) == len(deliveries) == VALID * 4
     for r in received:
         # the subscriber's own records: the event's trace, with the delivery's span as parent
         span = r["received_traceparent"].split("-")[2]
         [source] = [d for d in deliveries if d["span.id"] == span]
-        assert (source["event_id"], source["attempt"]) == (r["event_id"], r["attempt"])
+        assert (source["amebo.event_id"], source["amebo.attempt"]) == (r["event_id"], r["attempt"])
         assert r["trace.id"] == source["trace.id"] and r["parent.id"] == span
         assert r["correlation_id"] == r["received_request_id"] == source["correlation_id"]
         assert r["service.name"] == "billing" and r["service.version"] != "0.9.6"
@@ -299,7 +301,7 @@ def test_shipped_documents_carry_every_field_the_kibana_objects_use(scenario, tm
 
     from .fake_es import FakeElasticsearch
     from .shipper_proc import run_ship
-    from .test_elk import _fields_used, ndjson_objects
+    from .test_elk import _fields_used, _on_failures_view, ndjson_objects
 
     with FakeElasticsearch() as es:
         from elasticsearch import Elasticsearch
@@ -308,9 +310,12 @@ def test_shipped_documents_carry_every_field_the_kibana_objects_use(scenario, tm
         code, out, err = run_ship(
             ["ship", str(scenario.amebo_out), "--once", "--es-url", es.url, "--state-dir", str(tmp_path / "state")]
         )
-        assert code == 0 and "0 dead-lettered" in out, err
+        assert code == 0 and "0 dead-lettered" in out and "failure store" not in out, out + err
         docs = es.docs("logs-amebo-default")
+        # every value fits its field: nothing in the failure store, no ignored field
+        assert es.docs("logs-amebo-default::failures") == []
+        assert not any(index.ignored for index in es.store.resolve("logs-amebo-default"))
     assert len(docs) == len(scenario.amebo)
     present = set().union(*(d.keys() for d in docs))
-    used = _fields_used(ndjson_objects())
+    used = _fields_used([o for o in ndjson_objects() if not _on_failures_view(o)]) - {"_ignored"}
     assert used and used <= present, used - present

@@ -8,6 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import orjson
 import yaml
 
@@ -36,19 +37,32 @@ def test_mappings_cover_every_schema_field_with_the_intended_types():
     mapped = _flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
     for f in schema.FIELDS:
         assert mapped[f.name] == f.type, f.name
-    for name in ("correlation_id", "trace.id", "event_id", "log.level", "action", "application"):
+    for name in ("correlation_id", "trace.id", "amebo.event_id", "log.level", "amebo.action", "amebo.application"):
         assert mapped[name] == "keyword"
-    assert mapped["message"] == "match_only_text" and mapped["payload_size"] == "long"
-    assert mapped["@timestamp"] == "date" and mapped["error.stack_trace"] == "wildcard"
+    assert mapped["message"] == "match_only_text" and mapped["amebo.payload_size"] == "long"
+    assert mapped["@timestamp"] == "date_nanos" and mapped["error.stack_trace"] == "wildcard"
 
 
 def test_index_template_and_ilm_policy():
     t = elastic_setup.index_template()
     assert t["index_patterns"] == ["logs-amebo-*"] and t["data_stream"] == {} and t["priority"] > 100
-    assert t["composed_of"][:3] == ["logs@mappings", "logs@settings", "ecs@mappings"]
-    assert t["composed_of"][-1] == "amebo-logs@mappings"  # ours last: it wins
-    assert t["ignore_missing_component_templates"] == ["logs@mappings", "logs@settings", "ecs@mappings"]
-    assert elastic_setup.component_settings()["template"]["settings"]["index"]["lifecycle"]["name"] == "amebo-logs"
+    # composed as the stack's own logs template is (logs@custom included), each optional; ours last: they win
+    assert t["composed_of"] == [
+        "logs@mappings",
+        "logs@settings",
+        "logs@custom",
+        "ecs@mappings",
+        "amebo-logs@settings",
+        "amebo-logs@mappings",
+    ]
+    assert t["ignore_missing_component_templates"] == ["logs@mappings", "logs@settings", "logs@custom", "ecs@mappings"]
+    settings = elastic_setup.component_settings()["template"]
+    assert settings["settings"]["index"]["lifecycle"]["name"] == "amebo-logs"
+    assert settings["data_stream_options"] == {"failure_store": {"enabled": True}}
+    assert elastic_setup.component_settings(False)["template"]["data_stream_options"]["failure_store"] == {
+        "enabled": False
+    }
+    assert "data_stream_options" not in elastic_setup.component_settings(None)["template"]
     phases = elastic_setup.ilm_policy("45d")["policy"]["phases"]
     assert phases["hot"]["actions"]["rollover"] == {"max_primary_shard_size": "50gb", "max_age": "30d"}
     assert phases["delete"] == {"min_age": "45d", "actions": {"delete": {}}}
@@ -57,24 +71,40 @@ def test_index_template_and_ilm_policy():
 def test_setup_installs_then_is_idempotent_and_the_template_applies(es, ship_dir):
     code, out, err = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "60d"])
     assert code == 0, err
-    assert out.splitlines() == [
+    assert out.splitlines()[:4] == [
         "created    ILM policy amebo-logs",
         "created    component template amebo-logs@settings",
         "created    component template amebo-logs@mappings",
         "created    index template amebo-logs",
     ]
+    assert out.splitlines()[4].startswith("failure store: on for logs-amebo-*: documents Elasticsearch cannot index")
     assert es.store.ilm_policies["amebo-logs"]["policy"]["phases"]["delete"]["min_age"] == "60d"
     code, out, _ = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "60d"])
-    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["unchanged"] * 4
+    assert code == 0 and [line.split()[0] for line in out.splitlines()[:4]] == ["unchanged"] * 4
     code, out, _ = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "30d"])
     assert out.splitlines()[0] == "updated    ILM policy amebo-logs"
-    # the data stream now takes our mappings: payload_size is a long, so text there is refused
-    write_lines(ship_dir / "a.log", [record(1, payload_size=5), record(2, payload_size="five")])
+    # the data stream now takes our mappings, and logs@settings' ignore_malformed: text in the
+    # long amebo.payload_size is kept but not indexed (_ignored); an object there fails the
+    # mapping and goes to the failure store; neither is lost, neither is "delivered" silently
+    size = "amebo.payload_size"
+    write_lines(
+        ship_dir / "a.log", [record(1, **{size: 5}), record(2, **{size: "five"}), record(3, **{size: {"n": 1}})]
+    )
     code, out, _ = run_ship(
         ["ship", str(ship_dir / "*.log"), "--once", "--es-url", es.url, "--state-dir", str(ship_dir.parent / "state")]
     )
-    assert code == 0 and "delivered 1 document " in out and "1 dead-lettered" in out
-    assert es.store.data_streams["logs-amebo-default"]
+    assert code == 0 and "delivered 2 documents " in out and "1 kept in the failure store" in out, out
+    assert "0 dead-lettered" in out
+    [ignored] = _search(es, "logs-amebo-default", {"exists": {"field": "_ignored"}})
+    assert ignored["_source"]["seq"] == 2 and ignored["_ignored"] == ["amebo.payload_size"]
+    [failed] = _search(es, "logs-amebo-default::failures")
+    assert failed["_source"]["document"]["source"]["seq"] == 3
+    assert failed["_source"]["error"]["type"] == "document_parsing_exception"
+
+
+def _search(es, target, query=None):
+    body = {"query": query} if query else {}
+    return httpx.post(f"{es.url}/{target}/_search?size=100", json=body).json()["hits"]["hits"]
 
 
 def test_setup_refusals_are_one_line():
@@ -175,7 +205,8 @@ def test_kibana_objects_are_valid_unique_and_resolve():
     assert len(ids) == len(set(ids))
     types = {o["type"] for o in objs}
     assert types == {"index-pattern", "search", "lens", "dashboard"}
-    assert sum(o["type"] == "search" for o in objs) == 4 and sum(o["type"] == "lens" for o in objs) == 6
+    assert sum(o["type"] == "search" for o in objs) == 6 and sum(o["type"] == "lens" for o in objs) == 6
+    assert sum(o["type"] == "index-pattern" for o in objs) == 2
     present = set(ids)
     for o in objs:
         assert version_tuple(o["coreMigrationVersion"]) <= (8, 8, 0)
@@ -233,20 +264,71 @@ def _fields_used(objs):
     return used
 
 
+def _on_failures_view(o):
+    return any(r["id"] == kibana.FAILURES_VIEW_ID for r in o["references"]) or o["id"] == kibana.FAILURES_VIEW_ID
+
+
 def test_every_field_the_objects_use_is_in_the_template():
     mapped = _flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
-    used = _fields_used(ndjson_objects())
-    assert {"correlation_id", "action", "event.duration", "error.type", "log.level"} <= used
-    assert used <= set(mapped), used - set(mapped)
+    objs = ndjson_objects()
+    used = _fields_used([o for o in objs if not _on_failures_view(o)])
+    assert {"correlation_id", "amebo.action", "event.duration", "error.type", "log.level", "_ignored"} <= used
+    metadata = {"_ignored"}  # Elasticsearch's own: an exists query on it finds ignore_malformed documents
+    assert used - metadata <= set(mapped), used - metadata - set(mapped)
+    # the failure store's view uses the fields Elasticsearch gives failure documents
+    assert _fields_used([o for o in objs if _on_failures_view(o)]) <= set(kibana.FAILURE_FIELDS)
 
 
-def test_correlation_id_links_to_discover_filtered_on_it():
-    view = next(o for o in ndjson_objects() if o["type"] == "index-pattern")
+def test_the_failure_store_and_ignored_fields_have_a_view():
+    objs = {o["id"]: o for o in ndjson_objects()}
+    view = objs[kibana.FAILURES_VIEW_ID]["attributes"]
+    assert view["title"] == "logs-amebo-*::failures" and view["timeFieldName"] == "@timestamp"
+    failures = objs["amebo-failure-store"]
+    assert failures["references"][0]["id"] == kibana.FAILURES_VIEW_ID
+    assert failures["attributes"]["columns"][:2] == ["error.type", "error.message"]
+    ignored = json.loads(objs["amebo-ignored-fields"]["attributes"]["kibanaSavedObjectMeta"]["searchSourceJSON"])
+    assert ignored["query"] == {"query": "_ignored : *", "language": "kuery"}
+
+
+def test_no_two_dashboard_panels_overlap():
+    [dash] = [o for o in ndjson_objects() if o["type"] == "dashboard"]
+    grid = [p["gridData"] for p in json.loads(dash["attributes"]["panelsJSON"])]
+    cells = {}
+    for g in grid:
+        assert g["x"] >= 0 and g["x"] + g["w"] <= kibana.GRID_COLUMNS
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{g['i']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = g["i"]
+    # reading order, and no hole: each row is full before the next starts, except the last
+    assert [(g["y"], g["x"]) for g in grid] == sorted((g["y"], g["x"]) for g in grid)
+    assert kibana.layout([24, 48, 24, 24, 48]) == [(0, 0), (0, 15), (0, 30), (24, 30), (0, 45)]
+
+
+def _kibana_href(url: str, origin: str, base_path: str, pathname: str) -> str:
+    """Where Kibana's URL field formatter (field_formats/common/converters/url.ts, htmlConvert)
+    points a link it renders in Discover: an http(s) URL as it is; '#...' under the current
+    page; a path starting with the base path under the origin; anything else under
+    origin + base path + '/app'."""
+    if url.startswith(("http://", "https://", "mailto:")):
+        return url
+    if url.startswith("#"):
+        return origin + pathname + url
+    if url.startswith(base_path or "/"):
+        return origin + url
+    return origin + base_path + "/app" + ("" if url.startswith("/") else "/") + url
+
+
+def test_correlation_id_links_to_discover_filtered_on_it_behind_any_base_path():
+    view = next(o for o in ndjson_objects() if o["id"] == kibana.DATA_VIEW_ID)
     assert view["attributes"]["title"] == "logs-amebo-*" and view["attributes"]["timeFieldName"] == "@timestamp"
     fmt = json.loads(view["attributes"]["fieldFormatMap"])["correlation_id"]
     assert fmt["id"] == "url"
-    assert fmt["params"]["urlTemplate"].startswith("/app/discover#/")
-    assert 'correlation_id:"{{value}}"' in fmt["params"]["urlTemplate"]
+    template = fmt["params"]["urlTemplate"]
+    assert 'correlation_id:"{{value}}"' in template
+    for base in ("", "/kibana", "/ops/kibana"):
+        href = _kibana_href(template, "https://kb.example.com", base, base + "/app/discover")
+        assert href.startswith(f"https://kb.example.com{base}/app/discover#/?"), (base, href)
 
 
 # --- Logstash -------------------------------------------------------------------------------------
@@ -370,6 +452,13 @@ def test_pipeline_rules_for_logstash_8_19_and_9():
     for secret in ("user", "password", "hosts"):
         assert "${" in es_out[secret]
     assert "fingerprint" in es_out["document_id"]
+    # replays are 409s by design (fingerprint ids): not a WARN each
+    assert "version_conflict_engine_exception" in es_out["silence_errors_in_log"]
+    text = (ROOT / "logstash" / "pipeline" / "amebo.conf").read_text()
+    assert re.search(r"remove_tag => \[[^\]]*\"beats_input_codec_plain_applied\"", text)
+    # the http poster's address is the request's source, not the log's host
+    assert '"[host][ip]" => "[source][ip]"' in text
+    assert "::failures" in text and "9.2" in text  # where refused events go, per version
     filters = [name for name, _ in conf["filter"]]
     assert "json" in filters and "fingerprint" in filters
     json_filter = dict(conf["filter"])["json"]

@@ -245,24 +245,45 @@ def test_catalog_records_carry_only_declared_fields(logfile):
 def test_catalog_values(logfile):
     logfile.configure(level="debug")
     published, delivered, failed, invalid, access = _catalog_records(logfile)
-    assert published["payload_size"] == len(b'{"id":1}') and published["event_id"] == "1"
+    assert published["amebo.payload_size"] == len(b'{"id":1}') and published["amebo.event_id"] == "1"
     assert delivered["url.full"] == "https://hooks.example.com/x"
     assert delivered["event.duration"] == 5_000_000
     assert failed["log.level"] == "error" and failed["error.type"] == "TimeoutError"
-    assert invalid["validation_errors"] == ["$.email: required"] and invalid["log.level"] == "warning"
+    assert invalid["amebo.validation_errors"] == ["$.email: required"] and invalid["log.level"] == "warning"
     assert access["http.request.method"] == "POST" and access["url.path"] == "/v1/events"
 
 
 def test_every_declared_field_has_a_known_elasticsearch_type():
-    known = {"date", "keyword", "match_only_text", "long", "wildcard", "ip", "text", "integer"}
+    known = {"date", "date_nanos", "keyword", "match_only_text", "long", "wildcard", "ip", "text", "integer"}
     for f in schema.FIELDS:
         assert f.type in known, f
         assert f.description and "\n" not in f.description
     assert len({f.name for f in schema.FIELDS}) == len(schema.FIELDS)
     props = schema.es_properties()
     assert props["http"]["properties"]["response"]["properties"]["status_code"] == {"type": "long"}
-    assert props["@timestamp"] == {"type": "date"}
-    assert props["error"]["properties"]["stack_trace"] == {"type": "wildcard"}
+    assert props["@timestamp"] == {"type": "date_nanos"}
+    assert props["error"]["properties"]["stack_trace"] == {
+        "type": "wildcard",
+        "fields": {"text": {"type": "match_only_text"}},
+    }
+
+
+def test_records_of_one_millisecond_keep_their_order(logfile):
+    """@timestamp carries microseconds and the template keeps them (date_nanos): records made
+    within one millisecond, which a millisecond date would sort as ties, sort in the order
+    they were made."""
+    logfile.configure()
+    log = get_logger("amebo.order")
+    for i in range(300):
+        log.info("step", n=i)
+    stamps = [(r["n"], r["@timestamp"]) for r in logfile.records()]
+    assert len({ts for _, ts in stamps}) == 300  # no two records share a microsecond (one takes several)
+    assert [n for n, _ in sorted(stamps, key=lambda x: x[1])] == list(range(300))  # microseconds sort them
+    by_ms: dict[str, int] = {}
+    for _, ts in stamps:
+        by_ms[ts[:23]] = by_ms.get(ts[:23], 0) + 1
+    assert max(by_ms.values()) > 1, "no two records shared a millisecond: the test proves nothing"
+    assert schema.field("@timestamp").type == "date_nanos"
 
 
 def test_unknown_field_is_reported():

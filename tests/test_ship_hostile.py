@@ -191,7 +191,7 @@ def test_items_refused_for_privileges_stop_with_exit_4_and_nothing_is_lost(es, s
     assert "grant the create_doc and auto_configure index privileges on logs-amebo-default" in out
     assert not dead.exists() or dead.read_bytes() == b""
     status = run_ship(["status", "--state-dir", str(ship_dir.parent / "state"), "--json"])
-    assert [row["offset"] for row in orjson.loads(status[1])] == [0]  # nothing committed past the refusal
+    assert [row["offset"] for row in orjson.loads(status[1])["files"]] == [0]  # nothing committed past the refusal
     es.item_forbidden.clear()  # the key is fixed: everything is sent
     code, out, err = run_ship(args(es, ship_dir, "*.log", "--once"))
     assert code == 0, err

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import pty
 import re
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import orjson
@@ -128,17 +130,40 @@ def test_status_table_and_json(es, ship_dir):
     write_lines(ship_dir / "app.log", [record(10)])
     code, out, _ = run_ship(["status", "--state-dir", state, "--json"])
     assert code == 0
-    [row] = orjson.loads(out)
+    found = orjson.loads(out)
+    [row] = found["files"]
+    assert found["totals"] == {
+        "delivered": 10,
+        "duplicates": 0,
+        "failure_store": 0,
+        "dead_lettered": 0,
+        "last_failure_store": None,
+        "last_dead_letter": None,
+    }
     assert row["file"] == str(ship_dir / "app.log") and row["lag_bytes"] == len(record(10))
     assert row["offset"] == sum(len(record(i)) for i in range(10)) and row["last_delivery"]
     code, out, _ = run_ship(["status", "--state-dir", state])
     assert code == 0
     assert out.splitlines()[0].split() == ["FILE", "ID", "OFFSET", "SIZE", "LAG", "LAST", "DELIVERY"]
     assert str(ship_dir / "app.log") in out and str(len(record(10))) in out
+    assert out.splitlines()[-1] == (
+        "documents since the state was created: 10 delivered, 0 already there, 0 kept in the failure store, "
+        "0 dead-lettered"
+    )
     code, out, err = run_ship(["status", "--state-dir", str(ship_dir.parent / "nothing")])
     assert code == 0 and "nothing has been shipped" in out  # a fresh machine: a true answer, not an error
     code, out, err = run_ship(["status", "--state-dir", str(ship_dir.parent / "nothing"), "--json"])
-    assert code == 0 and out.strip() == "[]"
+    assert code == 0 and orjson.loads(out) == {
+        "files": [],
+        "totals": {
+            "delivered": 0,
+            "duplicates": 0,
+            "failure_store": 0,
+            "dead_lettered": 0,
+            "last_failure_store": None,
+            "last_dead_letter": None,
+        },
+    }
 
 
 def test_check_healthy_setup(es):
@@ -237,6 +262,7 @@ def test_prometheus_rules_parse_and_name_only_real_metrics():
         "AmeboLogshipDeliveryStalled",
         "AmeboLogshipDeadLettersGrowing",
         "AmeboLogshipLagGrowing",
+        "AmeboLogshipFailureStoreUsed",
     } <= names
     known = {n.removesuffix("_total") for n in METRIC_NAMES} | set(METRIC_NAMES)
     for expr in exprs:
@@ -244,6 +270,20 @@ def test_prometheus_rules_parse_and_name_only_real_metrics():
             base = re.sub(r"_(bucket|count|sum)$", "", metric)
             assert metric in known or base in known, f"{metric} in {expr!r} is not exported"
         assert expr.count("(") == expr.count(")")
+
+
+def test_prometheus_rules_pass_promtool_and_their_unit_tests():
+    """promtool (Debian's prometheus package; .ci/run installs it) checks the rules, then runs
+    prometheus/alerts.test.yml: each alert fires on the series the shipper exports, and not before."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is not installed: .ci/run installs Debian's prometheus package")
+    root = Path(__file__).resolve().parent.parent / "prometheus"
+    for args in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts.test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=root, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (root / "alerts.test.yml").read_text()))
+    assert {"AmeboLogshipFailureStoreUsed", "AmeboLogshipDeadLettersGrowing", "AmeboLogshipDeliveryStalled"} <= tested
 
 
 def test_a_line_waiting_for_its_newline_is_not_a_stall(es, ship_dir, monitored):

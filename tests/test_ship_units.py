@@ -183,6 +183,34 @@ def test_state_never_moves_back_and_survives_reopening(tmp_path):
     again.close()
 
 
+def test_totals_are_committed_with_the_offsets_and_a_version_1_database_is_upgraded(tmp_path):
+    d = tmp_path / "s"
+    store = StateStore(d)
+    rec = store.register("/x.log", 1, 2, "head", 0, 100)
+    offsets = Offsets(store)
+    offsets.track(rec.uid, "/x.log", 100, 0)
+    offsets.sent(1, {rec.uid: 60})
+    offsets.sent(2, {rec.uid: 100})
+    # batch 2 settles first: its counts are kept at once, its offset waits for batch 1
+    assert offsets.acknowledge(Ack(2, {rec.uid: (100, True)}, {"delivered": 3, "failure_store": 1})) == []
+    assert offsets.acknowledge(Ack(1, {rec.uid: (60, True)}, {"delivered": 5})) == [(rec.uid, 100)]
+    totals = store.totals()
+    assert {k: v[0] for k, v in totals.items()} == {"delivered": 8, "failure_store": 1}
+    store.close()
+    # a database written by the first release (schema 1, no totals) is upgraded when opened
+    conn = sqlite3.connect(d / "state.sqlite3")
+    conn.executescript("DROP TABLE totals; UPDATE meta SET value = '1' WHERE key = 'schema_version';")
+    conn.close()
+    assert StateStore.in_memory_copy(d).totals() == {}  # a dry run reads it, upgrading only its copy
+    again = StateStore(d)
+    assert again.latest("head").offset == 100 and again.totals() == {}
+    again.commit([], {"dead_lettered": 2})
+    assert again.totals()["dead_lettered"][0] == 2
+    again.close()
+    version = sqlite3.connect(d / "state.sqlite3").execute("SELECT value FROM meta").fetchone()[0]
+    assert version == "2"
+
+
 def test_one_shipper_per_state_directory(tmp_path):
     first = StateStore(tmp_path / "s")
     with pytest.raises(StateError, match=rf"another amebo-logship \(PID {os.getpid()}\) is using") as err:

@@ -85,6 +85,11 @@ class Batch:
         ops = self.ops
         return b"".join([ops[i] for i in indices])
 
+    def document_id(self, i: int) -> str:
+        """Document *i*'s ``_id``, from its action line."""
+        action = orjson.loads(self.ops[i].split(b"\n", 1)[0])
+        return str(next(iter(action.values()))["_id"])
+
     def original_line(self, i: int) -> bytes:
         """The line document *i* was made from (its first bytes, for a truncated line)."""
         found = self.originals.get(i)

@@ -10,12 +10,14 @@ Two kinds of "permanent", kept apart:
   settled or dead-lettered; the :class:`Outcome` carries a :class:`Fatal` naming the cause
   and the fix, and the shipper stops with the documented exit code.
 
-Per item: 2xx is delivered (counted apart when Elasticsearch put it in the data stream's
-failure store, ``"failure_store": "used"``); 409 (the ``_id`` exists: a replay) is
-delivered; 429, 5xx and other 403s (a write block) are retried with exponential backoff
-and jitter.  A whole request that fails (connection refused, timeout, 429, 5xx...) is
-retried the same way; with *give_up_after* (``--once``) only for that long.  413 splits the
-request in halves, down to one document, and remembers the size the server refused.
+Per item: 2xx is delivered, or kept in the failure store when Elasticsearch says
+``"failure_store": "used"`` (it could not index the document and kept it in the data
+stream's ``::failures`` indices: settled, but counted apart and reported per batch); 409
+(the ``_id`` exists: a replay) is a duplicate, settled; 429, 5xx and other 403s (a write
+block) are retried with exponential backoff and jitter.  A whole request that fails
+(connection refused, timeout, 429, 5xx...) is retried the same way; with *give_up_after*
+(``--once``) only for that long.  413 splits the request in halves, down to one document,
+and remembers the size the server refused.
 """
 
 from __future__ import annotations
@@ -32,7 +34,19 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from .batch import Batch
 
-__all__ = ["DURATION_BUCKETS", "Backoff", "BulkSender", "DeliveryStats", "Fatal", "Outcome", "PermanentFailures"]
+__all__ = [
+    "DEAD_LETTERED",
+    "DELIVERED",
+    "DUPLICATE",
+    "DURATION_BUCKETS",
+    "FAILURE_STORE",
+    "Backoff",
+    "BulkSender",
+    "DeliveryStats",
+    "Fatal",
+    "Outcome",
+    "PermanentFailures",
+]
 
 FILTER_PATH = "errors,items.*.status,items.*.error,items.*.failure_store"
 
@@ -68,22 +82,39 @@ class Fatal:
     message: str
 
 
+#: What became of a document, as :attr:`Outcome.settled` records it (0: not settled).
+DELIVERED, FAILURE_STORE, DEAD_LETTERED, DUPLICATE = 1, 2, 3, 4
+_COUNTED = {
+    DELIVERED: "delivered",
+    FAILURE_STORE: "failure_store",
+    DEAD_LETTERED: "dead_lettered",
+    DUPLICATE: "duplicates",
+}
+
+
 @dataclass
 class Outcome:
-    """What became of one batch: a flag per document (1 = settled), and what stopped it."""
+    """What became of one batch: per document 0 (not settled) or how it was settled
+    (:data:`DELIVERED`, :data:`FAILURE_STORE`, :data:`DEAD_LETTERED`, :data:`DUPLICATE`),
+    and what stopped it."""
 
     settled: bytearray
     fatal: Fatal | None = None
+
+    def counts(self) -> dict[str, int]:
+        """How many documents were settled each way (only the ways that happened)."""
+        found = {name: self.settled.count(code) for code, name in _COUNTED.items()}
+        return {name: n for name, n in found.items() if n}
 
 
 @dataclass
 class DeliveryStats:
     """Counts kept by the sending thread (the only writer); others read copies."""
 
-    delivered: int = 0
+    delivered: int = 0  # indexed (failure-store documents are not counted here)
     duplicates: int = 0
     dead_lettered: int = 0
-    failure_store: int = 0
+    failure_store: int = 0  # kept in the data stream's failure store instead of being indexed
     too_large: int = 0
     retries: dict[str, int] = field(default_factory=lambda: {"429": 0, "5xx": 0, "connection": 0, "other": 0})
     bulk_requests: int = 0
@@ -251,7 +282,7 @@ class BulkSender:
             count = len(items) if items is not None else answer.body.get("items_count")
             if count == len(group) and answer.body.get("errors") is False and items is None:  # the usual answer
                 for i in group:
-                    settled[i] = 1
+                    settled[i] = DELIVERED
                 self.stats.delivered += len(group)
                 self.stats.last_delivery = time.time()
                 self.backoff.reset()
@@ -352,7 +383,8 @@ class BulkSender:
     ) -> tuple[list[int], Fatal | None]:
         retry: list[int] = []
         dead: list[tuple[int, int, Any]] = []
-        delivered = duplicates = in_failure_store = 0
+        delivered = duplicates = 0
+        in_failure_store: list[int] = []
         for i, item in zip(group, items, strict=True):
             result = next(iter(item.values())) if isinstance(item, dict) and item else {}
             if not isinstance(result, dict):
@@ -360,12 +392,14 @@ class BulkSender:
             status = result.get("status", 0)
             error = result.get("error")
             if 200 <= status < 300:
-                settled[i] = 1
-                delivered += 1
                 if result.get("failure_store") == "used":
-                    in_failure_store += 1
+                    settled[i] = FAILURE_STORE
+                    in_failure_store.append(i)
+                else:
+                    settled[i] = DELIVERED
+                    delivered += 1
             elif status == 409:
-                settled[i] = 1
+                settled[i] = DUPLICATE
                 duplicates += 1
             elif status == 403 and _error_type(error) == "security_exception":
                 return [], Fatal(
@@ -390,22 +424,31 @@ class BulkSender:
         self.stats.delivered += delivered
         self.stats.duplicates += duplicates
         if in_failure_store:
-            self.stats.failure_store += in_failure_store
+            self.stats.failure_store += len(in_failure_store)
             self.on_problem(
-                "warning",
-                "documents_in_failure_store",
-                {
-                    "documents": in_failure_store,
-                    "reason": "Elasticsearch could not index these documents and kept them in the data stream's "
-                    f"failure store ({self.target}::failures), not in {self.target}",
-                },
+                "warning", "documents_in_failure_store", self._failure_store_fields(batch, in_failure_store)
             )
         if dead:
             self._dead_letter(batch, dead, settled, None, retry)
-        if delivered or duplicates or dead:
+        if delivered or duplicates or dead or in_failure_store:
             self.stats.last_delivery = time.time()
         retry.sort()
         return retry, None
+
+    def _failure_store_fields(self, batch: Batch, docs: list[int]) -> dict[str, Any]:
+        """The record of documents Elasticsearch kept in the failure store: how many, the first
+        one's file, offset and id, and the query that shows why (the bulk answer does not)."""
+        first = docs[0]
+        doc_id = batch.document_id(first)
+        return {
+            "documents": len(docs),
+            "reason": "Elasticsearch could not index them (a mapping conflict or an ingest pipeline failure) and "
+            f"kept them in the data stream's failure store, not in {self.target}: fix the mapping or the line's "
+            "producer; the error of each is in the failure store",
+            "query": f'FROM {self.target}::failures | WHERE document.id == "{doc_id}"',
+            "log.file.path": batch.sources[first].path,
+            "log.offset": batch.offsets[first],
+        }
 
     def _dead_letter(
         self,
@@ -429,7 +472,7 @@ class BulkSender:
                 work.appendleft(pending)
             return
         for i, _, _ in dead:
-            settled[i] = 1
+            settled[i] = DEAD_LETTERED
         self.stats.dead_lettered += len(dead)
         self.on_problem(
             "warning",

@@ -1,6 +1,8 @@
 """Would shipping work?  ``amebo-logship check`` prints every answer; ``ship`` asks the same
 questions before it reads a line (:func:`preflight`) and stops at the first that would make
-Elasticsearch refuse the documents."""
+Elasticsearch refuse the documents.  ``check`` also says what became of the last day's
+documents that Elasticsearch could not index as they were (:func:`data_quality`): how many
+went to the failure store, how many have ignored fields."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from elasticsearch import ApiError, TransportError
 from .connection import ClusterAnswer, ConnectionSettings, ask_cluster, explain
 from .errors import EXIT_AUTH, EXIT_CONFIG
 
-__all__ = ["CheckResult", "preflight", "run_checks", "target_problem"]
+__all__ = ["CheckResult", "data_quality", "preflight", "run_checks", "target_problem"]
 
 MIN_MAJOR = 8
 _FORBIDDEN_CHARS = set('\\/*?"<>| ,#:')
@@ -79,11 +81,12 @@ def _cluster(answer: ClusterAnswer, settings: ConnectionSettings) -> Iterator[Ch
 
 
 def run_checks(
-    client: Any, settings: ConnectionSettings, target: str, *, is_index: bool = False
+    client: Any, settings: ConnectionSettings, target: str, *, is_index: bool = False, quality: bool = False
 ) -> Iterator[CheckResult]:
-    """Connection and TLS, credentials, version, target, privileges; stops at the first
-    check the others depend on."""
-    results = list(_cluster(ask_cluster(client), settings))
+    """Connection and TLS, credentials, version, target, privileges (and with *quality*, the
+    last day's failure store and ignored fields); stops at the first check the others depend on."""
+    answer = ask_cluster(client)
+    results = list(_cluster(answer, settings))
     yield from results
     if not all(r.ok for r in results):
         return
@@ -96,6 +99,84 @@ def run_checks(
     target_result, exists = _target(client, target, is_index)
     yield target_result
     yield _privileges(client, target, exists)
+    if quality and exists:
+        yield from data_quality(client, target, answer.version, is_index=is_index)
+
+
+#: The window ``check`` counts refused and partly indexed documents over.
+LAST_DAY = {"range": {"@timestamp": {"gte": "now-1d"}}}
+
+
+def _count(client: Any, target: str, *clauses: dict[str, Any]) -> int:
+    answer = client.count(index=target, query={"bool": {"filter": [LAST_DAY, *clauses]}})
+    return int(answer.body["count"])
+
+
+def _failure_store_enabled(client: Any, target: str) -> bool | None:
+    streams = client.indices.get_data_stream(name=target).body.get("data_streams", [])
+    found = streams[0].get("failure_store") if streams else None
+    return None if found is None else bool(found.get("enabled"))
+
+
+def data_quality(client: Any, target: str, version: str, *, is_index: bool = False) -> Iterator[CheckResult]:
+    """The last day of *target*: documents in its failure store, documents with ignored fields.
+    Warnings, never failures: shipping works, the data or the mapping needs a look."""
+    from .elastic_setup import has_failure_store
+
+    if not is_index:
+        if not has_failure_store(version):
+            yield CheckResult(
+                "failure store",
+                True,
+                f"none in Elasticsearch {version}: documents it cannot index are refused and dead-lettered",
+            )
+        else:
+            try:
+                enabled = _failure_store_enabled(client, target)
+                stored = _count(client, f"{target}::failures") if enabled else 0
+            except ApiError as exc:
+                yield CheckResult(
+                    "failure store",
+                    True,
+                    f"not checked (HTTP {exc.status_code}): reading {target}::failures needs the "
+                    "read_failure_store index privilege",
+                    warning=True,
+                )
+            except TransportError as exc:
+                yield CheckResult("failure store", True, f"not checked ({exc})", warning=True)
+            else:
+                if not enabled:
+                    yield CheckResult(
+                        "failure store",
+                        True,
+                        f"off for {target}: documents Elasticsearch cannot index are refused and dead-lettered "
+                        "(amebo-logship setup turns it on)",
+                    )
+                elif stored:
+                    yield CheckResult(
+                        "failure store",
+                        True,
+                        f"{stored} documents of the last day could not be indexed and are in {target}::failures: "
+                        f"see why with FROM {target}::failures (ES|QL) or the 'Amebo: failure store' search",
+                        warning=True,
+                    )
+                else:
+                    yield CheckResult("failure store", True, "on; no document of the last day is in it")
+    try:
+        ignored = _count(client, target, {"exists": {"field": "_ignored"}})
+    except (ApiError, TransportError) as exc:
+        yield CheckResult("ignored fields", True, f"not counted ({exc})", warning=True)
+        return
+    if ignored:
+        yield CheckResult(
+            "ignored fields",
+            True,
+            f"{ignored} documents of the last day hold a value their field's type cannot take (kept, not indexed): "
+            "see the 'Amebo: documents with ignored fields' search (_ignored : *)",
+            warning=True,
+        )
+    else:
+        yield CheckResult("ignored fields", True, "no document of the last day has one")
 
 
 def preflight(

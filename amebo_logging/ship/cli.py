@@ -315,6 +315,15 @@ def main() -> None:
     help="/health is 503 when nothing was delivered this long while lines wait.",
 )
 @option(
+    "--health-failure-store-percent",
+    type=click.FloatRange(0.0, 100.0),
+    default=1.0,
+    show_default=True,
+    metavar="PERCENT",
+    help="/health says degraded (still 200) when more than this share of the last 5 minutes' "
+    "documents went to the failure store.",
+)
+@option(
     "--log-format",
     type=click.Choice(["auto", "json", "console"]),
     default="auto",
@@ -451,7 +460,13 @@ def _serve_metrics(shipper: Any, client: Any, settings: ConnectionSettings, para
     host, port = _parse_addr(params["metrics_addr"])
     try:
         monitor = MonitorServer(
-            shipper, client, settings, host, port, stall_seconds=params["health_stall_seconds"]
+            shipper,
+            client,
+            settings,
+            host,
+            port,
+            stall_seconds=params["health_stall_seconds"],
+            failure_store_percent=params["health_failure_store_percent"],
         ).start()
     except OSError as exc:
         shipper.close()
@@ -472,30 +487,34 @@ def _serve_metrics(shipper: Any, client: Any, settings: ConnectionSettings, para
 @option("--json", "as_json", is_flag=True, help="One JSON array, for scripts.")
 @version_option
 def status(state_dir: Path, as_json: bool) -> None:
-    """Every tracked file: identity, shipped offset, size now, lag and last delivery.
+    """Every tracked file (identity, shipped offset, size now, lag, last delivery), and the
+    documents settled each way since the state was created: delivered, already there, kept
+    in the data stream's failure store, dead-lettered.  Safe to run while a shipper runs.
 
     \b
     Examples:
       amebo-logship status
-      amebo-logship status --state-dir /var/lib/amebo-logship --json | jq '.[] | select(.lag_bytes > 0)'
+      amebo-logship status --state-dir /var/lib/amebo-logship --json | jq '.files[] | select(.lag_bytes > 0)'
+      amebo-logship status --json | jq '.totals.failure_store'
     """
-    from .status import file_status, render_table
+    from .status import empty_totals, render_table, render_totals, state_status
 
     try:
-        rows = file_status(state_dir)
+        found = state_status(state_dir)
     except StateError as exc:
         if exc.kind != "missing":
             raise
-        rows = []
         if not as_json:
             click.echo(f"no files tracked in {state_dir}: nothing has been shipped with this --state-dir")
             return
+        found = {"files": [], "totals": empty_totals()}
     if as_json:
         import orjson
 
-        click.echo(orjson.dumps(rows).decode())
+        click.echo(orjson.dumps(found).decode())
     else:
-        click.echo(render_table(rows))
+        click.echo(render_table(found["files"]))
+        click.echo(render_totals(found["totals"]))
 
 
 @main.command(context_settings=CONTEXT, epilog=PRECEDENCE)
@@ -505,10 +524,13 @@ def status(state_dir: Path, as_json: bool) -> None:
 @version_option
 @click.pass_context
 def check(ctx: click.Context, **params: Any) -> None:
-    """Check that shipping would work: connection, TLS, credentials, version, target, privileges.
+    """Check that shipping would work: connection, TLS, credentials, version, target, privileges;
+    then, for an existing target, the last day's documents in the failure store and with
+    ignored fields (warnings).
 
     Prints one line per check; each problem says what to do.  Exits 0 only when all pass
-    (3 for a connection or set-up problem, 4 for credentials or privileges).
+    (3 for a connection or set-up problem, 4 for credentials or privileges); warnings do
+    not fail it.
 
     \b
     Examples:
@@ -524,7 +546,7 @@ def check(ctx: click.Context, **params: Any) -> None:
     client = make_client(settings)
     target = params["index"] or params["data_stream"] or "logs-amebo-default"
     code = 0
-    for result in run_checks(client, settings, target, is_index=bool(params["index"])):
+    for result in run_checks(client, settings, target, is_index=bool(params["index"]), quality=True):
         mark = "ok  " if result.ok and not result.warning else ("warn" if result.ok else "FAIL")
         click.echo(f"{mark}  {result.name}: {result.detail}")
         if not result.ok and code == 0:
@@ -543,13 +565,24 @@ def check(ctx: click.Context, **params: Any) -> None:
     metavar="AGE",
     help="Delete backing indices this long after they roll over (Elasticsearch time units: 90d, 12h, ...).",
 )
+@option(
+    "--failure-store/--no-failure-store",
+    default=True,
+    show_default=True,
+    help="Keep documents Elasticsearch cannot index in logs-amebo-*::failures (8.19, 9.1+), or refuse them "
+    "(the shipper then dead-letters them).",
+)
 @version_option
 @click.pass_context
-def setup(ctx: click.Context, kibana_url: str | None, ilm_delete_after: str, **params: Any) -> None:
+def setup(
+    ctx: click.Context, kibana_url: str | None, ilm_delete_after: str, failure_store: bool, **params: Any
+) -> None:
     """Install the ILM policy and index templates (and, with --kibana-url, the Kibana objects).
 
-    Idempotent: prints, per object, whether it was created, updated or left unchanged.  Needs
-    the manage_ilm and manage_index_templates cluster privileges.
+    Idempotent: prints, per object, whether it was created, updated or left unchanged, then
+    where documents Elasticsearch cannot index go (the failure store, or refused).  Needs the
+    manage_ilm and manage_index_templates cluster privileges (and manage on logs-amebo-* to
+    set the failure store of existing data streams).
 
     \b
     Examples:
@@ -570,7 +603,15 @@ def setup(ctx: click.Context, kibana_url: str | None, ilm_delete_after: str, **p
     settings = build_connection(ctx, params)
     client = make_client(settings)
     try:
-        elastic_setup.apply(client, ilm_delete_after, report=lambda c: click.echo(f"{c.action:9}  {c.kind} {c.name}"))
+        version = str(client.info()["version"]["number"])
+        elastic_setup.apply(
+            client,
+            ilm_delete_after,
+            report=lambda c: click.echo(f"{c.action:9}  {c.kind} {c.name}"),
+            failure_store=failure_store,
+            version=version,
+        )
+        click.echo(elastic_setup.failure_store_stance(version, failure_store))
     except AuthenticationException:
         raise OperatorError(EXIT_AUTH, explain(ask_cluster(client), settings).message) from None
     except ApiError as exc:

@@ -3,10 +3,22 @@
 * ``amebo-logs`` ILM policy: roll over at 50 GB per primary shard or 30 days; delete after a
   configurable age.
 * ``amebo-logs@mappings`` component template: every field of :mod:`amebo_logging.schema`.
-* ``amebo-logs@settings`` component template: the ILM policy.
+* ``amebo-logs@settings`` component template: the ILM policy, and the failure store's stance
+  (``data_stream_options``) where the cluster has the failure store (8.19, 9.1 and later).
 * ``amebo-logs`` index template for ``logs-amebo-*`` data streams, priority 200 (above the
-  stack's ``logs`` template, 100), composed with the stack's ``logs@mappings``,
-  ``logs@settings`` and ``ecs@mappings`` where the cluster has them.
+  stack's ``logs`` template, 100), composed as the stack's own ``logs`` template is
+  (``logs@mappings``, ``logs@settings``, ``logs@custom``, ``ecs@mappings``, each only where
+  the cluster has it), then ours, which win.
+
+**The failure store.**  ``logs@settings`` sets ``index.mapping.ignore_malformed``: a value a
+numeric, date, ip or boolean field cannot take is kept in ``_source`` but not indexed, and
+the field is listed in the document's ``_ignored``.  A document that still cannot be indexed
+(an object where a value is mapped, a missing ``@timestamp``) is refused; with the failure
+store on, Elasticsearch keeps it in the data stream's ``::failures`` indices instead and
+answers 201.  :func:`apply` turns the failure store on by default (it is on for new
+``logs-*-*`` streams from 9.2 anyway), for new streams through the template and for existing
+``logs-amebo-*`` streams through their options; off, refused documents come back to the
+shipper, which dead-letters them on its host.
 
 The JSON of each is also written to ``amebo_logging/resources/`` (``python -m
 amebo_logging.ship.elastic_setup --write``); a test fails when those files drift from this
@@ -44,7 +56,8 @@ COMPONENT_MAPPINGS: Final = "amebo-logs@mappings"
 COMPONENT_SETTINGS: Final = "amebo-logs@settings"
 INDEX_TEMPLATE: Final = "amebo-logs"
 PATTERN: Final = "logs-amebo-*"
-STACK_COMPONENTS: Final = ("logs@mappings", "logs@settings", "ecs@mappings")
+#: The stack's components, composed in the order its own ``logs`` template uses.
+STACK_COMPONENTS: Final = ("logs@mappings", "logs@settings", "logs@custom", "ecs@mappings")
 RESOURCES: Final = Path(__file__).resolve().parent.parent / "resources"
 _META: Final = {"managed_by": "amebo-logship", "description": "Amebo's ECS log records", "ecs_version": ECS_VERSION}
 
@@ -70,8 +83,22 @@ def component_mappings() -> dict[str, Any]:
     return {"template": {"mappings": {"properties": es_properties()}}, "_meta": _META}
 
 
-def component_settings() -> dict[str, Any]:
-    return {"template": {"settings": {"index": {"lifecycle": {"name": ILM_POLICY}}}}, "_meta": _META}
+def has_failure_store(version: str) -> bool:
+    """Whether Elasticsearch *version* has the failure store (GA in 8.19 and 9.1; not 9.0)."""
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return False
+    return (8, 19) <= (major, minor) < (9, 0) or (major, minor) >= (9, 1)
+
+
+def component_settings(failure_store: bool | None = True) -> dict[str, Any]:
+    """The ILM policy; and the failure store on or off (None: the cluster has no failure store,
+    so the template does not mention it)."""
+    template: dict[str, Any] = {"settings": {"index": {"lifecycle": {"name": ILM_POLICY}}}}
+    if failure_store is not None:
+        template["data_stream_options"] = {"failure_store": {"enabled": failure_store}}
+    return {"template": template, "_meta": _META}
 
 
 def index_template() -> dict[str, Any]:
@@ -86,7 +113,8 @@ def index_template() -> dict[str, Any]:
 
 
 def resources(delete_after: str = "90d") -> dict[str, dict[str, Any]]:
-    """File name -> JSON body of each resource, as shipped in amebo_logging/resources/."""
+    """File name -> JSON body of each resource, as shipped in amebo_logging/resources/ (the
+    settings as for a cluster with the failure store, on)."""
     return {
         "ilm-policy.json": ilm_policy(delete_after),
         "component-template-mappings.json": component_mappings(),
@@ -117,11 +145,41 @@ def _subset(wanted: Any, found: Any) -> bool:
     return bool(wanted == found or str(wanted) == str(found))
 
 
-def apply(client: Any, delete_after: str = "90d", report: Callable[[Change], None] = lambda c: None) -> list[Change]:
-    """Install the ILM policy and templates; each is created, updated or left unchanged.
+def failure_store_stance(version: str, wanted: bool) -> str:
+    """The line ``setup`` prints to say where documents Elasticsearch cannot index go."""
+    if not has_failure_store(version):
+        return (
+            f"failure store: Elasticsearch {version} has none (8.19, 9.1 and later do): documents it cannot "
+            "index are refused, and amebo-logship keeps them in its dead-letter file"
+        )
+    if wanted:
+        return (
+            f"failure store: on for {PATTERN}: documents Elasticsearch cannot index are kept in "
+            f"{PATTERN}::failures (ES|QL: FROM {PATTERN}::failures; Kibana: the 'Amebo: failure store' search)"
+        )
+    return (
+        f"failure store: off for {PATTERN} (--no-failure-store): documents Elasticsearch cannot index are "
+        "refused, and amebo-logship keeps them in its dead-letter file"
+    )
+
+
+def apply(
+    client: Any,
+    delete_after: str = "90d",
+    report: Callable[[Change], None] = lambda c: None,
+    *,
+    failure_store: bool = True,
+    version: str | None = None,
+) -> list[Change]:
+    """Install the ILM policy and templates; each is created, updated or left unchanged.  Where
+    the cluster (*version*, asked when not given) has the failure store, set it *failure_store*
+    in the template and on the existing ``logs-amebo-*`` data streams.
 
     Raises the client's ApiError when the cluster refuses one."""
     changes: list[Change] = []
+    if version is None:
+        version = str(client.info()["version"]["number"])
+    stance = failure_store if has_failure_store(version) else None
 
     def put(
         kind: str,
@@ -154,7 +212,7 @@ def apply(client: Any, delete_after: str = "90d", report: Callable[[Change], Non
         lambda r: r.body[ILM_POLICY]["policy"],
         lambda: client.ilm.put_lifecycle(name=ILM_POLICY, policy=policy["policy"]),
     )
-    for name, body in ((COMPONENT_SETTINGS, component_settings()), (COMPONENT_MAPPINGS, component_mappings())):
+    for name, body in ((COMPONENT_SETTINGS, component_settings(stance)), (COMPONENT_MAPPINGS, component_mappings())):
         put(
             "component template",
             name,
@@ -172,6 +230,20 @@ def apply(client: Any, delete_after: str = "90d", report: Callable[[Change], Non
         lambda r: r.body["index_templates"][0]["index_template"],
         lambda: client.indices.put_index_template(name=INDEX_TEMPLATE, body=template),
     )
+    if stance is not None:
+        # the template's data_stream_options apply only when a stream is created: set the rest
+        for stream in client.indices.get_data_stream(name=PATTERN).body.get("data_streams", []):
+            if bool((stream.get("failure_store") or {}).get("enabled")) == stance:
+                continue
+            client.perform_request(
+                "PUT",
+                f"/_data_stream/{stream['name']}/_options",
+                body={"failure_store": {"enabled": stance}},
+                headers={"accept": "application/json", "content-type": "application/json"},
+            )
+            change = Change("failure store of data stream", stream["name"], "enabled" if stance else "disabled")
+            changes.append(change)
+            report(change)
     return changes
 
 

@@ -1,9 +1,13 @@
 """Kibana saved objects for Amebo's logs, generated from the schema: ``kibana/amebo.ndjson``.
 
 A data view for ``logs-amebo-*`` (``correlation_id`` rendered as a link to Discover filtered
-on it), four saved searches, six Lens visualizations in the ``formBased`` form, and a
-dashboard.  Ids are stable; migration versions are those Kibana 8.9 exports, so the file
-imports into Kibana 8.9 and later, 9.x included (``POST /api/saved_objects/_import``).
+on it, relative so that it works behind ``server.basePath``), one for the failure store
+(``logs-amebo-*::failures``: documents Elasticsearch could not index; Kibana 8.19 and 9.1+
+read the ``::failures`` selector), six saved searches (among them documents with ignored
+fields, ``_ignored : *``, and the failure store), six Lens visualizations in the
+``formBased`` form, and a dashboard.  Ids are stable; migration versions are those Kibana
+8.9 exports, so the file imports into Kibana 8.9 and later, 9.x included (``POST
+/api/saved_objects/_import``).
 
 :func:`import_objects` posts the file to Kibana's import API with ``overwrite=true``.
 """
@@ -16,10 +20,20 @@ from typing import Any, Final
 
 from ..schema import field
 
-__all__ = ["DATA_VIEW_ID", "NDJSON", "import_objects", "objects", "write_ndjson"]
+__all__ = ["DATA_VIEW_ID", "FAILURES_VIEW_ID", "FAILURE_FIELDS", "NDJSON", "import_objects", "objects", "write_ndjson"]
 
 NDJSON: Final = Path(__file__).resolve().parent.parent.parent / "kibana" / "amebo.ndjson"
 DATA_VIEW_ID: Final = "amebo-logs"
+FAILURES_VIEW_ID: Final = "amebo-logs-failures"
+#: The fields of a failure store document, as Elasticsearch writes them (not our schema's).
+FAILURE_FIELDS: Final = (
+    "@timestamp",
+    "error.type",
+    "error.message",
+    "error.stack_trace",
+    "document.id",
+    "document.index",
+)
 CORE_MIGRATION_VERSION: Final = "8.8.0"
 TYPE_MIGRATION_VERSION: Final = {"index-pattern": "8.0.0", "search": "8.0.0", "lens": "8.9.0", "dashboard": "8.9.0"}
 _LAYER: Final = "layer1"
@@ -43,8 +57,10 @@ def _obj(type_: str, id_: str, attributes: dict[str, Any], references: list[dict
 
 
 def data_view() -> dict[str, Any]:
+    # Relative to Kibana's /app/: the URL formatter prefixes origin, server.basePath and /app/
+    # (an absolute /app/... link loses a base path).
     discover = (
-        "/app/discover#/?_g=(time:(from:now-7d,to:now))"
+        "discover#/?_g=(time:(from:now-7d,to:now))"
         f"&_a=(index:'{DATA_VIEW_ID}',dataSource:(dataViewId:'{DATA_VIEW_ID}',type:dataView),"
         "query:(language:kuery,query:'correlation_id:\"{{value}}\"'))"
     )
@@ -54,7 +70,7 @@ def data_view() -> dict[str, Any]:
             "id": "duration",
             "params": {"inputFormat": "nanoseconds", "outputFormat": "humanizePrecise"},
         },
-        _f("payload_size"): {"id": "bytes"},
+        _f("amebo.payload_size"): {"id": "bytes"},
     }
     return _obj(
         "index-pattern",
@@ -70,7 +86,25 @@ def data_view() -> dict[str, Any]:
     )
 
 
-def saved_search(id_: str, title: str, query: str, columns: list[str]) -> dict[str, Any]:
+def failures_view() -> dict[str, Any]:
+    """The failure store of every Amebo data stream, as a data view."""
+    return _obj(
+        "index-pattern",
+        FAILURES_VIEW_ID,
+        {
+            "title": "logs-amebo-*::failures",
+            "name": "Amebo logs: failure store",
+            "timeFieldName": "@timestamp",
+            "fieldFormatMap": "{}",
+            "allowNoIndex": True,
+        },
+        [],
+    )
+
+
+def saved_search(
+    id_: str, title: str, query: str, columns: list[str], view: str = DATA_VIEW_ID, checked: bool = True
+) -> dict[str, Any]:
     source = {
         "query": {"query": query, "language": "kuery"},
         "filter": [],
@@ -82,13 +116,13 @@ def saved_search(id_: str, title: str, query: str, columns: list[str]) -> dict[s
         {
             "title": title,
             "description": "",
-            "columns": [_f(c) for c in columns],
+            "columns": [_f(c) for c in columns] if checked else list(columns),
             "sort": [["@timestamp", "desc"]],
             "grid": {},
             "hideChart": False,
             "kibanaSavedObjectMeta": {"searchSourceJSON": json.dumps(source, sort_keys=True)},
         },
-        [{"id": DATA_VIEW_ID, "name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern"}],
+        [{"id": view, "name": "kibanaSavedObjectMeta.searchSourceJSON.index", "type": "index-pattern"}],
     )
 
 
@@ -207,7 +241,7 @@ def visualizations() -> list[dict[str, Any]]:
         lens(
             "amebo-events-per-action",
             "Events published per action",
-            {"time": _date_histogram(), "count": _count("Events"), "action": _terms("action")},
+            {"time": _date_histogram(), "count": _count("Events"), "action": _terms("amebo.action")},
             _xy("bar_stacked", "time", ["count"], "action"),
             "lnsXY",
             'message : "event_published"',
@@ -232,7 +266,7 @@ def visualizations() -> list[dict[str, Any]]:
             {
                 "time": _date_histogram(),
                 "p95": _percentile("event.duration", 95),
-                "action": _terms("action", 5, order_by="p95"),
+                "action": _terms("amebo.action", 5, order_by="p95"),
             },
             _xy("line", "time", ["p95"], "action"),
             "lnsXY",
@@ -249,7 +283,7 @@ def visualizations() -> list[dict[str, Any]]:
         lens(
             "amebo-validation-failures",
             "Schema validation failures by action",
-            {"action": _terms("action", 10), "count": _count("Failures")},
+            {"action": _terms("amebo.action", 10), "count": _count("Failures")},
             _table(["action", "count"]),
             "lnsDatatable",
             'message : "schema_validation_failed"',
@@ -269,19 +303,19 @@ def searches() -> list[dict[str, Any]]:
             "amebo-events-published",
             "Amebo: events published",
             'message : "event_published"',
-            ["action", "application", "event_id", "payload_size", "correlation_id"],
+            ["amebo.action", "amebo.application", "amebo.event_id", "amebo.payload_size", "correlation_id"],
         ),
         saved_search(
             "amebo-webhook-failures",
             "Amebo: webhook delivery failures",
             'message : "webhook_failed"',
             [
-                "subscription",
-                "action",
+                "amebo.subscription",
+                "amebo.action",
                 "url.full",
                 "http.response.status_code",
-                "attempt",
-                "max_retries",
+                "amebo.attempt",
+                "amebo.max_retries",
                 "error.message",
             ],
         ),
@@ -291,27 +325,52 @@ def searches() -> list[dict[str, Any]]:
             "correlation_id : *",
             ["log.level", "log.logger", "message", "url.path", "http.response.status_code", "event.duration"],
         ),
+        saved_search(
+            "amebo-ignored-fields",
+            "Amebo: documents with ignored fields (a value its field's type cannot take; open one to see which)",
+            "_ignored : *",
+            ["log.level", "log.logger", "message", "log.file.path", "log.offset"],
+        ),
+        saved_search(
+            "amebo-failure-store",
+            "Amebo: failure store (documents Elasticsearch could not index)",
+            "",
+            ["error.type", "error.message", "document.id", "document.index"],
+            view=FAILURES_VIEW_ID,
+            checked=False,
+        ),
     ]
+
+
+#: Kibana's dashboard grid is 48 columns wide; a panel here is 15 rows high.
+GRID_COLUMNS, PANEL_HEIGHT = 48, 15
+
+
+def layout(widths: list[int]) -> list[tuple[int, int]]:
+    """The (x, y) of panels of *widths*, placed in reading order: a panel that does not fit
+    beside the previous one starts a new row."""
+    x = y = 0
+    placed = []
+    for w in widths:
+        if x + w > GRID_COLUMNS:
+            x, y = 0, y + PANEL_HEIGHT
+        placed.append((x, y))
+        x += w
+    return placed
 
 
 def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
     grid, refs = [], []
-    for n, obj in enumerate(panels):
+    widths = [GRID_COLUMNS if obj["type"] == "search" else GRID_COLUMNS // 2 for obj in panels]
+    for n, (obj, w, (x, y)) in enumerate(zip(panels, widths, layout(widths), strict=True)):
         key = f"p{n + 1}"
-        wide = obj["type"] == "search"
         grid.append(
             {
                 "type": obj["type"],
                 "panelIndex": key,
                 "panelRefName": f"panel_{key}",
                 "embeddableConfig": {},
-                "gridData": {
-                    "x": 0 if wide or n % 2 == 0 else 24,
-                    "y": (n // 2) * 15,
-                    "w": 48 if wide else 24,
-                    "h": 15,
-                    "i": key,
-                },
+                "gridData": {"x": x, "y": y, "w": w, "h": PANEL_HEIGHT, "i": key},
             }
         )
         refs.append({"id": obj["id"], "name": f"panel_{key}", "type": obj["type"]})
@@ -344,10 +403,10 @@ def dashboard(panels: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def objects() -> list[dict[str, Any]]:
-    """The saved objects in import order: data view, searches, visualizations, dashboard."""
+    """The saved objects in import order: data views, searches, visualizations, dashboard."""
     vis = visualizations()
     found = searches()
-    return [data_view(), *found, *vis, dashboard([*vis, found[0], found[2]])]
+    return [data_view(), failures_view(), *found, *vis, dashboard([*vis, found[0], found[2]])]
 
 
 def ndjson() -> str:

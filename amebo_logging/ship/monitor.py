@@ -4,13 +4,17 @@ The metrics are read from the shipper's own counters at scrape time: they observ
 stage and never steer one.  ``/health`` answers 200 while the shipper delivers, or is idle
 and can reach Elasticsearch; 503 with the reason when Elasticsearch is unreachable, refuses
 the credentials, or nothing was delivered for longer than the stall threshold while lines
-wait.
+wait.  When more than a threshold share of the documents settled in the last five minutes
+went to the data stream's failure store, it answers 200 with ``"status": "degraded"`` and
+the reason: the shipper works (restarting it would not help), the data or the mapping needs
+a look.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -115,14 +119,38 @@ class HealthCheck:
         settings: ConnectionSettings,
         stall_seconds: float = 300.0,
         probe_every: float = 5.0,
+        failure_store_percent: float = 1.0,
     ) -> None:
         self.shipper = shipper
         self.client = client
         self.settings = settings
         self.stall_seconds = stall_seconds
         self.probe_every = probe_every
+        self.failure_store_percent = failure_store_percent
         self._probe: tuple[float, str | None] = (0.0, None)  # (when, problem or None)
         self._lock = threading.Lock()
+        # (time, documents indexed or already there, documents in the failure store), oldest first
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    #: The window over which the failure store's share is measured.
+    WINDOW = 300.0
+
+    def _failure_store_share(self, started_at: float, d: DeliveryStats) -> tuple[float, int] | None:
+        """(percent, documents) of the documents settled in the last WINDOW seconds that went to
+        the failure store, or None when none did."""
+        now = time.time()
+        with self._lock:
+            samples = self._samples
+            if not samples:
+                samples.append((started_at, 0, 0))
+            samples.append((now, d.delivered + d.duplicates, d.failure_store))
+            while len(samples) > 2 and samples[1][0] <= now - self.WINDOW:
+                samples.popleft()  # keep one sample at or before the window's start
+            _, indexed0, stored0 = samples[0]
+        stored = d.failure_store - stored0
+        if stored <= 0:
+            return None
+        return 100.0 * stored / (stored + d.delivered + d.duplicates - indexed0), stored
 
     def _reachability(self, d: DeliveryStats) -> str | None:
         """A problem reaching Elasticsearch, or None; asks it when nothing answered lately."""
@@ -168,6 +196,16 @@ class HealthCheck:
                 problem = f"nothing delivered for {since:.0f}s while {deliverable} bytes wait"
         if problem is not None:
             return 503, {"status": "unavailable", "reason": problem, **body}
+        share = self._failure_store_share(snap.started_at, d)
+        if share is not None and share[0] > self.failure_store_percent:
+            percent, stored = share
+            target = self.shipper.options.target
+            return 200, {
+                "status": "degraded",
+                "reason": f"{percent:.1f}% of the documents of the last {self.WINDOW / 60:.0f} minutes ({stored}) "
+                f"went to the failure store: Elasticsearch could not index them; see FROM {target}::failures",
+                **body,
+            }
         return 200, {"status": "ok", **body}
 
 
@@ -182,10 +220,11 @@ class MonitorServer:
         host: str,
         port: int,
         stall_seconds: float = 300.0,
+        failure_store_percent: float = 1.0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ShipperCollector(shipper))
-        self.health = HealthCheck(shipper, client, settings, stall_seconds)
+        self.health = HealthCheck(shipper, client, settings, stall_seconds, failure_store_percent=failure_store_percent)
         registry, health = self.registry, self.health
 
         class Handler(BaseHTTPRequestHandler):

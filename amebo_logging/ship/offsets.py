@@ -23,10 +23,12 @@ __all__ = ["Ack", "Known", "Offsets"]
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """The sender's outcome for one batch: per uid, (end of the settled prefix, all settled)."""
+    """The sender's outcome for one batch: per uid, (end of the settled prefix, all settled);
+    and how many documents were settled each way (``delivered``, ``failure_store``, ...)."""
 
     seq: int
     ends: dict[str, tuple[int, bool]]
+    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +115,9 @@ class Offsets:
                 track.emitted = end
 
     def acknowledge(self, ack: Ack) -> list[tuple[str, int]]:
-        """Apply the outcome of one batch; commit what became contiguous.  Returns the
-        (uid, offset) pairs committed.  Raises StateError when the store cannot save them."""
+        """Apply the outcome of one batch; commit what became contiguous, and add its counts
+        to the store's totals (in the same transaction).  Returns the (uid, offset) pairs
+        committed.  Raises StateError when the store cannot save them."""
         for uid, (settled_end, complete) in ack.ends.items():
             track = self._tracks.get(uid)
             if track is None:
@@ -137,9 +140,11 @@ class Offsets:
                 track.committed = queue[0][2]
             if track.committed > before:
                 moved.append((uid, track.committed))
-        if moved:
-            self.store.commit((uid, off, self._tracks[uid].path, self._tracks[uid].size) for uid, off in moved)
-            self.commits += 1
+        if moved or ack.counts:
+            self.store.commit(
+                [(uid, off, self._tracks[uid].path, self._tracks[uid].size) for uid, off in moved], ack.counts
+            )
+            self.commits += 1 if moved else 0
         for uid in ack.ends:
             track = self._tracks.get(uid)
             if track is not None and not track.reading and self._settled(track):

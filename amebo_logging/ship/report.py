@@ -48,7 +48,7 @@ class Progress:
         self.last_draw = now
         committed = sum(f.committed for f in snap.files)
         d = snap.delivery
-        settled = d.delivered + d.duplicates + d.dead_lettered
+        settled = d.delivered + d.duplicates + d.dead_lettered + d.failure_store
         if self.start is None:
             self.start = (now, committed, settled)
         t0, c0, n0 = self.start
@@ -130,7 +130,9 @@ def summary_lines(s: Summary) -> list[str]:
     head = (
         f"{verb} {d.delivered} document{'' if d.delivered == 1 else 's'} in {s.seconds:.2f}s ({rate:,.0f}/s), "
         f"{d.duplicates} already there, "
-        f"{d.dead_lettered} dead-lettered, {r.lines} lines read ({r.parse_failures} not JSON, "
+        f"{d.dead_lettered} dead-lettered, "
+        + (f"{d.failure_store} kept in the failure store, " if d.failure_store else "")
+        + f"{r.lines} lines read ({r.parse_failures} not JSON, "
         f"{r.truncated} truncated, {r.empty} empty skipped)"
     )
     lines = [head]
@@ -138,8 +140,9 @@ def summary_lines(s: Summary) -> list[str]:
         lines.append(f"dead letters: {d.dead_lettered} refused documents are kept with their reason in {s.dead_letter}")
     if d.failure_store:
         lines.append(
-            f"failure store: Elasticsearch kept {d.failure_store} documents in the data stream's failure "
-            "store instead of indexing them (see the documents_in_failure_store records)"
+            f"failure store: Elasticsearch could not index {d.failure_store} documents and kept them in "
+            f"{s.target}::failures; each documents_in_failure_store record names a query that shows why "
+            f"(ES|QL: FROM {s.target}::failures), or open the 'Amebo: failure store' search in Kibana"
         )
     for path, nbytes in sorted(s.partial_lines.items()):
         lines.append(f"waiting: {path} ends with a {nbytes}-byte line without its newline; it ships once complete")

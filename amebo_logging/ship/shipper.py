@@ -150,6 +150,7 @@ class Summary:
     left_bytes: int = 0  # bytes of complete lines in matched files not shipped
     dead_letter: str = ""
     dry_run: bool = False
+    target: str = ""
 
     @property
     def partial_lines(self) -> dict[str, int]:
@@ -323,6 +324,7 @@ class Shipper:
             self._left_bytes(),
             str(self.dead_letter.path),
             opts.dry_run,
+            opts.target,
         )
         self.close()
         return summary
@@ -402,7 +404,7 @@ class Shipper:
             if missing:
                 self.unsettled += missing
             try:
-                self.offsets.acknowledge(Ack(batch.seq, batch.settled_ends(outcome.settled)))
+                self.offsets.acknowledge(Ack(batch.seq, batch.settled_ends(outcome.settled), outcome.counts()))
             except StateError as exc:
                 self.state_error = exc
                 self.log.error("offsets_not_saved", **{"error.message": str(exc)})

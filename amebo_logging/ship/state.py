@@ -33,7 +33,7 @@ from typing import Final
 
 __all__ = ["FileRecord", "StateError", "StateStore", "file_uid", "reset_state"]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 2 added the totals table; a version 1 database is upgraded when opened
 DB_NAME: Final = "state.sqlite3"
 MARKER: Final = "state.id"
 LOCK: Final = "lock"
@@ -239,7 +239,20 @@ class StateStore:
                 delivered_at REAL
             );
             CREATE INDEX files_head ON files (head_hash, generation);
+            CREATE TABLE totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL, last_at REAL NOT NULL);
             INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');
+            COMMIT;
+            """
+        )
+
+    @staticmethod
+    def _upgrade(conn: sqlite3.Connection) -> None:
+        """Version 1 to 2: the totals table."""
+        conn.executescript(
+            """
+            BEGIN;
+            CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL, last_at REAL NOT NULL);
+            UPDATE meta SET value = '2' WHERE key = 'schema_version';
             COMMIT;
             """
         )
@@ -252,6 +265,14 @@ class StateStore:
             err.sqlite_errorname = "SQLITE_CORRUPT"
             raise err
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is not None and int(row[0]) == 1 and not conn.in_transaction:
+            try:
+                StateStore._upgrade(conn)
+                row = ("2",)
+            except sqlite3.OperationalError:  # read-only (status on a copy): totals stay empty
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                return
         if row is None or int(row[0]) != SCHEMA_VERSION:
             err = sqlite3.DatabaseError(f"unknown schema version {row[0] if row else None}")
             err.sqlite_errorname = "SQLITE_CORRUPT"
@@ -272,6 +293,14 @@ class StateStore:
     def all(self) -> list[FileRecord]:
         rows = self._conn.execute("SELECT * FROM files ORDER BY path, generation").fetchall()
         return [FileRecord(*r) for r in rows]
+
+    def totals(self) -> dict[str, tuple[int, float]]:
+        """Documents settled each way since the state was created: name -> (count, last time)."""
+        try:
+            rows = self._conn.execute("SELECT name, value, last_at FROM totals").fetchall()
+        except sqlite3.OperationalError:  # a version 1 database opened read-only
+            return {}
+        return {name: (value, last_at) for name, value, last_at in rows}
 
     # --- writing ---------------------------------------------------------------------------
     def _write(self, statements: list[tuple[str, Iterable[tuple[object, ...]]]]) -> None:
@@ -305,22 +334,35 @@ class StateStore:
         assert found is not None
         return found
 
-    def commit(self, offsets: Iterable[tuple[str, int, str, int]]) -> None:
-        """Advance offsets: (uid, offset, path, size) each; one transaction; never moves back."""
+    def commit(self, offsets: Iterable[tuple[str, int, str, int]], counts: dict[str, int] | None = None) -> None:
+        """Advance offsets: (uid, offset, path, size) each, never back; add *counts* to the
+        totals.  One transaction."""
         now = time.time()
         rows = [(off, path, size, now, now, uid, off) for uid, off, path, size in offsets]
+        totals = [(name, n, now) for name, n in (counts or {}).items() if n]
+        statements: list[tuple[str, Iterable[tuple[object, ...]]]] = []
         if rows:
-            self._write(
-                [
+            statements.append(
+                (
                     (
-                        (
-                            "UPDATE files SET offset = ?, path = ?, size = ?, updated = ?, delivered_at = ? "
-                            "WHERE uid = ? AND offset <= ?"
-                        ),
-                        rows,
-                    )
-                ]
+                        "UPDATE files SET offset = ?, path = ?, size = ?, updated = ?, delivered_at = ? "
+                        "WHERE uid = ? AND offset <= ?"
+                    ),
+                    rows,
+                )
             )
+        if totals:
+            statements.append(
+                (
+                    (
+                        "INSERT INTO totals VALUES (?, ?, ?) ON CONFLICT (name) "
+                        "DO UPDATE SET value = value + excluded.value, last_at = excluded.last_at"
+                    ),
+                    totals,
+                )
+            )
+        if statements:
+            self._write(statements)
 
     def forget(self, uids: Iterable[str]) -> None:
         """Drop files that were deleted and fully shipped."""

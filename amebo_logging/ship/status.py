@@ -1,4 +1,5 @@
-"""``amebo-logship status``: what the state database knows of each file, and its lag now."""
+"""``amebo-logship status``: what the state database knows of each file, its lag now, and
+how many documents were settled each way since the state was created."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from typing import Any
 from .state import StateStore
 from .tail import head_hash
 
-__all__ = ["file_status", "render_table"]
+__all__ = ["TOTALS", "empty_totals", "file_status", "render_table", "render_totals", "state_status"]
+
+#: The totals ``status`` reports, in order, with their labels.
+TOTALS = (
+    ("delivered", "delivered"),
+    ("duplicates", "already there"),
+    ("failure_store", "kept in the failure store"),
+    ("dead_lettered", "dead-lettered"),
+)
 
 
 def _current_size(path: str, head: str) -> int | None:
@@ -27,13 +36,30 @@ def _current_size(path: str, head: str) -> int | None:
         os.close(fd)
 
 
-def file_status(state_dir: Path) -> list[dict[str, Any]]:
-    """One dict per tracked file generation; raises StateError if there is no usable state."""
-    store = StateStore(state_dir, create=False)
+def _iso(t: float | None) -> str | None:
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds") if t else None
+
+
+def state_status(state_dir: Path) -> dict[str, Any]:
+    """``{"files": [...], "totals": {...}}``; raises StateError if there is no usable state.
+
+    Reads while a shipper runs (no lock is taken)."""
+    store = StateStore(state_dir, create=False, lock=False)
     try:
         records = store.all()
+        found = store.totals()
     finally:
         store.close()
+    totals = empty_totals()
+    for name, (count, last_at) in found.items():
+        totals[name] = count
+        if name in ("failure_store", "dead_lettered"):
+            totals["last_failure_store" if name == "failure_store" else "last_dead_letter"] = _iso(last_at)
+    return {"files": file_status(records), "totals": totals}
+
+
+def file_status(records: list[Any]) -> list[dict[str, Any]]:
+    """One dict per tracked file generation (*records* from the state store)."""
     rows = []
     for r in records:
         size = _current_size(r.path, r.head_hash)
@@ -46,12 +72,24 @@ def file_status(state_dir: Path) -> list[dict[str, Any]]:
                 "size": size if size is not None else r.size,
                 "lag_bytes": max(0, (size if size is not None else r.size) - r.offset),
                 "present": size is not None,
-                "last_delivery": datetime.fromtimestamp(r.delivered_at, UTC).isoformat(timespec="seconds")
-                if r.delivered_at
-                else None,
+                "last_delivery": _iso(r.delivered_at),
             }
         )
     return rows
+
+
+def empty_totals() -> dict[str, Any]:
+    """The totals of a state directory that shipped nothing."""
+    return {**{name: 0 for name, _ in TOTALS}, "last_failure_store": None, "last_dead_letter": None}
+
+
+def render_totals(totals: dict[str, Any]) -> str:
+    """One line: the documents settled each way, and when the last went to the failure store."""
+    parts = [f"{totals[name]} {label}" for name, label in TOTALS]
+    line = "documents since the state was created: " + ", ".join(parts)
+    if totals.get("last_failure_store"):
+        line += f" (last kept in the failure store at {totals['last_failure_store']})"
+    return line
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:
