@@ -92,6 +92,15 @@ FIELDS: Final[tuple[Field, ...]] = (
     _F("log.offset", "long", "The byte offset of the line in its file (as Filebeat names it).", "filebeat"),
     _F("host.name", "keyword", "The host the shipper ran on."),
     _F("tags", "keyword", "Markers, e.g. truncated for a line cut at --max-line-bytes."),
+    # --- container logs (amebo-logship --format docker|cri) -----------------------------------
+    _F("container.id", "keyword", "The container whose stdout or stderr the line was."),
+    _F("container.name", "keyword", "The container's name (Docker: from its config.v2.json)."),
+    _F("container.image.name", "keyword", "The image the container runs (Docker: from its config.v2.json)."),
+    _F("stream", "keyword", "stdout or stderr: the container stream the line was written to.", "filebeat"),
+    _F("kubernetes.namespace", "keyword", "The pod's namespace (from the log file's name).", "filebeat"),
+    _F("kubernetes.pod.name", "keyword", "The pod (from the log file's name).", "filebeat"),
+    _F("kubernetes.pod.uid", "keyword", "The pod's uid (from a /var/log/pods path).", "filebeat"),
+    _F("kubernetes.container.name", "keyword", "The container within the pod (from the log file's name).", "filebeat"),
 )
 
 _BY_NAME: Final[Mapping[str, Field]] = {f.name: f for f in FIELDS}

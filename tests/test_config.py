@@ -235,24 +235,32 @@ def test_reconfiguring_while_threads_log_never_splits_a_record(tmp_path, logfile
     files = {name: open(tmp_path / f"{name}.log", "ab") for name in ("alpha", "beta")}  # noqa: SIM115
     stop = threading.Event()
 
+    calls = [0] * 4  # per thread: records logged so far
+
     def log_structlog(n: int) -> None:
         log = get_logger("worker")
         while not stop.is_set():
             log.info("tick", worker=n, payload={"n": n, "items": list(range(20))})
+            calls[n] += 1
 
     def log_stdlib(n: int) -> None:
         std = logging.getLogger("worker.std")
         while not stop.is_set():
             std.info("tick %d", n, extra={"worker": n})
+            calls[n] += 1
 
     threads = [threading.Thread(target=fn, args=(i,)) for i, fn in enumerate([log_structlog, log_stdlib] * 2)]
     configure_logging(stream=files["alpha"], fmt="json", service_name="alpha")
     for t in threads:
         t.start()
     try:
-        for i in range(200):
+        # at least 200 reconfigurations, and on until the threads logged 2,000 records among
+        # them (bounded: however slow the machine, this is no timing test)
+        i = 0
+        while (i < 200 or sum(calls) < 2000) and i < 100_000:
             name = "beta" if i % 2 else "alpha"
             configure_logging(stream=files[name], fmt="json", service_name=name, level="info")
+            i += 1
     finally:
         stop.set()
         for t in threads:

@@ -500,8 +500,20 @@ def test_compose_file_is_consistent():
     }
     assert services["amebo-setup"]["command"][:2] == ["amebo-logship", "setup"]
     assert "--kibana-url" in services["amebo-setup"]["command"]
-    assert services["amebo-logship"]["command"][:2] == ["amebo-logship", "ship"]
-    assert services["amebo-demo"]["command"][:4] == ["python", "-m", "amebo_logging", "demo"]
+    ship = services["amebo-logship"]
+    assert ship["command"][:2] == ["amebo-logship", "ship"] and "amebo-demo" not in services
+    # it reads Docker's json-file logs of the Amebo containers, read-only, as root
+    assert ship["command"][ship["command"].index("--format") + 1] == "docker"
+    assert "/var/lib/docker/containers:/var/lib/docker/containers:ro" in ship["volumes"] and ship["user"] == "root"
+    assert ship["command"][2].startswith("/var/lib/docker/containers/")
+    # the real Amebo, through the integration, and its load and subscriber, logging to Docker
+    assert services["amebo"]["command"][:3] == ["python", "-m", "amebo_logging.amebo"]
+    assert services["amebo-load"]["command"][-1] == "/app/deploy/compose/loadgen.py"
+    assert "subscriber:app" in services["amebo-subscriber"]["command"]
+    for name in ("amebo", "amebo-subscriber", "amebo-load"):
+        assert services[name]["logging"]["driver"] == "json-file"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "amebo==0.9.6" in dockerfile and "COPY deploy/compose" in dockerfile
     elastic_env = dict(e.split("=", 1) for e in services["elasticsearch"]["environment"])
     assert elastic_env["xpack.security.enabled"] == "true" and elastic_env["discovery.type"] == "single-node"
     logstash_ports = {p.rsplit(":", 1)[1] for p in services["logstash"]["ports"]}

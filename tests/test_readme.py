@@ -44,6 +44,7 @@ BLOCK = re.compile(r"(?:<!-- readme-test: (?P<directive>.*?) -->\n)?```(?P<lang>
 ALLOWED_SKIPS = (
     "this is the command that runs this test",
     "needs a Docker engine",
+    "needs a Kubernetes cluster",
     "the development loop",
 )
 

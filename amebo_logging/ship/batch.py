@@ -9,6 +9,11 @@ as a document whose ``message`` is the text, safely decoded, with ``error.messag
 why.  No line can stop a file: whatever goes wrong turning a line into a document makes it
 such a document.  Empty lines carry nothing and are counted, not shipped.
 
+A container log's lines come framed (:class:`~.tail.Framed`): each is the container's own line,
+joined from the runtime's parts; its document also gets the container's metadata (from the
+:class:`~.tail.Source`), ``stream``, and the runtime's time as ``@timestamp`` when the line
+has none.  Its ``log.offset`` and ``_id`` are those of its first part in the outer file.
+
 A :class:`Batch` is a value: once emitted nothing changes it, and it refers to its files only
 by :class:`~.tail.Source` (id and path), never by anything the reader still owns.
 """
@@ -24,7 +29,7 @@ import msgspec
 import orjson
 
 from ..render import timestamp_now
-from .tail import Chunk, LongLine, Source
+from .tail import Chunk, Framed, LongLine, Source
 
 __all__ = ["Batch", "Batcher", "ReadStats"]
 
@@ -40,6 +45,19 @@ class _Probe(msgspec.Struct):
     file_path: object = msgspec.field(name="log.file.path", default=msgspec.UNSET)
     offset: object = msgspec.field(name="log.offset", default=msgspec.UNSET)
     host_name: object = msgspec.field(name="host.name", default=msgspec.UNSET)
+
+
+class _ContainerProbe(_Probe):
+    """The same, for a container's line: also the keys its document gets (ours replace them)."""
+
+    stream: object = msgspec.field(name="stream", default=msgspec.UNSET)
+    c_id: object = msgspec.field(name="container.id", default=msgspec.UNSET)
+    c_name: object = msgspec.field(name="container.name", default=msgspec.UNSET)
+    c_image: object = msgspec.field(name="container.image.name", default=msgspec.UNSET)
+    k_ns: object = msgspec.field(name="kubernetes.namespace", default=msgspec.UNSET)
+    k_pod: object = msgspec.field(name="kubernetes.pod.name", default=msgspec.UNSET)
+    k_uid: object = msgspec.field(name="kubernetes.pod.uid", default=msgspec.UNSET)
+    k_container: object = msgspec.field(name="kubernetes.container.name", default=msgspec.UNSET)
 
 
 _UNSET = msgspec.UNSET
@@ -166,17 +184,28 @@ class Batcher:
         self.max_line_bytes = max_line_bytes
         self.stats = stats
         self.batch = Batch()
-        self._path_cache: dict[str, bytes] = {}
+        self._path_cache: dict[tuple[str, bytes], bytes] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
+        self._container_probe = msgspec.json.Decoder(_ContainerProbe).decode
+        self._streams: dict[str, bytes] = {}  # stream -> its "stream":"..." member
 
     def _meta_prefix(self, source: Source) -> bytes:
-        """``{"log.file.path":...,"host.name":...,"log.offset":`` for *source*'s path."""
-        prefix = self._path_cache.get(source.path)
+        """``{"log.file.path":...,"host.name":...,<container metadata>"log.offset":`` for
+        *source*."""
+        key = (source.path, source.meta)
+        prefix = self._path_cache.get(key)
         if prefix is None:
-            prefix = b'{"log.file.path":' + orjson.dumps(source.path) + b',"host.name":' + self.host_json + _OFFSET_KEY
+            prefix = (
+                b'{"log.file.path":'
+                + orjson.dumps(source.path)
+                + b',"host.name":'
+                + self.host_json
+                + (b"," + source.meta[:-1] if source.meta else b"")
+                + _OFFSET_KEY
+            )
             if len(self._path_cache) > 4096:
                 self._path_cache.clear()
-            self._path_cache[source.path] = prefix
+            self._path_cache[key] = prefix
         return prefix
 
     def pending(self) -> bool:
@@ -189,11 +218,13 @@ class Batcher:
             batch, self.batch = self.batch, Batch()
             self._emit(batch)
 
-    def add(self, item: Chunk | LongLine) -> None:
-        if isinstance(item, LongLine):
-            self._add_long(item)
-        else:
+    def add(self, item: Chunk | LongLine | Framed) -> None:
+        if isinstance(item, Chunk):
             self._add_chunk(item)
+        elif isinstance(item, Framed):
+            self._add_framed(item)
+        else:
+            self._add_long(item)
 
     def _add_long(self, item: LongLine) -> None:
         src = item.source
@@ -295,6 +326,90 @@ class Batcher:
         self.stats.lines += lines
         self.stats.empty += empty
 
+    def _add_framed(self, item: Framed) -> None:
+        """A container log's lines: each becomes a document as a plain line would, with the
+        container's metadata and the runtime's stream and time; the batch may acknowledge up
+        to where no line still being joined starts (:attr:`Framed.covered`)."""
+        src = item.source
+        uid = src.uid
+        self.stats.bytes += item.nbytes
+        action = src.action_prefix
+        middle = _ACTION_END + self._meta_prefix(src)
+        probe = self._container_probe
+        max_len = self.max_line_bytes
+        limit_n, limit_b = self.batch_size, self.batch_bytes
+        streams = self._streams
+        covered = item.covered
+        records = item.records
+        last = len(records) - 1
+        b = self.batch
+        ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
+        nbytes = b.nbytes
+        lines = empty = 0
+        safe = covered
+        for k, (start, end, line, when, stream, cut) in enumerate(records):
+            # after this record, the batch may acknowledge up to the next one's start
+            safe = records[k + 1][0] if k < last else covered
+            if safe > covered:
+                safe = covered
+            lines += 1
+            if not line and not cut:
+                empty += 1
+                continue
+            added = streams.get(stream) if stream else b""
+            if added is None:
+                added = streams.setdefault(stream, b'"stream":' + orjson.dumps(stream) + b",")
+            op = None
+            if cut:
+                self.stats.truncated += 1
+                doc = self._truncated(line, cut if cut > 0 else None)
+                if when:
+                    doc["@timestamp"] = when
+                b.originals[len(ops)] = line
+                op = self._op(src, start, doc, stream)
+            elif len(line) <= max_len and line[0] == 0x7B and line[1:2] == b'"':
+                try:
+                    found = probe(line)
+                except Exception:  # not one JSON object (or too deep): the slow path
+                    found = None
+                if (
+                    found is not None
+                    and found.file_path is _UNSET
+                    and found.offset is _UNSET
+                    and found.host_name is _UNSET
+                    and found.stream is _UNSET
+                    and found.c_id is _UNSET
+                    and found.c_name is _UNSET
+                    and found.c_image is _UNSET
+                    and found.k_ns is _UNSET
+                    and found.k_pod is _UNSET
+                    and found.k_uid is _UNSET
+                    and found.k_container is _UNSET
+                ):
+                    if found.timestamp is _UNSET:
+                        added += b'"@timestamp":' + orjson.dumps(when or timestamp_now()) + b","
+                    b.stamped[len(ops)] = len(added)
+                    op = b"%s%d%s%d,%s%s\n" % (action, start, middle, start, added, line[1:])
+            if op is None:
+                b.originals[len(ops)] = line
+                op = self._slow_op(src, start, line, max_len, when, stream)
+            ops.append(op)
+            sources.append(src)
+            offsets.append(start)
+            ends.append(end)
+            nbytes += len(op)
+            if len(ops) >= limit_n or nbytes >= limit_b:
+                b.nbytes = nbytes
+                b.source_ends[uid] = safe
+                self.flush()
+                b = self.batch
+                ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
+                nbytes = 0
+        b.nbytes = nbytes
+        b.source_ends[uid] = safe  # (covered when there were no records: the rest of a cut line)
+        self.stats.lines += lines
+        self.stats.empty += empty
+
     def _add_records(self, chunk: Chunk) -> None:
         """Lines that are already records (the in-process handler's): each becomes an
         operation as it is, its id the source's and its position in the stream."""
@@ -309,50 +424,52 @@ class Batcher:
         if self.batch.ops:
             self.batch.source_ends[src.uid] = offset
 
-    def _truncated(self, head: bytes, length: int) -> dict[str, Any]:
-        """The document of a line of *length* bytes cut to its first bytes, *head*."""
+    def _truncated(self, head: bytes, length: int | None) -> dict[str, Any]:
+        """The document of a line of *length* bytes (None: more than the limit) cut to its
+        first bytes, *head*."""
+        size = f"{length} bytes" if length is not None else "longer than that"
         return {
             "@timestamp": timestamp_now(),
             "message": _safe_text(head[: self.max_line_bytes]),
-            "error.message": f"the line is {length} bytes, over --max-line-bytes {self.max_line_bytes}: "
+            "error.message": f"the line is {size}, over --max-line-bytes {self.max_line_bytes}: "
             "only its first bytes were kept",
             "tags": ["truncated"],
         }
 
-    def _op(self, src: Source, offset: int, doc: dict[str, Any]) -> bytes:
-        """The bulk operation for *doc*, with the shipper's metadata (which replaces the line's)."""
+    def _op(self, src: Source, offset: int, doc: dict[str, Any], stream: str = "") -> bytes:
+        """The bulk operation for *doc*, with the shipper's metadata and the container's (which
+        replace the line's)."""
         doc.update({"log.file.path": src.path, "log.offset": offset, "host.name": self.host_name})
+        if src.fields:
+            doc.update(src.fields)
+        if stream:
+            doc["stream"] = stream
         return src.action_prefix + b"%d" % offset + _ACTION_END + orjson.dumps(doc) + b"\n"
 
-    def _slow_op(self, src: Source, offset: int, line: bytes, max_len: int) -> bytes:
-        """The operation for a line that is not a plain JSON object line; never raises."""
+    def _slow_op(self, src: Source, offset: int, line: bytes, max_len: int, when: str = "", stream: str = "") -> bytes:
+        """The operation for a line that is not a plain JSON object line; never raises.  A
+        container's line gets the runtime's *stream*, and its time *when* as ``@timestamp``
+        when it has none."""
+        now = when or timestamp_now()
         try:
             if len(line) > max_len:
                 self.stats.truncated += 1
-                return self._op(src, offset, self._truncated(line, len(line)))
+                doc = self._truncated(line, len(line))
+                doc["@timestamp"] = now
+                return self._op(src, offset, doc, stream)
             try:
                 parsed: Any = orjson.loads(line)
                 exc = None
             except orjson.JSONDecodeError as err:
                 parsed, exc = None, err
             if type(parsed) is dict:  # an object with our metadata keys, or leading blanks
-                parsed.setdefault("@timestamp", timestamp_now())
-                return self._op(src, offset, parsed)
+                parsed.setdefault("@timestamp", now)
+                return self._op(src, offset, parsed, stream)
             self.stats.parse_failures += 1
-            return self._op(
-                src,
-                offset,
-                {
-                    "@timestamp": timestamp_now(),
-                    "message": _safe_text(line),
-                    "error.message": _why_not_an_object(line, exc),
-                },
-            )
+            doc = {"@timestamp": now, "message": _safe_text(line), "error.message": _why_not_an_object(line, exc)}
+            return self._op(src, offset, doc, stream)
         except Exception as err:  # nested too deep to re-encode, or anything else: still shipped
             self.stats.parse_failures += 1
             why = f"the line could not be turned into a document ({type(err).__name__}: {err})"
-            return self._op(
-                src,
-                offset,
-                {"@timestamp": timestamp_now(), "message": _safe_text(line[:max_len]), "error.message": why},
-            )
+            doc = {"@timestamp": now, "message": _safe_text(line[:max_len]), "error.message": why}
+            return self._op(src, offset, doc, stream)

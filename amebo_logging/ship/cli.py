@@ -213,6 +213,28 @@ def main() -> None:
     help="NDJSON file for refused documents  [default: STATE_DIR/dead-letter.ndjson]",
 )
 @option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip paths matching this; repeatable.")
+@option(
+    "--container",
+    "containers",
+    multiple=True,
+    metavar="GLOB",
+    help="Only the logs of containers whose name matches (Docker: its name; Kubernetes: the container's "
+    "within its pod); repeatable.  [default: every container]",
+)
+@option(
+    "--host-name",
+    metavar="NAME",
+    help="The host.name documents get  [default: this machine's name; in a Kubernetes pod, set it to the node's]",
+)
+@option(
+    "--format",
+    "file_format",
+    type=click.Choice(["auto", "json", "docker", "cri"]),
+    default="auto",
+    show_default=True,
+    help="What the files hold: JSON lines, Docker json-file or CRI container logs (partial lines "
+    "joined), or auto: decided per file from its first line.",
+)
 @option("--once", is_flag=True, help="Ship what the files hold now, wait for every acknowledgement, exit (a backfill).")
 @option(
     "--dry-run",

@@ -145,7 +145,10 @@ def summary_lines(s: Summary) -> list[str]:
             f"(ES|QL: FROM {s.target}::failures), or open the 'Amebo: failure store' search in Kibana"
         )
     for path, nbytes in sorted(s.partial_lines.items()):
-        lines.append(f"waiting: {path} ends with a {nbytes}-byte line without its newline; it ships once complete")
+        lines.append(
+            f"waiting: {path} ends with {nbytes} bytes of a line not complete yet (no newline, or a container "
+            "line's last part); it ships once complete"
+        )
     for w in s.waiting("empty", "no_first_line"):
         lines.append(
             f"waiting: {w.path} has no complete first line yet ({'empty' if w.reason == 'empty' else 'no newline'})"

@@ -68,6 +68,8 @@ class ShipOptions:
     give_up_after: float | None = None  # --once: stop when Elasticsearch accepts nothing this long
     max_open_files: int | None = None
     dry_run: bool = False
+    file_format: str = "auto"  # json, docker, cri, or auto: per file, from its first line
+    containers: list[str] = field(default_factory=list)  # container-name globs (container logs)
     host_name: str = field(default_factory=socket.gethostname)
     where: str = ""  # the cluster's URLs, for messages
 
@@ -94,6 +96,9 @@ class ShipOptions:
             give_up_after=params["give_up_after"],
             max_open_files=params["max_open_files"],
             dry_run=params["dry_run"],
+            file_format=params.get("file_format", "auto"),
+            containers=list(params.get("containers") or ()),
+            host_name=params.get("host_name") or socket.gethostname(),
             where=where,
         )
 
@@ -196,6 +201,8 @@ class Shipper:
             close_inactive=options.close_inactive,
             max_open=options.max_open_files,
             once=options.once,
+            file_format=options.file_format,
+            containers=options.containers,
         )
         self.ready: deque[Batch] = deque()
         self.batcher = Batcher(

@@ -18,6 +18,12 @@ blocked, and opens what it finds (holding the descriptor, so a later rename cann
 it).  At most *max_open* descriptors are held: finished, idle files are closed (and opened
 again when they grow); the rest wait their turn.
 
+**Container logs.**  A file in Docker's json-file or the CRI format (``--format``, or
+detected from its first line) is framed by :mod:`.formats`: what leaves is the container's
+own lines, joined from the runtime's parts, as :class:`Framed` values whose *covered* offset
+never passes the first part of a line still being joined.  The file's identity, positions and
+checks are those of the outer file, unchanged.
+
 Only complete lines (ended by ``\\n``) leave this module, as values: the :class:`Source` (file
 generation id and path), the byte offset and the bytes.  Nothing handed out is ever changed
 afterwards, and nothing here is shared with another thread.
@@ -37,9 +43,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from . import formats
+from .formats import Framer, Record
 from .offsets import Offsets
 
-__all__ = ["Chunk", "LongLine", "Source", "Tailer", "default_max_open"]
+__all__ = ["Chunk", "Framed", "LongLine", "Source", "Tailer", "default_max_open"]
 
 HEAD_BYTES = 1024
 CHUNK_BYTES = 1 << 20
@@ -61,10 +71,14 @@ class Source:
     uid: str
     path: str
     action_prefix: bytes  # the start of its documents' bulk action: {"create":{"_id":"<uid>-
+    fields: tuple[tuple[str, str], ...] = ()  # added to every document: a container's metadata
+    meta: bytes = b""  # the same as JSON members, each followed by a comma
 
     @classmethod
-    def make(cls, uid: str, path: str) -> Source:
-        return cls(uid, path, b'{"create":{"_id":"' + uid.encode() + b"-")
+    def make(cls, uid: str, path: str, fields: dict[str, str] | None = None) -> Source:
+        pairs = tuple(sorted((fields or {}).items()))
+        meta = b"".join(orjson.dumps(k) + b":" + orjson.dumps(v) + b"," for k, v in pairs)
+        return cls(uid, path, b'{"create":{"_id":"' + uid.encode() + b"-", pairs, meta)
 
 
 @dataclass(slots=True)
@@ -74,6 +88,18 @@ class Chunk:
     source: Source
     offset: int
     data: bytes
+
+
+@dataclass(slots=True)
+class Framed:
+    """A container log's lines (:data:`.formats.Record` each, in order of their first byte),
+    joined from the runtime's parts.  Everything before *covered* is in records handed out
+    (a line still being joined starts at or after it)."""
+
+    source: Source
+    records: list[Record]
+    covered: int
+    nbytes: int  # outer bytes these records were read from
 
 
 @dataclass(slots=True)
@@ -107,11 +133,16 @@ class _Reader:
     last_growth: float = field(default_factory=time.monotonic)
     at_eof: bool = False
     deleted: bool = False
+    framer: Framer | None = None  # a container log's: joins the runtime's parts
 
     @property
     def partial_bytes(self) -> int:
-        """Bytes read past the last complete line: a line still waiting for its newline."""
-        return self.long_line[2] if self.long_line is not None else len(self.pending)
+        """Bytes read past the last complete line: a line still waiting for its newline (in a
+        container log, also the parts of a line still being joined)."""
+        partial = self.long_line[2] if self.long_line is not None else len(self.pending)
+        if self.framer is not None:
+            partial += self.line_start - self.framer.covered(self.line_start)
+        return partial
 
 
 def head_hash(fd: int) -> str | None:
@@ -161,6 +192,8 @@ class Tailer:
         close_inactive: float = 300.0,
         max_open: int | None = None,
         once: bool = False,
+        file_format: str = "json",
+        containers: Iterable[str] = (),
     ) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
         self.excludes = [os.path.abspath(os.path.expanduser(p)) for p in excludes]
@@ -169,10 +202,13 @@ class Tailer:
         self.close_inactive = close_inactive
         self.max_open = max_open or default_max_open()
         self.once = once
+        self.file_format = file_format  # json, docker, cri, or auto (per file, from its first line)
+        self.containers = list(containers)  # container-name globs: other containers' logs are skipped
         self.readers: dict[tuple[int, int], _Reader] = {}  # by (dev, inode)
         self.waiting: dict[tuple[int, int], Waiting] = {}
         self.closed: dict[tuple[int, int], tuple[str, int, int]] = {}  # (path, size, mtime_ns) when closed idle
         self.skipped: dict[tuple[int, int], str] = {}  # compressed files: path
+        self.other_containers: dict[tuple[int, int], str] = {}  # logs of containers not asked for: path
         self.done: set[tuple[int, int]] = set()  # --once: read to the end and closed
         self.events: list[tuple[str, str, dict[str, Any]]] = []  # (level, event, fields) for the shipper's log
         self._warned: set[tuple[Any, ...]] = set()
@@ -213,7 +249,7 @@ class Tailer:
                     self._event("info", "file_renamed", **{"log.file.path": path, "previous_path": reader.path})
                     self._rename(reader, path)
                 continue
-            if key in self.skipped or key in self.done:
+            if key in self.skipped or key in self.done or key in self.other_containers:
                 continue
             closed = self.closed.get(key)
             if closed is not None:
@@ -226,7 +262,7 @@ class Tailer:
                 self.waiting[key].path = path
         for key in [k for k, w in self.waiting.items() if k not in seen and w.fd is None]:
             del self.waiting[key]
-        for table in (self.closed, self.skipped):
+        for table in (self.closed, self.skipped, self.other_containers):
             for key in [k for k in table if k not in seen]:
                 del table[key]
         self.done &= seen
@@ -253,7 +289,10 @@ class Tailer:
 
     def _rename(self, reader: _Reader, path: str) -> None:
         reader.path = path
-        reader.source = Source.make(reader.uid, path)
+        fields = dict(reader.source.fields)
+        if reader.framer is not None:  # a rotated container log keeps what its first path said
+            fields = formats.container_fields(path) or fields
+        reader.source = Source.make(reader.uid, path, fields)
         self.offsets.observe(reader.uid, path, reader.size)
 
     def _open_waiting(self) -> None:
@@ -361,6 +400,19 @@ class Tailer:
             holder = next((r.path for r in self.readers.values() if r.uid == known.uid), "?")
             waiting.reason, waiting.detail, waiting.holder = "same_first_line", holder, known.uid
             return False
+        framer, fields, file_format = self._framing(fd, path)
+        if self.containers and framer is not None:
+            name = fields.get("container.name") or fields.get("kubernetes.container.name") or ""
+            if not any(fnmatch.fnmatchcase(name, glob_) for glob_ in self.containers):
+                os.close(fd)
+                self.other_containers[key] = path
+                self._event(
+                    "debug",
+                    "file_skipped",
+                    **{"log.file.path": path, "container.name": name},
+                    reason="the container's name matches no --container",
+                )
+                return True
         position, generation, uid, how = self._resume(fd, path, key, st.st_size, head, known)
         reader = _Reader(
             path=path,
@@ -370,15 +422,30 @@ class Tailer:
             head=head,
             uid=uid,
             generation=generation,
-            source=Source.make(uid, path),
+            source=Source.make(uid, path, fields),
             read_pos=position,
             line_start=position,
             size=st.st_size,
+            framer=framer,
         )
         self.readers[key] = reader
         self.offsets.track(uid, path, st.st_size, position)
-        self._event("info", "file_opened", **{"log.file.path": path, "log.offset": position}, how=how)
+        self._event(
+            "info", "file_opened", **{"log.file.path": path, "log.offset": position}, how=how, format=file_format
+        )
         return True
+
+    def _framing(self, fd: int, path: str) -> tuple[Framer | None, dict[str, str], str]:
+        """The framer for the file's format (given, or detected from its first line), the
+        container metadata its path gives, and the format's name."""
+        name = self.file_format
+        if name == "auto":
+            try:
+                name = formats.detect(os.pread(fd, formats.DETECT_BYTES, 0))
+            except OSError:
+                name = "json"
+        framer = formats.framer_for(name, self.max_line_bytes)
+        return framer, (formats.container_fields(path) if framer is not None else {}), name
 
     def _resume(
         self, fd: int, path: str, key: tuple[int, int], size: int, head: str, known: Any
@@ -402,11 +469,11 @@ class Tailer:
         return 0, record.generation, record.uid, "new_generation"
 
     # --- reading -------------------------------------------------------------------------------
-    def poll(self, max_bytes: int = 4 * CHUNK_BYTES) -> list[Chunk | LongLine]:
+    def poll(self, max_bytes: int = 4 * CHUNK_BYTES) -> list[Chunk | LongLine | Framed]:
         """Read what the open files have gained, about *max_bytes* at most in all."""
         if self.waiting:
             self._open_waiting()
-        out: list[Chunk | LongLine] = []
+        out: list[Chunk | LongLine | Framed] = []
         budget = max_bytes
         readers = list(self.readers.values())
         if readers:  # start one file further each time, so a busy file cannot starve the others
@@ -418,7 +485,7 @@ class Tailer:
             budget -= self._read(reader, min(budget, CHUNK_BYTES), out)
         return out
 
-    def _read(self, r: _Reader, limit: int, out: list[Chunk | LongLine]) -> int:
+    def _read(self, r: _Reader, limit: int, out: list[Chunk | LongLine | Framed]) -> int:
         try:
             st = os.fstat(r.fd)
             r.deleted = r.deleted or st.st_nlink == 0
@@ -467,7 +534,10 @@ class Tailer:
         self.waiting[(r.dev, r.ino)] = Waiting(r.path, "new")
         self._open_waiting()
 
-    def _split(self, r: _Reader, data: bytes, out: list[Chunk | LongLine]) -> None:
+    def _split(self, r: _Reader, data: bytes, out: list[Chunk | LongLine | Framed]) -> None:
+        if r.framer is not None:
+            self._split_framed(r, r.framer, data, out)
+            return
         if r.long_line is not None:  # skipping the rest of an over-long line
             start, head, length = r.long_line
             nl = data.find(b"\n")
@@ -491,6 +561,42 @@ class Tailer:
         if len(r.pending) > self.max_line_bytes:
             r.long_line = (r.line_start, r.pending[: self.max_line_bytes], len(r.pending))
             r.pending = b""
+
+    def _split_framed(self, r: _Reader, framer: Framer, data: bytes, out: list[Chunk | LongLine | Framed]) -> None:
+        """:meth:`_split` for a container log: complete outer lines go to the framer; what it
+        completes is handed out; the offsets may pass only what is in records handed out."""
+        records: list[Record] = []
+        before = r.line_start
+        covered_before = framer.covered(before)
+        if r.long_line is not None:  # skipping the rest of an over-long outer line
+            start, head, length = r.long_line
+            nl = data.find(b"\n")
+            if nl < 0:
+                r.long_line = (start, head, length + len(data))
+                return
+            r.long_line = None
+            framer.feed_long(start, head, length + nl, records)
+            r.line_start = start + length + nl + 1
+            data = data[nl + 1 :]
+        buf = r.pending + data if r.pending else data
+        last = buf.rfind(b"\n")
+        if last < 0:
+            r.pending = buf
+        else:
+            records += framer.feed(buf if last + 1 == len(buf) else buf[: last + 1], r.line_start)
+            r.line_start += last + 1
+            r.pending = buf[last + 1 :]
+        if len(r.pending) > self.max_line_bytes:
+            r.long_line = (r.line_start, r.pending[: self.max_line_bytes], len(r.pending))
+            r.pending = b""
+        if r.line_start == before:
+            return
+        covered = framer.covered(r.line_start)
+        if records or covered > covered_before:  # (parts skipped after a cut line move it on too)
+            if len(records) > 1 and any(records[i][0] > records[i + 1][0] for i in range(len(records) - 1)):
+                records.sort(key=lambda rec: rec[0])
+            out.append(Framed(r.source, records, covered, r.line_start - before))
+        self.offsets.handed(r.uid, covered)
 
     # --- finishing ---------------------------------------------------------------------------------
     def _finished(self, r: _Reader) -> bool:
