@@ -290,7 +290,7 @@ class Tailer:
     def _rename(self, reader: _Reader, path: str) -> None:
         reader.path = path
         fields = dict(reader.source.fields)
-        if reader.framer is not None:  # a rotated container log keeps what its first path said
+        if reader.framer is not None:  # a rotated container log: what its new path says, else its first
             fields = formats.container_fields(path) or fields
         reader.source = Source.make(reader.uid, path, fields)
         self.offsets.observe(reader.uid, path, reader.size)
