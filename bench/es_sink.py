@@ -6,6 +6,9 @@ It honours ``filter_path`` the way Elasticsearch does for the two shapes the ben
 with ``filter_path=errors,items.*.status,...`` each item is ``{"<op>":{"status":201}}``;
 without, each item is the full result (``_index``, ``_id``, ``_version``, ``result``,
 ``_shards``, ``_seq_no``, ``_primary_term``, ``status``).  Loopback only.
+
+:class:`Handler` is also the base of other benchmarks' sinks: :meth:`Handler.received` sees
+each ``_bulk`` body before it is answered.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._reply(b"")
 
+    def received(self, body: bytes) -> None:
+        """A ``_bulk`` body, as it arrived (for subclasses: this sink keeps nothing)."""
+
     def do_POST(self) -> None:
         parts = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -53,6 +59,7 @@ class Handler(BaseHTTPRequestHandler):
         if not parts.path.endswith("/_bulk"):
             self._reply(b'{"acknowledged":true}')
             return
+        self.received(body)
         segs = [s for s in parts.path.split("/") if s]
         index = (segs[0] if len(segs) == 2 else "sink").encode()
         n = body.count(b"\n") // 2

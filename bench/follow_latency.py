@@ -23,8 +23,10 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
+
+from es_sink import Handler as SinkHandler  # bench/ is this script's directory
 
 _W = re.compile(rb'"w":(\d+)')
 
@@ -37,44 +39,12 @@ class LatencySink:
         self.lock = threading.Lock()
         sink = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _reply(self, body: bytes) -> None:
-                self.send_response(200)
-                self.send_header("X-Elastic-Product", "Elasticsearch")
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def do_GET(self) -> None:
-                if self.path.startswith("/_data_stream/"):  # the preflight: the target exists
-                    self._reply(b'{"data_streams":[{"name":"logs-amebo-default"}]}')
-                    return
-                self._reply(b'{"name":"sink","cluster_name":"sink","version":{"number":"9.1.0"},"tagline":"x"}')
-
-            def do_HEAD(self) -> None:
-                self._reply(b"")
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                if "_has_privileges" in self.path:  # the preflight: the credentials may write
-                    self._reply(b'{"has_all_requested":true,"index":{}}')
-                    return
+        class Handler(SinkHandler):  # es_sink's answers; the arrival of each document noted
+            def received(self, body: bytes) -> None:
                 now = time.time_ns()
                 found = [now - int(m) for m in _W.findall(body)]
                 with sink.lock:
                     sink.latencies.extend(found)
-                n = body.count(b"\n") // 2
-                op = b"create" if body.startswith(b'{"create"') else b"index"
-                items = b",".join([b'{"' + op + b'":{"status":201}}'] * n)
-                self._reply(b'{"errors":false,"took":0,"items":[' + items + b"]}")
-
-            do_PUT = do_POST  # noqa: N815 - http.server dispatches on this name
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True

@@ -80,8 +80,6 @@ class _Partial:
 class Framer:
     """Joins one file's outer lines into records (see the module docstring)."""
 
-    name = "json"
-
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._partial: dict[str, _Partial] = {}  # by stream
@@ -148,8 +146,6 @@ class Framer:
 class DockerFramer(Framer):
     """Docker's json-file logs."""
 
-    name = "docker"
-
     def feed(self, data: bytes, offset: int) -> list[Record]:
         # This loop runs once per line of the container: the usual entry (a whole line, on a
         # stream with nothing being joined) is framed inline; anything else goes to _line.
@@ -207,8 +203,6 @@ class DockerFramer(Framer):
 
 class CriFramer(Framer):
     """The CRI format (containerd, CRI-O)."""
-
-    name = "cri"
 
     def _line(self, raw: bytes, start: int, end: int, out: list[Record]) -> None:
         m = _CRI.match(raw)

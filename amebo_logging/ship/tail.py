@@ -535,9 +535,11 @@ class Tailer:
         self._open_waiting()
 
     def _split(self, r: _Reader, data: bytes, out: list[Chunk | LongLine | Framed]) -> None:
-        if r.framer is not None:
-            self._split_framed(r, r.framer, data, out)
-            return
+        """Cut what was read into complete lines (and the end of an over-long one being
+        skipped); keep the rest pending.  A plain file's go out as they are; a container log's
+        go to its framer (:meth:`_frame`)."""
+        before = r.line_start
+        long: LongLine | None = None
         if r.long_line is not None:  # skipping the rest of an over-long line
             start, head, length = r.long_line
             nl = data.find(b"\n")
@@ -545,52 +547,53 @@ class Tailer:
                 r.long_line = (start, head, length + len(data))
                 return
             r.long_line = None
-            out.append(LongLine(r.source, start, head, length + nl))
+            long = LongLine(r.source, start, head, length + nl)
             r.line_start = start + length + nl + 1
-            self.offsets.handed(r.uid, r.line_start)
             data = data[nl + 1 :]
+        lines_start = r.line_start
+        lines = b""
         buf = r.pending + data if r.pending else data
         last = buf.rfind(b"\n")
         if last < 0:
             r.pending = buf
         else:
-            out.append(Chunk(r.source, r.line_start, buf if last + 1 == len(buf) else buf[: last + 1]))
+            lines = buf if last + 1 == len(buf) else buf[: last + 1]
             r.line_start += last + 1
             r.pending = buf[last + 1 :]
-            self.offsets.handed(r.uid, r.line_start)
         if len(r.pending) > self.max_line_bytes:
             r.long_line = (r.line_start, r.pending[: self.max_line_bytes], len(r.pending))
             r.pending = b""
+        if r.framer is not None:
+            self._frame(r, r.framer, before, long, lines, lines_start, out)
+            return
+        if long is not None:
+            out.append(long)
+        if lines:
+            out.append(Chunk(r.source, lines_start, lines))
+        if r.line_start != before:
+            self.offsets.handed(r.uid, r.line_start)
 
-    def _split_framed(self, r: _Reader, framer: Framer, data: bytes, out: list[Chunk | LongLine | Framed]) -> None:
-        """:meth:`_split` for a container log: complete outer lines go to the framer; what it
-        completes is handed out; the offsets may pass only what is in records handed out."""
-        records: list[Record] = []
-        before = r.line_start
-        covered_before = framer.covered(before)
-        if r.long_line is not None:  # skipping the rest of an over-long outer line
-            start, head, length = r.long_line
-            nl = data.find(b"\n")
-            if nl < 0:
-                r.long_line = (start, head, length + len(data))
-                return
-            r.long_line = None
-            framer.feed_long(start, head, length + nl, records)
-            r.line_start = start + length + nl + 1
-            data = data[nl + 1 :]
-        buf = r.pending + data if r.pending else data
-        last = buf.rfind(b"\n")
-        if last < 0:
-            r.pending = buf
-        else:
-            records += framer.feed(buf if last + 1 == len(buf) else buf[: last + 1], r.line_start)
-            r.line_start += last + 1
-            r.pending = buf[last + 1 :]
-        if len(r.pending) > self.max_line_bytes:
-            r.long_line = (r.line_start, r.pending[: self.max_line_bytes], len(r.pending))
-            r.pending = b""
+    def _frame(
+        self,
+        r: _Reader,
+        framer: Framer,
+        before: int,
+        long: LongLine | None,
+        lines: bytes,
+        lines_start: int,
+        out: list[Chunk | LongLine | Framed],
+    ) -> None:
+        """A container log's complete outer lines (read from *before* on) go to its framer;
+        what it completes is handed out; the offsets may pass only what is in records handed
+        out."""
         if r.line_start == before:
             return
+        covered_before = framer.covered(before)
+        records: list[Record] = []
+        if long is not None:
+            framer.feed_long(long.offset, long.head, long.length, records)
+        if lines:
+            records += framer.feed(lines, lines_start)
         covered = framer.covered(r.line_start)
         if records or covered > covered_before:  # (parts skipped after a cut line move it on too)
             if len(records) > 1 and any(records[i][0] > records[i + 1][0] for i in range(len(records) - 1)):
