@@ -99,6 +99,25 @@ class ShipperProcess:
             self.proc.wait(timeout=10)
 
 
+#: Short delays, so that retries, flushes and rescans take milliseconds in tests.
+FAST = ["--backoff-initial", "0.02", "--backoff-max", "0.2", "--flush-interval", "0.05", "--scan-interval", "0.1"]
+
+
+def ship_args(es: Any, ship_dir: Path, *extra: str, pattern: str = "*.log") -> list[str]:
+    """``ship`` over *ship_dir*'s files matching *pattern*, into *es*, its state beside
+    *ship_dir*, with :data:`FAST` delays, then *extra*."""
+    return [
+        "ship",
+        str(ship_dir / pattern),
+        "--es-url",
+        es.url,
+        "--state-dir",
+        str(ship_dir.parent / "state"),
+        *FAST,
+        *extra,
+    ]
+
+
 def run_ship(args: Sequence[str], env: dict[str, str] | None = None, timeout: float = 120.0) -> tuple[int, str, str]:
     """Run to completion: (exit code, stdout, stderr)."""
     full_env = {**os.environ, **(env or {})}
@@ -106,6 +125,31 @@ def run_ship(args: Sequence[str], env: dict[str, str] | None = None, timeout: fl
         [sys.executable, "-m", "amebo_logging.ship", *args], capture_output=True, env=full_env, timeout=timeout
     )
     return result.returncode, result.stdout.decode(), result.stderr.decode(errors="replace")
+
+
+def on_terminal(argv: Sequence[str], env: dict[str, str], timeout: float = 60.0) -> tuple[int, bytes]:
+    """Run *argv* to completion with its stderr on a pseudo-terminal (stdout a pipe): (exit
+    code, everything the terminal was shown)."""
+    import pty
+
+    main, secondary = pty.openpty()
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=secondary, env=env)
+    os.close(secondary)
+    seen = b""
+    try:
+        code = proc.wait(timeout=timeout)
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child's side is closed, all was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(main)
+        proc.kill()
+    return code, seen
 
 
 def write_lines(path: Path, lines: Sequence[bytes], mode: str = "ab") -> None:

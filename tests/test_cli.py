@@ -4,7 +4,6 @@ exit code and message asserted; the exit-code table walked; help, config file, t
 from __future__ import annotations
 
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from amebo_logging.ship.errors import EXIT_CODES
 
 from .fake_es import FakeElasticsearch
-from .shipper_proc import record, write_lines
+from .shipper_proc import on_terminal, record, write_lines
 
 pytestmark = pytest.mark.slow
 
@@ -348,28 +347,11 @@ def test_quiet_and_verbose(logs):
 def test_on_a_terminal_logs_are_for_people_and_never_cut_the_progress_bar(es, logs):
     write_lines(logs / "big.log", [record(i, pad="x" * 100) for i in range(100, 30_100)])
     es.faults.delay = 0.05
-    main, secondary = pty.openpty()
-    proc = subprocess.Popen(
+    code, seen = on_terminal(
         [SCRIPT, *ship_args(es.url, logs, "--batch-size", "2000")],
-        stdout=subprocess.PIPE,
-        stderr=secondary,
         env={k: v for k, v in os.environ.items() if not k.startswith("AMEBO_")},
     )
-    os.close(secondary)
-    seen = b""
-    try:
-        assert proc.wait(timeout=60) == 0
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(main)
-        proc.kill()
+    assert code == 0
     text = seen.decode()
     assert "shipping_started" in text and '{"@timestamp"' not in text  # console lines, not JSON
     assert re.search(r"\[#*\.*\] +[\d.]+ (B|KiB|MiB) / [\d.]+ MiB +[\d,]+ docs/s +ETA", text)

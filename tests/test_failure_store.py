@@ -15,8 +15,7 @@ import orjson
 import pytest
 
 from .fake_es import FakeElasticsearch
-from .shipper_proc import ShipperProcess, record, run_ship, write_lines
-from .test_ship_faults import FAST
+from .shipper_proc import ShipperProcess, record, run_ship, ship_args, write_lines
 
 pytestmark = pytest.mark.slow
 
@@ -42,19 +41,7 @@ def lines() -> list[bytes]:
 
 
 def ship_once(es, ship_dir, *extra):
-    return run_ship(
-        [
-            "ship",
-            str(ship_dir / "*.log"),
-            "--once",
-            "--es-url",
-            es.url,
-            "--state-dir",
-            str(ship_dir.parent / "state"),
-            *FAST,
-            *extra,
-        ]
-    )
+    return run_ship(ship_args(es, ship_dir, "--once", *extra))
 
 
 def search(es, target, query=None):
@@ -154,20 +141,7 @@ def test_90_has_no_failure_store_and_setup_says_so(ship_dir):
 
 def test_metrics_and_health_report_the_failure_store(ship_dir):
     with FakeElasticsearch(version="9.2.0") as es:
-        proc = ShipperProcess(
-            [
-                "ship",
-                str(ship_dir / "*.log"),
-                "--es-url",
-                es.url,
-                "--state-dir",
-                str(ship_dir.parent / "state"),
-                "--metrics-addr",
-                "127.0.0.1:0",
-                "--wait-for-files",
-                *FAST,
-            ]
-        )
+        proc = ShipperProcess(ship_args(es, ship_dir, "--metrics-addr", "127.0.0.1:0", "--wait-for-files"))
         try:
             base = f"http://127.0.0.1:{proc.event('monitor_listening')['port']}"
             write_lines(ship_dir / "app.log", [record(i, **{"@timestamp": now(), "ctx": {"k": i}}) for i in range(50)])

@@ -27,8 +27,7 @@ from amebo_logging.ship.offsets import Offsets
 from amebo_logging.ship.state import StateStore
 from amebo_logging.ship.tail import Framed, Tailer
 
-from .shipper_proc import ShipperProcess, run_ship
-from .test_ship_faults import FAST
+from .shipper_proc import FAST, ShipperProcess, run_ship
 
 DOCKER_SPLIT = 16 * 1024
 CID = "3f4e5d6c" * 8  # a 64-hex container id

@@ -8,23 +8,8 @@ import time
 
 import psutil
 
-from .shipper_proc import ShipperProcess, record, run_ship, write_lines
+from .shipper_proc import ShipperProcess, record, run_ship, ship_args, write_lines
 from .test_ship_delivery import TARGET, wait_docs
-
-FAST = ["--backoff-initial", "0.02", "--backoff-max", "0.2", "--flush-interval", "0.05", "--scan-interval", "0.1"]
-
-
-def ship_args(es, ship_dir, *extra):
-    return [
-        "ship",
-        str(ship_dir / "*.log"),
-        "--es-url",
-        es.url,
-        "--state-dir",
-        str(ship_dir.parent / "state"),
-        *FAST,
-        *extra,
-    ]
 
 
 def assert_exactly_once(es, n):

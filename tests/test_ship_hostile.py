@@ -23,24 +23,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .shipper_proc import ShipperProcess, record, run_ship, write_lines
+from .shipper_proc import FAST, ShipperProcess, record, run_ship, ship_args, write_lines
 from .test_ship_delivery import TARGET, wait_docs
-from .test_ship_faults import FAST
 
 pytestmark = pytest.mark.slow
 
 
 def args(es, ship_dir, pattern="*.log", *extra):
-    return [
-        "ship",
-        str(ship_dir / pattern),
-        "--es-url",
-        es.url,
-        "--state-dir",
-        str(ship_dir.parent / "state"),
-        *FAST,
-        *extra,
-    ]
+    return ship_args(es, ship_dir, *extra, pattern=pattern)
 
 
 def tally(es, n):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
 import shutil
 import subprocess
@@ -16,9 +15,8 @@ import orjson
 import pytest
 
 from .fake_es import FakeElasticsearch
-from .shipper_proc import ShipperProcess, record, run_ship, write_lines
+from .shipper_proc import ShipperProcess, on_terminal, record, run_ship, ship_args, write_lines
 from .test_ship_delivery import wait_docs
-from .test_ship_faults import FAST
 
 
 def metrics(url: str) -> dict[str, float]:
@@ -43,20 +41,7 @@ def monitored(es, ship_dir):
     procs = []
 
     def start(*extra):
-        proc = ShipperProcess(
-            [
-                "ship",
-                str(ship_dir / "*.log"),
-                "--es-url",
-                es.url,
-                "--state-dir",
-                str(ship_dir.parent / "state"),
-                "--metrics-addr",
-                "127.0.0.1:0",
-                *FAST,
-                *extra,
-            ]
-        )
+        proc = ShipperProcess(ship_args(es, ship_dir, "--metrics-addr", "127.0.0.1:0", *extra))
         procs.append(proc)
         port = proc.event("monitor_listening")["port"]
         return proc, f"http://127.0.0.1:{port}"
@@ -199,8 +184,7 @@ def test_once_prints_only_the_summary_when_not_a_terminal(es, ship_dir):
 def test_once_shows_progress_on_a_terminal(es, ship_dir):
     write_lines(ship_dir / "app.log", [record(i) for i in range(20_000)])
     es.faults.delay = 0.1
-    main, secondary = pty.openpty()
-    proc = subprocess.Popen(
+    code, seen = on_terminal(
         [
             sys.executable,
             "-m",
@@ -215,25 +199,9 @@ def test_once_shows_progress_on_a_terminal(es, ship_dir):
             "--batch-size",
             "2000",
         ],
-        stdout=subprocess.PIPE,
-        stderr=secondary,
         env={**os.environ, "AMEBO_LOG_LEVEL": "warning"},
     )
-    os.close(secondary)
-    seen = b""
-    try:
-        assert proc.wait(timeout=60) == 0
-        while True:
-            try:
-                chunk = os.read(main, 65536)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-    finally:
-        os.close(main)
-        proc.kill()
+    assert code == 0
     assert re.search(rb"\[#*\.*\] +[\d.]+ (B|KiB|MiB) / [\d.]+ MiB +[\d,]+ docs/s +ETA", seen), seen[-300:]
     assert b"dead letters 0" in seen
 

@@ -9,9 +9,9 @@ import threading
 import time
 from pathlib import Path
 
-from .shipper_proc import ShipperProcess, record
+from .shipper_proc import ShipperProcess, record, ship_args
 from .test_ship_delivery import wait_docs
-from .test_ship_faults import FAST, assert_exactly_once
+from .test_ship_faults import assert_exactly_once
 
 
 class Writer:
@@ -55,20 +55,7 @@ class Writer:
 def run_with_rotations(es, ship_dir, rotate, pattern="app.log*", total=6000, rotations=3):
     path = ship_dir / "app.log"
     path.touch()
-    proc = ShipperProcess(
-        [
-            "ship",
-            str(ship_dir / pattern),
-            "--es-url",
-            es.url,
-            "--state-dir",
-            str(ship_dir.parent / "state"),
-            "--wait-for-files",
-            *FAST,
-            "--batch-size",
-            "500",
-        ]
-    )
+    proc = ShipperProcess(ship_args(es, ship_dir, "--wait-for-files", "--batch-size", "500", pattern=pattern))
     try:
         proc.event("shipping_started")
         with Writer(path, total) as writer:

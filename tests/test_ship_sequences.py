@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .fake_es import FakeElasticsearch
-from .shipper_proc import ShipperProcess, record
+from .shipper_proc import FAST, ShipperProcess, record
 from .test_ship_delivery import wait_docs
-from .test_ship_faults import FAST
 from .test_ship_hostile import assert_exactly_once, tally
 
 pytestmark = pytest.mark.slow
