@@ -20,7 +20,6 @@ from .config import (
 )
 from .correlation import (
     TraceContext,
-    bind_context,
     clear_context,
     correlation_scope,
     get_correlation_id,
@@ -32,7 +31,7 @@ from .correlation import (
     unbind_context,
     with_current_context,
 )
-from .logger import AmeboLogger, get_logger
+from .logger import AmeboLogger, bind_context, get_logger
 from .outbound import async_httpx_event_hooks, httpx_event_hooks
 from .sink import write_failures
 

@@ -18,13 +18,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Final, ParamSpec, TypeVar
 
-from .processors import protect_header
-from .redaction import scrub_mapping
-
 __all__ = [
     "TraceContext",
     "activate",
-    "bind_context",
+    "bind_fields",
     "clear_context",
     "correlation_scope",
     "current_context",
@@ -146,13 +143,10 @@ def correlation_scope(value: str | None = None) -> Iterator[str]:
         _TRACE_FLAGS.reset(flags)
 
 
-def bind_context(**fields: Any) -> None:
-    """Bind *fields* to every record made in the current context from now on.
-
-    Values are redacted when bound, with the same rules as records.  Dotted names need the
-    ``**{"user.id": 42}`` form.
-    """
-    _update(scrub_mapping(protect_header(fields)))
+def bind_fields(fields: Mapping[str, Any]) -> None:
+    """Bind *fields*, as they are, to every record made in the current context from now on
+    (:func:`amebo_logging.bind_context` redacts them first)."""
+    _update(fields)
 
 
 def unbind_context(*keys: str) -> None:

@@ -19,13 +19,14 @@ from typing import Any
 import structlog
 from structlog.exceptions import DropEvent
 
+from .correlation import bind_fields
 from .processors import protect_header
 from .record import fallback
 from .redaction import Redactor, may_hold_secrets
 from .render import safe_repr, timestamp_now
 from .runtime import current
 
-__all__ = ["LEVELS", "AmeboLogger", "get_logger", "logger_factory", "set_level"]
+__all__ = ["LEVELS", "AmeboLogger", "bind_context", "get_logger", "logger_factory", "set_level"]
 
 #: Accepted level names and their numbers.
 LEVELS: Mapping[str, int] = {
@@ -103,6 +104,15 @@ def _nop(self: Any, event: Any = None, *args: Any, **kw: Any) -> None:
 
 def _scrub(fields: Mapping[str, Any]) -> dict[str, Any]:
     return dict(current().redactor.scrub_mapping(protect_header(fields)))
+
+
+def bind_context(**fields: Any) -> None:
+    """Bind *fields* to every record made in the current context from now on.
+
+    Values are redacted when bound, with the same rules as records.  Dotted names need the
+    ``**{"user.id": 42}`` form.
+    """
+    bind_fields(_scrub(fields))
 
 
 class AmeboLogger(structlog.BoundLoggerBase):

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import unquote
 
-__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "build_redactor", "scrub", "scrub_mapping", "scrub_text"]
+__all__ = ["DEFAULT_KEYS", "REDACTED", "Redactor", "build_redactor", "may_hold_secrets", "scrub_url_password"]
 
 REDACTED: Final = "[REDACTED]"
 
@@ -199,24 +199,3 @@ def build_redactor(spec: bool | Iterable[str] | None, env_value: str | None = No
         elif item:
             keys.add(_normalize(item.removeprefix("+")))
     return Redactor(keys)
-
-
-def _in_force() -> Redactor:
-    from .runtime import current  # the runtime module imports this one
-
-    return current().redactor
-
-
-def scrub_mapping(mapping: Mapping[Any, Any]) -> Mapping[Any, Any]:
-    """*mapping* redacted by the redactor in force."""
-    return _in_force().scrub_mapping(mapping)
-
-
-def scrub(value: Any) -> Any:
-    """*value* redacted by the redactor in force."""
-    return _in_force().scrub(value)
-
-
-def scrub_text(text: str) -> str:
-    """A message or other text with URL passwords and sensitive query values redacted."""
-    return _in_force().scrub_text(text) if may_hold_secrets(text) else text

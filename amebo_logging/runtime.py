@@ -17,7 +17,6 @@ from typing import Any
 
 from .record import Builder
 from .redaction import Redactor
-from .render import render_json
 from .sink import LineSink
 
 __all__ = ["Runtime", "current", "swap"]
@@ -73,8 +72,3 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def json_line(record: Mapping[str, Any]) -> bytes:
-    """The record as the one JSON line every tee (the Elasticsearch handler) receives."""
-    return render_json(record)

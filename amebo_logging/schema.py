@@ -37,12 +37,14 @@ class Field:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One event of Amebo's catalog: the ``message`` value and the fields it carries."""
+    """One event of Amebo's catalog: the ``message`` value, the fields it carries, and the
+    logger ``amebo_logging.amebo`` writes it with."""
 
     name: str
     level: str
     description: str
     fields: tuple[str, ...]
+    logger: str
 
 
 _F = Field
@@ -139,14 +141,22 @@ EVENTS: Final[Mapping[str, Event]] = {
             "info",
             "An event was accepted and stored.",
             ("amebo.action", "amebo.application", "amebo.event_id", "amebo.payload_size"),
+            "amebo.events",
         ),
-        Event("webhook_delivered", "info", "A subscriber's endpoint accepted a delivery.", _WEBHOOK),
-        Event("webhook_failed", "warning", "A delivery attempt failed; error at the last attempt.", _WEBHOOK + _ERROR),
+        Event("webhook_delivered", "info", "A subscriber's endpoint accepted a delivery.", _WEBHOOK, "amebo.aproko"),
+        Event(
+            "webhook_failed",
+            "warning",
+            "A delivery attempt failed; error at the last attempt.",
+            _WEBHOOK + _ERROR,
+            "amebo.aproko",
+        ),
         Event(
             "schema_validation_failed",
             "warning",
             "A published payload failed its action's schema.",
             ("amebo.action", "amebo.application", "amebo.validation_errors"),
+            "amebo.events",
         ),
         Event(
             "http_request",
@@ -162,6 +172,7 @@ EVENTS: Final[Mapping[str, Event]] = {
                 "client.address",
                 "user_agent.original",
             ),
+            "amebo.access",
         ),
     )
 }
@@ -173,11 +184,6 @@ def field(name: str) -> Field:
         return _BY_NAME[name]
     except KeyError:
         raise KeyError(f"{name!r} is not a declared field; declare it in amebo_logging/schema.py") from None
-
-
-def is_declared(name: str) -> bool:
-    """Whether *name* is a field of the schema."""
-    return name in _BY_NAME
 
 
 def undeclared(keys: Iterable[str]) -> set[str]:

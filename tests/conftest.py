@@ -1,4 +1,11 @@
-"""Shared fixtures: a configured logger writing to a real file, read back as parsed records."""
+"""Shared fixtures: a configured logger writing to a real file, read back as parsed records;
+and the two rules every test runs under:
+
+* **No test touches the home directory**: ``HOME`` and ``XDG_STATE_HOME`` point into the
+  test's own temporary directory (subprocesses inherit them).
+* **The fast layer is what it says**: a test not marked ``slow`` that starts a process,
+  listens on a socket or sleeps fails at once, saying to mark it ``slow``.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +64,36 @@ class LogFile:
         records = self.records()
         assert len(records) == 1, records
         return records[0]
+
+
+class NotFastError(AssertionError):
+    """A test of the fast layer did what only the slow layer may."""
+
+
+def _refuse(what: str) -> Any:
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise NotFastError(
+            f"this test {what}: mark it @pytest.mark.slow (the fast layer runs no process, server or sleep)"
+        )
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _house_rules(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+):
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    if request.node.get_closest_marker("slow") is None:
+        import socket
+        import subprocess
+
+        monkeypatch.setattr(subprocess.Popen, "_execute_child", _refuse("starts a process"))
+        monkeypatch.setattr(socket.socket, "listen", _refuse("starts a server"))
+        real_sleep = time.sleep
+        monkeypatch.setattr(time, "sleep", lambda s: real_sleep(s) if s <= 0 else _refuse("sleeps")())
 
 
 def _remove_ours() -> None:

@@ -169,13 +169,13 @@ def _dynamic_type(value: Any) -> str | None:
     return "keyword"
 
 
-def _flatten_properties(props: dict[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten_properties(props: dict[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for name, spec in props.items():
         path = prefix + name
         if "properties" in spec:
             out[path] = "object"
-            out.update(_flatten_properties(spec["properties"], path + "."))
+            out.update(flatten_properties(spec["properties"], path + "."))
         else:
             out[path] = spec.get("type", "object")
     return out
@@ -378,7 +378,7 @@ class Store:
     def _template_mappings(self, tpl: dict[str, Any]) -> dict[str, str]:
         mappings: dict[str, str] = {}
         for part in self._parts(tpl):
-            mappings.update(_flatten_properties(part.get("mappings", {}).get("properties", {})))
+            mappings.update(flatten_properties(part.get("mappings", {}).get("properties", {})))
         return mappings
 
     def _ignore_malformed(self, tpl: dict[str, Any] | None) -> bool:
@@ -547,6 +547,11 @@ class FakeElasticsearch:
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        """Whether it is serving (between :meth:`start` and :meth:`stop`)."""
+        return self._server is not None
 
     def stop(self) -> None:
         """Stop serving: new connections are refused, open ones are closed."""

@@ -222,6 +222,11 @@ def test_catalog_counts_equal_what_happened(scenario):
 
 
 def test_catalog_records_carry_their_fields(scenario):
+    from amebo_logging import schema
+
+    for rec in scenario.amebo:  # each catalog event on the logger the schema (and the demo) gives it
+        if rec["message"] in schema.EVENTS:
+            assert rec["log.logger"] == schema.EVENTS[rec["message"]].logger, rec
     published = by(scenario.amebo, "event_published")[0]
     assert published["amebo.application"] == "shop" and published["amebo.payload_size"] == len(b'{"id":0}')
     invalid = by(scenario.amebo, "schema_validation_failed")[0]
@@ -300,8 +305,8 @@ def test_shipped_documents_carry_every_field_the_kibana_objects_use(scenario, tm
     from amebo_logging.ship.elastic_setup import apply
 
     from .fake_es import FakeElasticsearch
+    from .saved_objects import fields_used, ndjson_objects, on_failures_view
     from .shipper_proc import run_ship
-    from .test_elk import _fields_used, _on_failures_view, ndjson_objects
 
     with FakeElasticsearch() as es:
         from elasticsearch import Elasticsearch
@@ -317,5 +322,5 @@ def test_shipped_documents_carry_every_field_the_kibana_objects_use(scenario, tm
         assert not any(index.ignored for index in es.store.resolve("logs-amebo-default"))
     assert len(docs) == len(scenario.amebo)
     present = set().union(*(d.keys() for d in docs))
-    used = _fields_used([o for o in ndjson_objects() if not _on_failures_view(o)]) - {"_ignored"}
+    used = fields_used([o for o in ndjson_objects() if not on_failures_view(o)]) - {"_ignored"}
     assert used and used <= present, used - present

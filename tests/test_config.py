@@ -136,6 +136,7 @@ def test_replaces_amebo_09s_own_handler_and_console_duplicates(logfile):
             root.removeHandler(h)
 
 
+@pytest.mark.slow
 def test_uvicorn_loggers_propagate_once(logfile):
     uv = logging.getLogger("uvicorn.access")
     own = logging.StreamHandler(sys.stdout)
@@ -153,6 +154,7 @@ def test_uvicorn_loggers_propagate_once(logfile):
         uv.removeHandler(own)
 
 
+@pytest.mark.slow
 def test_several_processes_appending_to_one_file_never_interleave(tmp_path):
     """Four processes each write 2,000 records of up to 64 KiB through AMEBO_LOG_FILE."""
     target = tmp_path / "shared.log"

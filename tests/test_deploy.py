@@ -12,8 +12,8 @@ import orjson
 import pytest
 import yaml
 
+from .container_logs import CID, cri_lines, inner
 from .shipper_proc import run_ship
-from .test_ship_containers import CID, cri_lines, inner
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -102,6 +102,7 @@ def test_the_daemonset_gives_the_shipper_what_its_config_names():
     assert env["AMEBO_LOGSHIP_HOST_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
 
 
+@pytest.mark.slow
 def test_the_configmap_file_ships_a_node_s_container_logs_as_it_is(tmp_path):
     """The ConfigMap's file, its paths moved under a temporary root (and the metrics address to
     127.0.0.1), run with --dry-run: CRI files named as kubelet names them, shipped with their

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 import yaml
 
 from amebo_logging import schema
 from amebo_logging.ship import elastic_setup, kibana
 
-from .fake_es import FakeElasticsearch, _flatten_properties
+from .fake_es import FakeElasticsearch, flatten_properties
+from .saved_objects import fields_used, ndjson_objects, on_failures_view
 from .shipper_proc import record, run_ship, write_lines
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,7 @@ def test_resources_are_generated_from_the_schema_and_do_not_drift():
 
 
 def test_mappings_cover_every_schema_field_with_the_intended_types():
-    mapped = _flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
+    mapped = flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
     for f in schema.FIELDS:
         assert mapped[f.name] == f.type, f.name
     for name in ("correlation_id", "trace.id", "amebo.event_id", "log.level", "amebo.action", "amebo.application"):
@@ -68,6 +70,7 @@ def test_index_template_and_ilm_policy():
     assert phases["delete"] == {"min_age": "45d", "actions": {"delete": {}}}
 
 
+@pytest.mark.slow
 def test_setup_installs_then_is_idempotent_and_the_template_applies(es, ship_dir):
     code, out, err = run_ship(["setup", "--es-url", es.url, "--ilm-delete-after", "60d"])
     assert code == 0, err
@@ -107,6 +110,7 @@ def _search(es, target, query=None):
     return httpx.post(f"{es.url}/{target}/_search?size=100", json=body).json()["hits"]["hits"]
 
 
+@pytest.mark.slow
 def test_setup_refusals_are_one_line():
     with FakeElasticsearch(username="u", password="p") as es:
         code, _, err = run_ship(["setup", "--es-url", es.url, "--username", "u"], env={"AMEBO_LOGSHIP_PASSWORD": "x"})
@@ -167,6 +171,7 @@ class FakeKibana:
         self.server.server_close()
 
 
+@pytest.mark.slow
 def test_setup_imports_the_kibana_objects_with_overwrite(es):
     kb = FakeKibana()
     try:
@@ -188,11 +193,6 @@ def test_setup_imports_the_kibana_objects_with_overwrite(es):
 
 
 # --- the Kibana saved objects -------------------------------------------------------------------
-
-
-def ndjson_objects():
-    lines = (ROOT / "kibana" / "amebo.ndjson").read_text().splitlines()
-    return [json.loads(line) for line in lines]
 
 
 def version_tuple(v: str) -> tuple[int, ...]:
@@ -242,41 +242,15 @@ def test_kibana_objects_are_valid_unique_and_resolve():
                 assert set(accessors) <= set(layer["columns"]), o["id"]
 
 
-def _fields_used(objs):
-    used = set()
-    kql_field = re.compile(r"([A-Za-z_@][\w.@]*)\s*:")
-    for o in objs:
-        a = o["attributes"]
-        if o["type"] == "index-pattern":
-            used.add(a["timeFieldName"])
-            used.update(json.loads(a["fieldFormatMap"]))
-        if o["type"] == "search":
-            used.update(a["columns"])
-            used.update(kql_field.findall(json.loads(a["kibanaSavedObjectMeta"]["searchSourceJSON"])["query"]["query"]))
-        if o["type"] == "lens":
-            used.update(kql_field.findall(a["state"]["query"]["query"]))
-            for layer in a["state"]["datasourceStates"]["formBased"]["layers"].values():
-                for col in layer["columns"].values():
-                    if col["sourceField"] != "___records___":
-                        used.add(col["sourceField"])
-                    if "filter" in col:
-                        used.update(kql_field.findall(col["filter"]["query"]))
-    return used
-
-
-def _on_failures_view(o):
-    return any(r["id"] == kibana.FAILURES_VIEW_ID for r in o["references"]) or o["id"] == kibana.FAILURES_VIEW_ID
-
-
 def test_every_field_the_objects_use_is_in_the_template():
-    mapped = _flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
+    mapped = flatten_properties(elastic_setup.component_mappings()["template"]["mappings"]["properties"])
     objs = ndjson_objects()
-    used = _fields_used([o for o in objs if not _on_failures_view(o)])
+    used = fields_used([o for o in objs if not on_failures_view(o)])
     assert {"correlation_id", "amebo.action", "event.duration", "error.type", "log.level", "_ignored"} <= used
     metadata = {"_ignored"}  # Elasticsearch's own: an exists query on it finds ignore_malformed documents
     assert used - metadata <= set(mapped), used - metadata - set(mapped)
     # the failure store's view uses the fields Elasticsearch gives failure documents
-    assert _fields_used([o for o in objs if _on_failures_view(o)]) <= set(kibana.FAILURE_FIELDS)
+    assert fields_used([o for o in objs if on_failures_view(o)]) <= set(kibana.FAILURE_FIELDS)
 
 
 def test_the_failure_store_and_ignored_fields_have_a_view():

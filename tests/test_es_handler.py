@@ -12,6 +12,8 @@ import pytest
 
 from amebo_logging import ElasticsearchHandler, get_logger
 
+pytestmark = pytest.mark.slow
+
 TARGET = "logs-amebo-default"
 
 

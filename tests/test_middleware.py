@@ -67,6 +67,7 @@ def server(logfile):
         yield url
 
 
+@pytest.mark.slow
 def test_generates_an_id_echoes_it_and_logs_it(server, logfile):
     r = httpx.get(f"{server}/whoami")
     rid = r.headers["x-request-id"]
@@ -81,6 +82,7 @@ def test_generates_an_id_echoes_it_and_logs_it(server, logfile):
     assert access["event.duration"] > 0 and access["user_agent.original"].startswith("python-httpx/")
 
 
+@pytest.mark.slow
 def test_inbound_id_and_traceparent_are_adopted_with_a_span_of_our_own(server, logfile):
     r = httpx.get(f"{server}/whoami", headers={"X-Request-ID": "edge-1:a.b_c", "traceparent": TRACEPARENT})
     assert r.headers["x-request-id"] == "edge-1:a.b_c"
@@ -93,6 +95,7 @@ def test_inbound_id_and_traceparent_are_adopted_with_a_span_of_our_own(server, l
     assert access["span.id"] == handled["span.id"] and access["parent.id"] == "00f067aa0ba902b7"
 
 
+@pytest.mark.slow
 def test_a_request_without_a_trace_starts_one(server, logfile):
     first = httpx.get(f"{server}/whoami").json()["trace"]
     second = httpx.get(f"{server}/whoami", headers={"X-Amebo-Trace-Id": "ab" * 16}).json()["trace"]
@@ -102,6 +105,7 @@ def test_a_request_without_a_trace_starts_one(server, logfile):
     assert all(len(r["span.id"]) == 16 and "parent.id" not in r for r in records)
 
 
+@pytest.mark.slow
 def test_share_with_app_lets_the_app_see_the_ids_it_made(logfile):
     logfile.configure()
     seen = []
@@ -140,6 +144,7 @@ def test_client_ip_is_only_ever_a_valid_ip(address, fields):
     assert client_fields(address) == fields
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["x" * 129, "has space", "semi;colon", "new\u00e9line", "a/b"])
 def test_invalid_ids_are_replaced_and_never_logged_raw(server, logfile, bad):
     r = httpx.get(f"{server}/whoami", headers={"X-Request-ID": bad.encode("utf-8")})
@@ -151,6 +156,7 @@ def test_invalid_ids_are_replaced_and_never_logged_raw(server, logfile, bad):
     assert rejected["correlation_id"] == rid and rejected["length"] == len(bad.encode("utf-8"))
 
 
+@pytest.mark.slow
 def test_500_carries_the_id_and_is_logged_with_the_error(server, logfile):
     r = httpx.get(f"{server}/boom", headers={"X-Request-ID": "err-1"})
     assert r.status_code == 500 and r.headers["x-request-id"] == "err-1"
@@ -163,12 +169,14 @@ def test_500_carries_the_id_and_is_logged_with_the_error(server, logfile):
     assert after.json()["cid"] == after.headers["x-request-id"] != "err-1"
 
 
+@pytest.mark.slow
 def test_probe_paths_log_at_debug(server, logfile):
     httpx.get(f"{server}/health")
     [access] = logfile.wait_for("http_request")
     assert access["log.level"] == "debug" and access["url.path"] == "/health"
 
 
+@pytest.mark.slow
 def test_concurrent_requests_never_see_each_others_ids(server, logfile):
     n = 200
 
@@ -197,6 +205,7 @@ def test_concurrent_requests_never_see_each_others_ids(server, logfile):
         assert rec["correlation_id"] == ids[int(rec["tag"])]
 
 
+@pytest.mark.slow
 def test_works_around_a_raw_asgi_app_and_replaces_its_header(logfile):
     logfile.configure()
     with serve(CorrelationMiddleware(raw_asgi_app, header="X-Correlation-ID")) as url:
@@ -205,6 +214,7 @@ def test_works_around_a_raw_asgi_app_and_replaces_its_header(logfile):
     assert r.headers.get_list("x-request-id") == ["app-set"]
 
 
+@pytest.mark.slow
 def test_httpx_hooks_forward_the_id_and_traceparent(logfile):
     logfile.configure()
     seen = []

@@ -13,6 +13,7 @@ import uuid
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -129,6 +130,7 @@ def _run(script: str, **popen) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, timeout=60, **popen)
 
 
+@pytest.mark.slow
 def test_full_disk_is_counted_and_reported_once():
     result = _run(
         """
@@ -147,6 +149,7 @@ def test_full_disk_is_counted_and_reported_once():
     assert b"No space left on device" in result.stderr
 
 
+@pytest.mark.slow
 def test_closed_stream_is_counted_not_raised():
     result = _run(
         """
@@ -163,6 +166,7 @@ def test_closed_stream_is_counted_not_raised():
     assert result.stdout.strip() == b"1" and b"closed" in result.stderr
 
 
+@pytest.mark.slow
 def test_broken_pipe_is_counted_not_raised():
     read_end, write_end = os.pipe()
     os.close(read_end)  # nobody will ever read: every write gets EPIPE

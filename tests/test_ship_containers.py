@@ -13,8 +13,6 @@ import hashlib
 import json
 import os
 import signal
-import time
-from collections import Counter
 
 import orjson
 import pytest
@@ -23,54 +21,19 @@ from hypothesis import strategies as st
 
 from amebo_logging.ship import formats
 from amebo_logging.ship.batch import Batcher, ReadStats
-from amebo_logging.ship.offsets import Offsets
-from amebo_logging.ship.state import StateStore
-from amebo_logging.ship.tail import Framed, Tailer
+from amebo_logging.ship.discover import Phase
+from amebo_logging.ship.items import Framed
 
+from .container_logs import CID, DOCKER_SPLIT, TS, WRITERS, cri_lines, docker_lines, inner
+from .far_end import tally, wait_docs
+from .reading import Reading
 from .shipper_proc import FAST, ShipperProcess, run_ship
-
-DOCKER_SPLIT = 16 * 1024
-CID = "3f4e5d6c" * 8  # a 64-hex container id
-TS = "2026-12-02T10:00:00.{:09d}Z"
-
-
-def inner(seq: int, pad: int = 0, **fields) -> str:
-    """An Amebo-like record line (what the container writes to stdout), numbered."""
-    doc = {"@timestamp": f"2026-12-02T10:00:00.{seq % 1000000:06d}Z", "log.level": "info", "message": "m", "seq": seq}
-    doc.update(fields)
-    if pad:
-        doc["pad"] = "x" * pad
-    return json.dumps(doc, separators=(",", ":"))
-
-
-def docker_lines(text: str, stream: str = "stdout", n: int = 0, split: int = DOCKER_SPLIT) -> list[bytes]:
-    """*text* (one line, no newline) as Docker's json-file driver writes it."""
-    data = text + "\n"
-    parts = [data[i : i + split] for i in range(0, len(data), split)] or ["\n"]
-    return [
-        json.dumps({"log": p, "stream": stream, "time": TS.format(n + i)}, separators=(",", ":")).encode() + b"\n"
-        for i, p in enumerate(parts)
-    ]
-
-
-def cri_lines(text: str, stream: str = "stdout", n: int = 0, split: int = DOCKER_SPLIT) -> list[bytes]:
-    """*text* as containerd writes it: ``P`` parts, then ``F``."""
-    raw = text.encode()
-    parts = [raw[i : i + split] for i in range(0, len(raw), split)] or [b""]
-    return [
-        TS.format(n + i).encode() + b" " + stream.encode() + (b" F " if i == len(parts) - 1 else b" P ") + p + b"\n"
-        for i, p in enumerate(parts)
-    ]
-
-
-WRITERS = {"docker": docker_lines, "cri": cri_lines}
-
 
 # --- framing, in-process ---------------------------------------------------------------------------
 
 
 def test_detect_the_format_from_the_first_line():
-    # given the start of the file, as the tailer reads it
+    # given the start of the file, as the reader reads it
     assert formats.detect(docker_lines(inner(1))[0] + b"...") == "docker"
     assert formats.detect(cri_lines(inner(1))[0] + b"...") == "cri"
     assert formats.detect(inner(1).encode() + b"\n") == "json"
@@ -104,9 +67,9 @@ def test_a_record_still_being_joined_holds_the_covered_offset_back_per_stream():
     records = framer.feed(data, 0)
     assert [orjson.loads(r[2])["seq"] for r in records] == [1]  # stderr's line is whole: out now
     assert framer.covered(len(data)) == 0  # stdout's line starts at 0 and is not complete
-    assert framer.pending_bytes == sum(len(x.split(b" ", 3)[3]) - 1 for x in long_out[:-1])  # the parts' text
     records = framer.feed(long_out[-1], len(data))
     [joined] = records
+    assert joined[2] == b"".join(x.split(b" ", 3)[3][:-1] for x in long_out)  # the parts' text, held, then joined
     assert orjson.loads(joined[2])["seq"] == 0 and joined[0] == 0 and joined[1] == len(data) + len(long_out[-1])
     assert framer.covered(joined[1]) == joined[1]
 
@@ -157,7 +120,6 @@ def test_container_metadata_from_the_path(tmp_path):
 
 
 def test_only_the_containers_asked_for(tmp_path):
-    offsets = Offsets(StateStore(tmp_path / "state"))
     base = tmp_path / "containers"
     for name in ("shop-amebo-1", "shop-elasticsearch-1"):
         cid = hashlib.sha256(name.encode()).hexdigest()
@@ -165,21 +127,23 @@ def test_only_the_containers_asked_for(tmp_path):
         d.mkdir(parents=True)
         (d / "config.v2.json").write_text(json.dumps({"Name": "/" + name}))
         (d / f"{cid}-json.log").write_bytes(b"".join(docker_lines(inner(1))))
-    tailer = Tailer([str(base / "*" / "*-json.log")], offsets, file_format="auto", containers=["*-amebo-*"])
-    tailer.scan()
-    items = tailer.poll()
+    reading = Reading(
+        [str(base / "*" / "*-json.log")], tmp_path / "state", file_format="auto", containers=["*-amebo-*"]
+    )
+    reading.scan()
+    items = reading.poll()
     assert [dict(i.source.fields)["container.name"] for i in items] == ["shop-amebo-1"]
-    assert len(tailer.other_containers) == 1 and not tailer.skipped  # not reported as compressed
-    tailer.scan()  # not opened again at every scan
-    assert len(tailer.readers) == 1
-    tailer.close()
+    phases = list(reading.discovery.phases().values())
+    assert phases.count(Phase.SKIPPED) == 1 and not reading.discovery.skipped()  # not reported as compressed
+    reading.scan()  # not opened again at every scan
+    assert len(reading.discovery.open_files()) == 1
+    reading.close()
 
 
 def _pipeline(tmp_path, fmt="auto", batch_size=7, max_line_bytes=1 << 20):
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    offsets = Offsets(StateStore(tmp_path / "state"))
-    tailer = Tailer([str(logs / "*.log")], offsets, file_format=fmt, max_line_bytes=max_line_bytes)
+    reading = Reading([str(logs / "*.log")], tmp_path / "state", file_format=fmt, max_line_bytes=max_line_bytes)
     batches = []
     batcher = Batcher(
         batches.append,
@@ -189,7 +153,7 @@ def _pipeline(tmp_path, fmt="auto", batch_size=7, max_line_bytes=1 << 20):
         max_line_bytes=max_line_bytes,
         stats=ReadStats(),
     )
-    return logs, offsets, tailer, batcher, batches
+    return logs, reading, batcher, batches
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -209,7 +173,7 @@ def test_any_split_at_any_read_boundary_gives_every_line_once_and_never_acknowle
     outer lines anywhere, read after each piece: every line comes out once, whole, and no
     batch may acknowledge past the first part of a line still being joined."""
     tmp_path = tmp_path_factory.mktemp("frames")
-    logs, offsets, tailer, batcher, batches = _pipeline(tmp_path, fmt, batch_size)
+    logs, reading, batcher, batches = _pipeline(tmp_path, fmt, batch_size)
     per_line = [WRITERS[fmt](inner(i, pad=size), streams[i], n=i * 10, split=split) for i, size in enumerate(sizes)]
     # interleave: take the next part of a random unfinished line, one stream's lines in order
     order, queues = [], {s: [] for s in ("stdout", "stderr")}
@@ -248,8 +212,8 @@ def test_any_split_at_any_read_boundary_gives_every_line_once_and_never_acknowle
         with open(path, "ab") as f:
             f.write(piece)
         written += len(piece)
-        tailer.scan()
-        for item in tailer.poll():
+        reading.scan()
+        for item in reading.poll():
             assert isinstance(item, Framed)
             # nothing before covered belongs to a line not yet handed out
             handed = set(seen) | {orjson.loads(r[2])["seq"] for r in item.records}
@@ -261,8 +225,8 @@ def test_any_split_at_any_read_boundary_gives_every_line_once_and_never_acknowle
     if written < len(data):
         with open(path, "ab") as f:
             f.write(data[written:])
-        tailer.scan()
-        for item in tailer.poll():
+        reading.scan()
+        for item in reading.poll():
             seen += [orjson.loads(r[2])["seq"] for r in item.records]
             batcher.add(item)
     batcher.flush()
@@ -280,22 +244,10 @@ def test_any_split_at_any_read_boundary_gives_every_line_once_and_never_acknowle
             for i, start in starts.items():
                 if i not in shipped:
                     assert start >= end, (i, start, end)
-    tailer.close()
+    reading.close()
 
 
 # --- end to end: the real shipper, a subprocess ------------------------------------------------
-
-
-def tally(es, n):
-    counts = Counter(d["seq"] for d in es.docs("logs-amebo-default") if "seq" in d)
-    return [i for i in range(n) if counts[i] == 0], [i for i, c in counts.items() if c > 1]
-
-
-def wait_count(es, n, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while len(es.ids("logs-amebo-default")) < n:
-        assert time.monotonic() < deadline, f"{len(es.ids('logs-amebo-default'))} of {n} after {timeout}s"
-        time.sleep(0.02)
 
 
 def ship_args(es, pattern, state, *extra):
@@ -323,20 +275,20 @@ def test_docker_json_file_with_16k_splits_rotation_and_kill_between_parts(es, tm
             f.write(b"".join(line(i)))
     proc = ShipperProcess(ship_args(es, pattern, state, "--batch-size", "7"))
     try:
-        wait_count(es, 300)
+        wait_docs(es, 300)
         # Docker rotates: the file is renamed, a new one takes its name
         os.rename(log, d / f"{CID}-json.log.1")
         with open(log, "ab") as f:
             for i in range(300, 400):
                 f.write(b"".join(line(i)))
-        wait_count(es, 400)
+        wait_docs(es, 400)
         # the first parts of a long stdout line, and a whole stderr line after them: once that
         # one is in Elasticsearch, the parts were read (and are held, unacknowledged); kill -9
         # before the long line's last part is written
         parts = docker_lines(inner(400, pad=50_000), n=4000)
         with open(log, "ab") as f:
             f.write(b"".join(parts[:-1]) + b"".join(docker_lines(inner(401), "stderr", n=4100)))
-        wait_count(es, 401)
+        wait_docs(es, 401)
         assert 400 not in {d["seq"] for d in es.docs("logs-amebo-default")}
         proc.proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -8,9 +8,10 @@ import socket
 import orjson
 import pytest
 
+from .far_end import TARGET, wait_docs
 from .shipper_proc import record, run_ship, write_lines
 
-TARGET = "logs-amebo-default"
+pytestmark = pytest.mark.slow
 
 
 def ship_once(es, ship_dir, *extra, pattern="*.log"):
@@ -182,15 +183,6 @@ def test_several_files_and_new_ones_while_running(es, ship_dir):
     finally:
         proc.kill()
     assert sorted(d["seq"] for d in es.docs(TARGET)) == list(range(100)) + list(range(1000, 1100))
-
-
-def wait_docs(es, count, timeout=60.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while len(es.ids(TARGET)) < count:
-        assert time.monotonic() < deadline, f"{len(es.ids(TARGET))} of {count} documents after {timeout}s"
-        time.sleep(0.02)
 
 
 # --- operator errors -------------------------------------------------------------------------

@@ -7,14 +7,12 @@ import signal
 import time
 
 import psutil
+import pytest
 
+from .far_end import TARGET, assert_exactly_once, wait_docs
 from .shipper_proc import ShipperProcess, record, run_ship, ship_args, write_lines
-from .test_ship_delivery import TARGET, wait_docs
 
-
-def assert_exactly_once(es, n):
-    seqs = sorted(d["seq"] for d in es.docs(TARGET))
-    assert seqs == list(range(n)), f"{len(seqs)} documents, {len(set(seqs))} distinct, expected {n}"
+pytestmark = pytest.mark.slow
 
 
 def test_elasticsearch_down_at_start(es, ship_dir):

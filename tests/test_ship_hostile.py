@@ -17,36 +17,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
+from .far_end import TARGET, assert_exactly_once, tally, wait_docs
 from .shipper_proc import FAST, ShipperProcess, record, run_ship, ship_args, write_lines
-from .test_ship_delivery import TARGET, wait_docs
 
 pytestmark = pytest.mark.slow
 
 
 def args(es, ship_dir, pattern="*.log", *extra):
     return ship_args(es, ship_dir, *extra, pattern=pattern)
-
-
-def tally(es, n):
-    """(lost, doubled) numbered lines, against 0..n-1."""
-    counts = Counter(d["seq"] for d in es.docs(TARGET) if "seq" in d)
-    lost = [i for i in range(n) if counts[i] == 0]
-    doubled = [i for i, c in counts.items() if c > 1]
-    return lost, doubled
-
-
-def assert_exactly_once(es, n):
-    lost, doubled = tally(es, n)
-    assert not lost and not doubled, (
-        f"{len(lost)} lost (first {lost[:5]}), {len(doubled)} doubled (first {doubled[:5]})"
-    )
-    assert len(es.docs(TARGET)) == n, "a document that is no numbered line (half a line?)"
 
 
 def wait_until(condition, timeout=30.0, what="condition"):
@@ -425,6 +408,6 @@ def test_real_logrotate_during_outages(es, ship_dir, mode):
         stop.set()
         proc.kill()
         os.close(fd[0])
-        es.start() if es._server is None else None
+        es.start() if not es.running else None
     assert any(p.name.endswith(".gz") for p in ship_dir.iterdir())  # compress ran, and .gz files were skipped
     assert_exactly_once(es, total)

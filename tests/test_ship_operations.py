@@ -15,8 +15,10 @@ import orjson
 import pytest
 
 from .fake_es import FakeElasticsearch
+from .far_end import wait_docs
 from .shipper_proc import ShipperProcess, on_terminal, record, run_ship, ship_args, write_lines
-from .test_ship_delivery import wait_docs
+
+pytestmark = pytest.mark.slow
 
 
 def metrics(url: str) -> dict[str, float]:

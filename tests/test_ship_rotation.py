@@ -9,9 +9,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from .far_end import assert_exactly_once, wait_docs
 from .shipper_proc import ShipperProcess, record, ship_args
-from .test_ship_delivery import wait_docs
-from .test_ship_faults import assert_exactly_once
+
+pytestmark = pytest.mark.slow
 
 
 class Writer:

@@ -17,9 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from .fake_es import FakeElasticsearch
+from .far_end import assert_exactly_once, tally, wait_docs
 from .shipper_proc import FAST, ShipperProcess, record
-from .test_ship_delivery import wait_docs
-from .test_ship_hostile import assert_exactly_once, tally
 
 pytestmark = pytest.mark.slow
 
@@ -106,15 +105,15 @@ def test_every_line_exactly_once_after_any_sequence(tmp_path_factory, ops):
                 elif op == "rotate":
                     world.rotate(arg)
                 elif op == "outage":
-                    if arg and es._server is not None:
+                    if arg and es.running:
                         es.stop()
-                    elif not arg and es._server is None:
+                    elif not arg and not es.running:
                         es.start()
                 else:
                     world.kill()
                     world.start()
             world.append(1)  # every file ends with a complete line
-            if es._server is None:
+            if not es.running:
                 es.start()
             try:
                 wait_docs(es, world.written, timeout=60)

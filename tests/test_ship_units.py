@@ -1,5 +1,5 @@
 """The shipper's parts on their own, no network: batching, the offsets owner (acknowledgements
-in, commits out), the state store, backoff, the tailer."""
+in, commits out), the state store, backoff, the reader."""
 
 from __future__ import annotations
 
@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from amebo_logging.ship.batch import Batch, Batcher, ReadStats
 from amebo_logging.ship.bulk import Backoff
+from amebo_logging.ship.items import Chunk, Released, Source
 from amebo_logging.ship.offsets import Ack, Offsets
 from amebo_logging.ship.state import StateError, StateStore, describe_sqlite_error
-from amebo_logging.ship.tail import Chunk, Source, Tailer
+
+from .reading import Reading, open_new
 
 
 def source(path="/var/log/amebo/app.log", uid="00112233445566aa"):
@@ -100,11 +102,7 @@ def test_settled_ends_stop_at_the_first_unsettled_line_of_each_file():
 def offsets_with(tmp_path, *uids):
     store = StateStore(tmp_path / "state")
     offsets = Offsets(store)
-    made = []
-    for i, _ in enumerate(uids):
-        record = offsets.register(f"/f{i}.log", 1, i, f"head{i}", 0, 0)
-        offsets.track(record.uid, f"/f{i}.log", 0, 0)
-        made.append(record.uid)
+    made = [open_new(offsets, f"/f{i}.log", 1, i, f"head{i}") for i, _ in enumerate(uids)]
     return store, offsets, made
 
 
@@ -125,7 +123,7 @@ def test_handed_out_but_unsent_lines_keep_a_file_unsettled(tmp_path):
     store, offsets, (u,) = offsets_with(tmp_path, "a")
     offsets.handed(u, 50)  # in the batcher, not sent yet
     assert not offsets.settled(u)
-    offsets.release(u)  # the reader let go (a truncation): the lines still get acknowledged
+    offsets.apply(Released(u))  # the reader let go (a truncation): the lines still get acknowledged
     offsets.sent(1, {u: 50})
     offsets.acknowledge(Ack(1, {u: (50, True)}))
     assert offsets.settled(u) and store.get(u).offset == 50
@@ -186,9 +184,8 @@ def test_state_never_moves_back_and_survives_reopening(tmp_path):
 def test_totals_are_committed_with_the_offsets_and_a_version_1_database_is_upgraded(tmp_path):
     d = tmp_path / "s"
     store = StateStore(d)
-    rec = store.register("/x.log", 1, 2, "head", 0, 100)
     offsets = Offsets(store)
-    offsets.track(rec.uid, "/x.log", 100, 0)
+    rec = store.get(open_new(offsets, "/x.log", 1, 2, "head", 100))
     offsets.sent(1, {rec.uid: 60})
     offsets.sent(2, {rec.uid: 100})
     # batch 2 settles first: its counts are kept at once, its offset waits for batch 1
@@ -271,66 +268,55 @@ def test_fake_server_filter_path():
     }
 
 
-# --- the tailer ----------------------------------------------------------------------------------
+# --- the reader ---------------------------------------------------------------------------------
 
 
-def tailer_for(tmp_path, pattern="*.log", **kwargs):
+def reading_for(tmp_path, pattern="*.log", **kwargs):
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    store = StateStore(tmp_path / "state")
-    return logs, store, Offsets(store), lambda offsets: Tailer([str(logs / pattern)], offsets, **kwargs)
-
-
-def acknowledge_all(offsets, chunks, seq=[0]):  # noqa: B006 - a counter across calls
-    ends: dict[str, int] = {}
-    for c in chunks:
-        ends[c.source.uid] = c.offset + len(c.data)
-    seq[0] += 1
-    offsets.sent(seq[0], ends)
-    offsets.acknowledge(Ack(seq[0], {u: (e, True) for u, e in ends.items()}))
+    return logs, Reading([str(logs / pattern)], tmp_path / "state", **kwargs)
 
 
 def test_a_deleted_file_whose_last_line_never_ends_is_let_go(tmp_path):
-    logs, store, offsets, make = tailer_for(tmp_path, close_inactive=0.0)
+    logs, reading = reading_for(tmp_path, close_inactive=0.0)
     path = logs / "a.log"
     path.write_bytes(b'{"a":1}\n{"unfinished":')
-    tailer = make(offsets)
-    tailer.scan()
-    chunks = tailer.poll()
+    reading.scan()
+    chunks = reading.poll()
     assert [c.data for c in chunks] == [b'{"a":1}\n']
-    acknowledge_all(offsets, chunks)
+    reading.acknowledge(chunks)
     path.unlink()
-    tailer.scan()
-    tailer.poll()  # reaches the end through the open descriptor
-    tailer.retire()
-    assert not tailer.readers
+    reading.scan()
+    reading.poll()  # reaches the end through the open descriptor
+    reading.retire()
+    assert not reading.discovery.open_files()
     assert (
         "info",
         "file_forgotten",
         {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')},
-    ) in tailer.events
-    store.close()
+    ) in reading.notices
+    assert reading.store.all() == []  # forgotten by the owner of offsets
+    reading.close()
 
 
 def test_rewritten_under_a_paused_reader_is_noticed_at_the_next_read(tmp_path):
     """copytruncate while reading was paused: the file regrew past the read position."""
-    logs, store, offsets, make = tailer_for(tmp_path, pattern="app.log*")
+    logs, reading = reading_for(tmp_path, pattern="app.log*")
     path = logs / "app.log"
     old = b"".join(b'{"old":%d}\n' % i for i in range(100))
     path.write_bytes(old)
-    tailer = make(offsets)
-    tailer.scan()
-    first = tailer.poll(max_bytes=300)  # a part of it, then reading pauses
-    acknowledge_all(offsets, first)
+    reading.scan()
+    first = reading.poll(max_bytes=300)  # a part of it, then reading pauses
+    reading.acknowledge(first)
     read_to = first[-1].offset + len(first[-1].data)
     (logs / "app.log.1").write_bytes(old)  # logrotate's copy...
     with open(path, "r+b") as f:  # ...then the truncation, and the file regrows past the position
         f.truncate(0)
         f.write(b"".join(b'{"new":%d}\n' % i for i in range(200)))
-    tailer.scan()
+    reading.scan()
     chunks = []
     for _ in range(10):
-        chunks += tailer.poll()
+        chunks += reading.poll()
     by_file = {}
     for c in chunks:
         by_file.setdefault(c.source.path, []).append(c)
@@ -340,39 +326,36 @@ def test_rewritten_under_a_paused_reader_is_noticed_at_the_next_read(tmp_path):
     live = by_file[str(path)]
     assert live[0].offset == 0 and b"".join(c.data for c in live).startswith(b'{"new":0}\n')
     assert live[0].source.uid != copy[0].source.uid
-    store.close()
+    reading.close()
 
 
 def test_never_more_descriptors_than_the_limit(tmp_path):
-    logs, store, offsets, make = tailer_for(tmp_path, once=True)
+    logs, reading = reading_for(tmp_path, once=True, max_open=4)
     for i in range(30):
         (logs / f"f{i:02d}.log").write_bytes(b'{"f":%d}\n' % i)
-    tailer = make(offsets)
-    tailer.max_open = 4
-    tailer.scan()
+    reading.scan()
     seen = set()
     for _ in range(40):
-        chunks = tailer.poll()
-        assert len(tailer.readers) <= 4
-        acknowledge_all(offsets, chunks)
+        chunks = reading.poll()
+        assert len(reading.discovery.open_files()) <= 4
+        reading.acknowledge(chunks)
         seen |= {c.source.path for c in chunks}
-        tailer.retire()
-    assert len(seen) == 30 and tailer.all_read()
-    store.close()
+        reading.retire()
+    assert len(seen) == 30 and reading.discovery.all_read()
+    reading.close()
 
 
 def test_a_busy_file_does_not_starve_the_others(tmp_path):
-    logs, store, offsets, make = tailer_for(tmp_path)
+    logs, reading = reading_for(tmp_path)
     with open(logs / "a-busy.log", "wb") as f:
         f.write((b'{"x":"' + b"a" * 1000 + b'"}\n') * 20_000)  # 20 MB waiting
     (logs / "b-quiet.log").write_bytes(b'{"quiet":1}\n')
-    tailer = make(offsets)
-    tailer.scan()
+    reading.scan()
     seen = set()
     for _ in range(2):  # a budget of one chunk per poll: the quiet file must come up at once
-        seen |= {c.source.path for c in tailer.poll(max_bytes=1 << 20)}
+        seen |= {c.source.path for c in reading.poll(max_bytes=1 << 20)}
     assert str(logs / "b-quiet.log") in seen
-    store.close()
+    reading.close()
 
 
 def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
@@ -394,6 +377,7 @@ def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
         shipper.run()
 
 
+@pytest.mark.slow
 def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interval(tmp_path):
     """Latency first: an idle sender takes a partial batch at once (--flush-interval 30 s)."""
     import threading

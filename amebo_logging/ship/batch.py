@@ -9,13 +9,13 @@ as a document whose ``message`` is the text, safely decoded, with ``error.messag
 why.  No line can stop a file: whatever goes wrong turning a line into a document makes it
 such a document.  Empty lines carry nothing and are counted, not shipped.
 
-A container log's lines come framed (:class:`~.tail.Framed`): each is the container's own line,
+A container log's lines come framed (:class:`~.items.Framed`): each is the container's own line,
 joined from the runtime's parts; its document also gets the container's metadata (from the
-:class:`~.tail.Source`), ``stream``, and the runtime's time as ``@timestamp`` when the line
+:class:`~.items.Source`), ``stream``, and the runtime's time as ``@timestamp`` when the line
 has none.  Its ``log.offset`` and ``_id`` are those of its first part in the outer file.
 
 A :class:`Batch` is a value: once emitted nothing changes it, and it refers to its files only
-by :class:`~.tail.Source` (id and path), never by anything the reader still owns.
+by :class:`~.items.Source` (id and path), never by anything the reader still owns.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import msgspec
 import orjson
 
 from ..render import timestamp_now
-from .tail import Chunk, Framed, LongLine, Source
+from .items import Chunk, Framed, LongLine, Source
 
 __all__ = ["Batch", "Batcher", "ReadStats"]
 

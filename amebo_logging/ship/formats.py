@@ -9,7 +9,7 @@ A container's logs are its stdout and stderr, which the runtime wraps line by li
 * **CRI** (containerd, CRI-O: Kubernetes' ``/var/log/pods`` and ``/var/log/containers``):
   ``<time> <stream> <P|F> <content>``, where ``P`` parts are joined up to the next ``F``.
 
-A :class:`Framer` (one per file generation, owned by the tailer's reader) turns complete
+A :class:`Framer` (one per file generation, owned by its :class:`~.reader.FileReader`) turns complete
 outer lines into *records*: the container's own lines, joined, with the runtime's time and
 stream.  Parts are joined per stream (the runtime may interleave a long stdout line with
 stderr).  A record keeps the offsets of the outer file: it starts where its first part
@@ -19,7 +19,7 @@ a record's last part arrives, nothing at or after its first part is acknowledged
 out.  A record longer than *max_bytes* is handed out cut at that length when it gets there
 (tagged ``truncated``); the rest of it is skipped.
 
-Nothing here reads files or knows offsets beyond what it is given: the tailer feeds it.
+Nothing here reads files or knows offsets beyond what it is given: the reader feeds it.
 """
 
 from __future__ import annotations
@@ -83,11 +83,6 @@ class Framer:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._partial: dict[str, _Partial] = {}  # by stream
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of records still waiting for their last part (kept, not yet handed out)."""
-        return sum(p.size for p in self._partial.values() if not p.cut)
 
     def covered(self, position: int) -> int:
         """Everything before the returned offset is in records handed out, when the outer

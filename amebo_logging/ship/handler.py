@@ -38,7 +38,7 @@ from ..stdlib import EcsJsonFormatter
 from .batch import Batch, Batcher, ReadStats
 from .bulk import Backoff, BulkSender, DeliveryStats
 from .connection import ConnectionSettings, make_client
-from .tail import Chunk, Source
+from .items import Chunk, Source
 
 __all__ = ["ElasticsearchHandler"]
 

@@ -1,24 +1,37 @@
-"""THE owner of shipping offsets: resume, acknowledge (contiguous only), forget.
+"""THE owner of shipping offsets: resume, acknowledge (contiguous only), generations, forget.
 
-Modelled on Filebeat's registrar and Vector's end-to-end acknowledgements.  The reader tells
-this module what it handed out (:meth:`Offsets.sent`: per file generation, the end of what a
-batch carries); the sender's outcome comes back as a value (:class:`Ack`: per file
-generation, the end of the settled prefix and whether all of it was settled); only here do
-offsets advance, and only past a contiguous run of settled batches.  This module is the only
-writer of the :class:`~.state.StateStore`, and it is used by one thread, the shipper's main
-loop: nothing in it is shared.
+Modelled on Filebeat's registrar and Vector's end-to-end acknowledgements.  Nothing reaches
+this module but values, fed to it by one thread, the shipper's main loop:
 
-A file generation is named by its *uid* (see :func:`.state.file_uid`).
+* what the reader did (:mod:`.items`): a file generation :class:`~.items.Opened` (a new one
+  is registered here), :class:`~.items.Renamed`, :class:`~.items.Released` or
+  :class:`~.items.Gone` (a deleted file, forgotten here once all of it is settled), and how
+  far its lines reach when handed out (:meth:`Offsets.handed`);
+* what each batch carries (:meth:`Offsets.sent`) and the sender's outcome for it
+  (:class:`Ack`: per file generation, the end of the settled prefix and whether all of it
+  was settled).
+
+Only here do offsets advance, and only past a contiguous run of settled batches, whatever
+order batches are answered in.  This module is the only user of the
+:class:`~.state.StateStore` during a run.  The reader gets a read-only
+:class:`~.discover.OffsetsView` (:meth:`Offsets.view`): where a head resumes, and whether a
+file generation is settled.
+
+A file generation is named by its *uid* (see :func:`.identity.file_uid`).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from .state import FileRecord, StateStore
+from .discover import OffsetsView
+from .identity import How, Known
+from .items import FileEvent, Gone, Opened, Released, Renamed
+from .state import StateStore
 
-__all__ = ["Ack", "Known", "Offsets"]
+__all__ = ["Ack", "Offsets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,18 +42,6 @@ class Ack:
     seq: int
     ends: dict[str, tuple[int, bool]]
     counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Known:
-    """What is known of a file identity (its head): where reading it should resume."""
-
-    uid: str
-    generation: int
-    offset: int  # committed, or further when more was already handed out in this run
-    dev: int
-    ino: int
-    reading: bool  # an open reader holds this identity now
 
 
 @dataclass(slots=True)
@@ -61,21 +62,47 @@ class Offsets:
         self._tracks: dict[str, _Track] = {}
         self.commits = 0
 
-    # --- resuming ------------------------------------------------------------------------
-    def known(self, head: str) -> Known | None:
-        """The newest generation of the file with this *head*, and where to resume it."""
+    @classmethod
+    def open(cls, state_dir: Path, *, dry_run: bool = False) -> Offsets:
+        """The offsets in *state_dir* (locked for this run); a dry run's start from a copy in
+        memory and never change the directory.  Raises StateError naming what to do."""
+        return cls(StateStore.in_memory_copy(state_dir) if dry_run else StateStore(state_dir))
+
+    # --- what the reader may know ------------------------------------------------------------
+    def view(self) -> OffsetsView:
+        """The read-only view the reader is given."""
+        return OffsetsView(self.resume, self.settled)
+
+    def resume(self, head: str) -> Known | None:
+        """The newest generation of the file with this *head*, and where to resume it:
+        committed, or further when more of it was handed out in this run."""
         record = self.store.latest(head)
         if record is None:
             return None
         track = self._tracks.get(record.uid)
         offset = record.offset if track is None else max(record.offset, track.emitted, track.committed)
-        return Known(record.uid, record.generation, offset, record.dev, record.ino, track is not None and track.reading)
+        return Known(record.uid, record.generation, offset, record.dev, record.ino)
 
-    def register(self, path: str, dev: int, ino: int, head: str, generation: int, size: int) -> FileRecord:
-        """A new file generation, at offset 0."""
-        return self.store.register(path, dev, ino, head, generation, size)
+    # --- what the reader did --------------------------------------------------------------------
+    def apply(self, event: FileEvent) -> None:
+        """A file event from the reader: a generation opened (registered when it is new),
+        renamed, released or gone (forgotten).  Raises StateError when the store cannot save."""
+        if isinstance(event, Opened):
+            decision, source = event.decision, event.source
+            if decision.how in (How.NEW, How.REWRITTEN):
+                self.store.register(source.path, event.dev, event.ino, event.head, decision.generation, event.size)
+            self._track(source.uid, source.path, event.size, decision.position)
+        elif isinstance(event, Renamed):
+            track = self._tracks.get(event.uid)
+            if track is not None:
+                track.path, track.size = event.path, event.size
+        elif isinstance(event, Released):
+            self._release(event.uid)
+        elif isinstance(event, Gone):
+            self._tracks.pop(event.uid, None)
+            self.store.forget([event.uid])
 
-    def track(self, uid: str, path: str, size: int, offset: int) -> None:
+    def _track(self, uid: str, path: str, size: int, offset: int) -> None:
         """A reader starts reading *uid* at *offset* (everything before it is settled)."""
         track = self._tracks.get(uid)
         if track is None:
@@ -84,9 +111,8 @@ class Offsets:
             track.reading, track.path, track.size = True, path, size
             track.emitted = max(track.emitted, offset)
 
-    def release(self, uid: str) -> None:
-        """The reader of *uid* let go of it (closed, superseded): another file with the same
-        head may take the identity over.  Unacknowledged lines stay tracked."""
+    def _release(self, uid: str) -> None:
+        """The reader let go of *uid*: unacknowledged lines stay tracked."""
         track = self._tracks.get(uid)
         if track is not None:
             track.reading = False
@@ -98,12 +124,6 @@ class Offsets:
         track = self._tracks[uid]
         if end > track.emitted:
             track.emitted = end
-
-    def observe(self, uid: str, path: str, size: int) -> None:
-        """The current path and size of *uid* (for ``status``)."""
-        track = self._tracks.get(uid)
-        if track is not None:
-            track.path, track.size = path, size
 
     # --- the pipeline -----------------------------------------------------------------------
     def sent(self, seq: int, ends: dict[str, int]) -> None:
@@ -172,8 +192,6 @@ class Offsets:
         """Batches handed out and not yet acknowledged, counted per file generation."""
         return sum(len(t.outstanding) for t in self._tracks.values())
 
-    def forget(self, uids: list[str]) -> None:
-        """Drop deleted, fully shipped files from the store."""
-        for uid in uids:
-            self._tracks.pop(uid, None)
-        self.store.forget(uids)
+    def close(self) -> None:
+        """Close the store (the end of the run)."""
+        self.store.close()

@@ -1,11 +1,13 @@
-"""The shipping pipeline: files -> tail -> batch -> bulk -> acknowledgement -> offsets.
+"""The shipping pipeline: discover -> read -> batch -> bulk -> outcomes -> offsets.
 
 Two threads, nothing mutable shared between them:
 
-* **The main loop** owns the tailer, the batcher and the offsets.  It scans for files on its
-  own clock (also while sending is blocked), reads while the pipeline has room, hands
-  finished batches (values) to the sender, and applies the sender's outcomes (values) to the
-  offsets, which alone write the state store.
+* **The main loop** owns the reader (:class:`~.discover.Discovery`), the batcher and the
+  offsets.  It scans for files on its own clock (also while sending is blocked), reads while
+  the pipeline has room, and feeds what the reader hands out (values: lines, file events,
+  notices) on: lines to the batcher, file events and how far lines reach to the offsets,
+  notices to the log.  It hands finished batches (values) to the sender and applies the
+  sender's outcomes (values) to the offsets, which alone use the state store.
 * **The sending thread** owns the bulk sender: batch in, :class:`~.bulk.Outcome` out.
 
 **Latency first.**  A batch goes out as soon as the sender is idle; while a request is in
@@ -35,10 +37,11 @@ from ..logger import AmeboLogger
 from .batch import Batch, Batcher, ReadStats
 from .bulk import Backoff, BulkSender, DeliveryStats, Fatal, Outcome
 from .deadletter import DeadLetter
+from .discover import Discovery, Waiting
 from .errors import EXIT_CONFIG, OperatorError
+from .items import Chunk, Framed, Item, LongLine, Notice
 from .offsets import Ack, Offsets
-from .state import StateError, StateStore
-from .tail import Tailer, Waiting
+from .state import StateError
 
 __all__ = ["FileState", "ShipOptions", "Shipper", "Snapshot", "Summary"]
 
@@ -174,8 +177,7 @@ class Shipper:
         self.options = options
         self.log = log
         self.progress = progress
-        store = StateStore.in_memory_copy(options.state_dir) if options.dry_run else StateStore(options.state_dir)
-        self.offsets = Offsets(store)
+        self.offsets = Offsets.open(options.state_dir, dry_run=options.dry_run)
         self.stopping = threading.Event()
         self.hard_stop = threading.Event()
         self.read_stats = ReadStats()
@@ -187,15 +189,15 @@ class Shipper:
         try:
             self.dead_letter = DeadLetter(dead_path)
         except OSError as exc:
-            store.close()
+            self.offsets.close()
             raise OperatorError(
                 EXIT_CONFIG,
                 f"cannot open the dead-letter file {dead_path}: {exc.strerror}: give "
                 "a writable path with --dead-letter",
             ) from None
-        self.tailer = Tailer(
+        self.discovery = Discovery(
             options.patterns,
-            self.offsets,
+            self.offsets.view(),
             excludes=options.excludes,
             max_line_bytes=options.max_line_bytes,
             close_inactive=options.close_inactive,
@@ -277,33 +279,44 @@ class Shipper:
         if not force and now - self._snapshot_at < SNAPSHOT_EVERY:
             return
         self._snapshot_at = now
+        committed = self.offsets.committed
         files = tuple(
-            FileState(f["path"], f["uid"], f["size"], f["committed"], f["partial"]) for f in self.tailer.files()
+            FileState(r.source.path, r.uid, r.size, committed(r.uid), r.partial_bytes if r.at_eof else 0)
+            for r in self.discovery.open_files()
         )
         self._snapshot = Snapshot(
             self.started_at,
             replace(self.read_stats),
             self._delivery.copy(),
             files,
-            tuple(replace(w) for w in self.tailer.waiting.values()),
-            tuple(self.tailer.skipped.values()),
+            tuple(self.discovery.waiting()),
+            tuple(self.discovery.skipped()),
             self.in_flight,
         )
         if self.progress is not None:
             self.progress(self._snapshot)
 
-    def _log_events(self) -> None:
-        events, self.tailer.events = self.tailer.events, []
-        for level, event, fields in events:
-            getattr(self.log, level)(event, **fields)
+    def _feed(self, items: list[Item]) -> int:
+        """What the reader handed out, fed on: lines to the batcher (and how far they reach to
+        the offsets), file events to the offsets, notices to the log.  The lines fed."""
+        lines = 0
+        for item in items:
+            if isinstance(item, (Chunk, Framed, LongLine)):
+                self.offsets.handed(item.source.uid, item.end)
+                self.batcher.add(item)
+                lines += 1
+            elif isinstance(item, Notice):
+                getattr(self.log, item.level)(item.event, **item.fields)
+            else:
+                self.offsets.apply(item)
+        return lines
 
     # --- the main loop -------------------------------------------------------------------------
     def run(self) -> Summary:
         started = time.monotonic()
         opts = self.options
-        self.tailer.scan()
-        self._log_events()
-        if not self.tailer.readers and not self.tailer.waiting and not opts.wait_for_files:
+        self._feed(self.discovery.scan())
+        if not self.discovery.tracking() and not opts.wait_for_files:
             self.close()
             raise OperatorError(
                 EXIT_CONFIG,
@@ -356,14 +369,12 @@ class Shipper:
                 self._take_outcomes(POLL_INTERVAL)
                 continue
             if now - last_scan >= opts.scan_interval:
-                self.tailer.scan()
-                self.tailer.retire()
+                self._feed(self.discovery.scan())
+                self._feed(self.discovery.retire())
                 last_scan = now
             read = 0
             if not self.ready and self.in_flight < opts.max_in_flight:
-                for item in self.tailer.poll(budget):
-                    read += 1
-                    self.batcher.add(item)
+                read = self._feed(self.discovery.poll(budget))
             if (
                 self.batcher.pending()
                 and not self.ready
@@ -371,19 +382,16 @@ class Shipper:
             ):
                 self.batcher.flush()  # the sender is idle (or the batch is old): send now
             self._dispatch()
-            if not read:
-                if opts.once:
-                    self.tailer.retire()
-                    if self._once_done():
-                        self._log_events()
-                        return "done"
-                self._log_events()
+            if not read and opts.once:
+                self._feed(self.discovery.retire())
+                if self._once_done():
+                    return "done"
             self._publish()
             if not read:
                 self._take_outcomes(POLL_INTERVAL)
 
     def _once_done(self) -> bool:
-        return self.tailer.all_read() and not self.batcher.pending() and not self.ready and self.in_flight == 0
+        return self.discovery.all_read() and not self.batcher.pending() and not self.ready and self.in_flight == 0
 
     def _dispatch(self) -> None:
         while self.ready and self.in_flight < self.options.max_in_flight:
@@ -456,10 +464,9 @@ class Shipper:
             )
         if self.state_error is None:
             try:
-                self.tailer.retire()
+                self._feed(self.discovery.retire())
             except StateError as exc:
                 self.state_error = exc
-        self._log_events()
 
     def _drain_outcomes(self) -> None:
         try:
@@ -480,7 +487,7 @@ class Shipper:
     def _left_bytes(self) -> int:
         """Bytes of complete lines in matched files that this run did not get shipped."""
         left = sum(f.deliverable for f in self._snapshot.files)
-        for w in self.tailer.blocking():
+        for w in self.discovery.blocking():
             try:
                 left += Path(w.path).stat().st_size
             except OSError:
@@ -508,6 +515,6 @@ class Shipper:
     def close(self) -> None:
         if self._shutdown_timer is not None:
             self._shutdown_timer.cancel()
-        self.tailer.close()
+        self.discovery.close()
         self.dead_letter.close()
-        self.offsets.store.close()
+        self.offsets.close()

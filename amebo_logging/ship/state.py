@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import sqlite3
 import time
@@ -31,7 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-__all__ = ["FileRecord", "StateError", "StateStore", "file_uid", "reset_state"]
+from .identity import file_uid
+
+__all__ = ["FileRecord", "StateError", "StateStore", "reset_state"]
 
 SCHEMA_VERSION: Final = 2  # 2 added the totals table; a version 1 database is upgraded when opened
 DB_NAME: Final = "state.sqlite3"
@@ -48,12 +49,6 @@ class StateError(Exception):
     def __init__(self, message: str, kind: str = "unusable") -> None:
         super().__init__(message)
         self.kind = kind  # "unusable", "locked", "corrupt", "missing", "full", "io"
-
-
-def file_uid(head_hash: str, generation: int) -> str:
-    """The stable id of one file generation, the first part of its documents' ``_id``."""
-    raw = f"{head_hash}:{generation}".encode()
-    return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .reader import read_head
 from .state import StateStore
-from .tail import head_hash
 
 __all__ = ["TOTALS", "empty_totals", "file_status", "render_table", "render_totals", "state_status"]
 
@@ -29,7 +29,7 @@ def _current_size(path: str, head: str) -> int | None:
     except OSError:
         return None
     try:
-        if head_hash(fd) != head:
+        if read_head(fd) != head:
             return None
         return os.fstat(fd).st_size
     finally:
