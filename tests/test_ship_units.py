@@ -296,6 +296,11 @@ def test_a_deleted_file_whose_last_line_never_ends_is_let_go(tmp_path):
         {"log.file.path": str(path), "unfinished_line_bytes": len(b'{"unfinished":')},
     ) in reading.notices
     assert reading.store.all() == []  # forgotten by the owner of offsets
+    assert reading.discovery.phases() == {}  # and by the reader: its inode may come back as another file
+    reused = logs / "b.log"  # (filesystems hand a freed inode out again at once, often)
+    reused.write_bytes(b'{"b":1}\n')
+    reading.scan()
+    assert [c.data for c in reading.poll()] == [b'{"b":1}\n']
     reading.close()
 
 

@@ -204,7 +204,7 @@ class Discovery:
         opened again when they grow); in --once, every finished one (a waiting copy may follow)."""
         self._begin()
         now = time.monotonic()
-        for f in list(self._files.values()):
+        for key, f in list(self._files.items()):
             r = f.reader
             if r is None or not self._finished(r):
                 continue
@@ -217,6 +217,7 @@ class Discovery:
                     if r.partial_bytes:
                         fields["unfinished_line_bytes"] = r.partial_bytes
                     self._release(f, Phase.DONE)
+                    del self._files[key]  # gone for good: its inode may come back as another file
                     self._out.append(Gone(r.uid))
                     self._notice("info", "file_forgotten", **fields)
             elif self.once and (r.partial_bytes == 0 or self._blocked_by(f)):
