@@ -1,29 +1,69 @@
 """A local sink that answers ``_bulk`` like Elasticsearch and stores nothing (for benchmarks).
 
-    python bench/es_sink.py [--port 0]      prints "LISTENING <port>" once ready
+    python bench/es_sink.py [--port 0] [--delay SECONDS] [--reject-beyond K]
+                                               prints "LISTENING <port>" once ready
 
 It honours ``filter_path`` the way Elasticsearch does for the two shapes the benchmark uses:
 with ``filter_path=errors,items.*.status,...`` each item is ``{"<op>":{"status":201}}``;
 without, each item is the full result (``_index``, ``_id``, ``_version``, ``result``,
 ``_shards``, ``_seq_no``, ``_primary_term``, ``status``).  Loopback only.
 
+* ``--delay D``: each ``_bulk`` is answered D seconds after it arrived, as a distant or busy
+  cluster answers (the wait costs no CPU: many requests can wait at once).
+* ``--reject-beyond K``: a ``_bulk`` that arrives while K others are being handled is
+  answered 429 ``es_rejected_execution_exception``, as Elasticsearch's indexing pressure
+  answers when its coordinating limit is reached.
+* ``GET /_sink/stats``: documents and requests received, requests rejected, the most handled
+  at once.
+
 :class:`Handler` is also the base of other benchmarks' sinks: :meth:`Handler.received` sees
-each ``_bulk`` body before it is answered.
+each accepted ``_bulk`` body before it is answered.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 _ids = itertools.count()
 
+REJECTED = (
+    b'{"error":{"root_cause":[{"type":"es_rejected_execution_exception","reason":"rejected execution of '
+    b'coordinating operation"}],"type":"es_rejected_execution_exception","reason":"rejected execution of '
+    b"coordinating operation [coordinating_and_primary_bytes=0, replica_bytes=0, all_bytes=0, "
+    b'coordinating_operation_bytes=1, max_coordinating_and_primary_bytes=0]"},"status":429}'
+)
+
+
+class Stats:
+    """What the sink saw (one lock: request handlers run in threads of their own)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.docs = 0
+        self.requests = 0
+        self.rejected = 0
+        self.active = 0
+        self.max_active = 0
+
+    def as_json(self) -> bytes:
+        with self.lock:
+            return json.dumps(
+                {"docs": self.docs, "requests": self.requests, "rejected": self.rejected, "max_active": self.max_active}
+            ).encode()
+
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    delay = 0.0
+    reject_beyond: int | None = None
+    stats = Stats()
 
     def log_message(self, *args):
         pass
@@ -37,6 +77,9 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        if self.path.startswith("/_sink/stats"):
+            self._reply(self.stats.as_json())
+            return
         if self.path.startswith("/_data_stream/"):  # the shipper's preflight: the target exists
             self._reply(b'{"data_streams":[{"name":"logs-amebo-default"}]}')
             return
@@ -59,6 +102,27 @@ class Handler(BaseHTTPRequestHandler):
         if not parts.path.endswith("/_bulk"):
             self._reply(b'{"acknowledged":true}')
             return
+        stats = self.stats
+        with stats.lock:
+            stats.requests += 1
+            if self.reject_beyond is not None and stats.active >= self.reject_beyond:
+                stats.rejected += 1
+                rejected = True
+            else:
+                rejected = False
+                stats.active += 1
+                stats.max_active = max(stats.max_active, stats.active)
+        if rejected:
+            self._reply(REJECTED, 429)
+            return
+        try:
+            self._bulk(parts, body)
+        finally:
+            with stats.lock:
+                stats.active -= 1
+
+    def _bulk(self, parts, body: bytes) -> None:
+        arrived = time.monotonic()
         self.received(body)
         segs = [s for s in parts.path.split("/") if s]
         index = (segs[0] if len(segs) == 2 else "sink").encode()
@@ -76,6 +140,11 @@ class Handler(BaseHTTPRequestHandler):
                 % (op, index, start + k, start + k)
                 for k in range(n)
             )
+        left = arrived + self.delay - time.monotonic()
+        if left > 0:
+            time.sleep(left)
+        with self.stats.lock:
+            self.stats.docs += n
         self._reply(b'{"errors":false,"took":1,"items":[' + items + b"]}")
 
     do_PUT = do_POST  # noqa: N815 - http.server dispatches on this name
@@ -84,9 +153,14 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--delay", type=float, default=0.0, help="answer each _bulk this many seconds late")
+    parser.add_argument("--reject-beyond", type=int, default=None, help="429 a _bulk arriving while K are handled")
     args = parser.parse_args()
+    Handler.delay = args.delay
+    Handler.reject_beyond = args.reject_beyond
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    server.request_queue_size = 128
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -8,7 +8,7 @@ when each document arrives.  The shipper under test follows the file with its de
 report is p50/p99/max of arrival minus write time, and how many lines arrived (all must).
 
 Measured for amebo-logship, and for Fluent Bit (tail input, es output, Flush 1) in the same
-run when a ``fluent-bit`` binary is on PATH (skipped otherwise).
+run when its binary is found (see bench/fluent_bit.py; skipped otherwise).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from es_sink import Handler as SinkHandler  # bench/ is this script's directory
+import fluent_bit as fluent_bit_tool  # bench/ is this script's directory
+from es_sink import Handler as SinkHandler
 
 _W = re.compile(rb'"w":(\d+)')
 
@@ -141,26 +142,9 @@ def amebo_logship(log: Path, url: str, work: Path) -> subprocess.Popen[bytes]:
 
 
 def fluent_bit(log: Path, url: str, work: Path) -> subprocess.Popen[bytes]:
-    port = url.rsplit(":", 1)[1]
-    conf = work / "fluent-bit.conf"
-    conf.write_text(f"""[SERVICE]
-    Flush 1
-    Log_Level error
-[INPUT]
-    Name tail
-    Path {log}
-    Read_from_Head true
-    Refresh_Interval 1
-[OUTPUT]
-    Name es
-    Match *
-    Host 127.0.0.1
-    Port {port}
-    Suppress_Type_Name On
-    Index logs-amebo-default
-""")
+    conf = fluent_bit_tool.write_config(work / "fluent-bit", log, int(url.rsplit(":", 1)[1]), tuned=False)
     return subprocess.Popen(
-        [shutil.which("fluent-bit") or "fluent-bit", "-c", str(conf)],
+        [fluent_bit_tool.find() or "fluent-bit", "-c", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -174,10 +158,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="follow-latency-"))
     try:
         results = {"amebo-logship": run_one("amebo-logship", amebo_logship, work, args.rate, args.seconds)}
-        if shutil.which("fluent-bit"):
+        if fluent_bit_tool.find():
             results["fluent-bit"] = run_one("fluent-bit", fluent_bit, work, args.rate, args.seconds)
         else:
-            print("fluent-bit is not on PATH: its row is skipped")
+            print("fluent-bit not found ($FLUENT_BIT, PATH, ../shared/tools): its row did not run")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(f"{args.rate} lines/s for {args.seconds:g}s; latency = acknowledgement time - write time")

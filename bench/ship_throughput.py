@@ -1,8 +1,10 @@
-"""Shipping throughput: ``amebo-logship ship --once`` against a plain streaming_bulk loop.
+"""Shipping throughput: ``amebo-logship ship --once`` against a plain streaming_bulk loop, and
+against Fluent Bit behind a cluster that answers late or pushes back.
 
     python bench/ship_throughput.py [--lines 1000000] [--growth-lines 4000000] [--keep DIR]
+                                    [--delays 0,0.1,0.5] [--reject-beyond 3] [--no-fluent-bit]
 
-1. Writes a file of realistic Amebo records (about 320 bytes each) with amebo_logging.
+1. Writes a file of realistic Amebo records (about 345 bytes each) with amebo_logging.
 2. Starts bench/es_sink.py, which answers ``_bulk`` like Elasticsearch and stores nothing.
 3. In the same run, as separate processes measured with ``wait4`` (CPU seconds, peak RSS):
    * ``amebo-logship ship FILE --once`` (lines validated as JSON, metadata fields added,
@@ -11,22 +13,31 @@
      otherwise.
 4. Ships the same records as a container's Docker json-file log (each line wrapped as
    ``{"log": ..., "stream": ..., "time": ...}``, the long ones split at 16 KiB as Docker does,
-   under ``containers/<id>/<id>-json.log`` with its ``config.v2.json``), ``--format docker``:
-   the cost of unwrapping, joining and adding the container's metadata (target: under 30%).
-5. Prints docs/s, MB/s, CPU seconds and peak RSS for each, and the ratios; then ships a file
+   under ``containers/<id>/<id>-json.log`` with its ``config.v2.json``), ``--format docker``.
+5. **The network's speed**: for each ``--delays`` D, a sink that answers every bulk D seconds
+   late (a distant or busy cluster), amebo-logship with its defaults and Fluent Bit 5.1 tuned
+   (bench/fluent_bit.py), same file, same sink: docs/s, CPU and peak RSS of each, and ratios.
+   Then a sink that answers 429 to any bulk arriving while ``--reject-beyond`` K are being
+   handled (each taking 0.05 s): every line must arrive once, and few requests be refused.
+6. Prints docs/s, MB/s, CPU seconds and peak RSS for each, and the ratios; then ships a file
    of ``--growth-lines`` lines to show whether peak RSS grows with the file (0 skips it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import fluent_bit  # bench/ is this script's directory
 
 HERE = Path(__file__).resolve().parent
 ACTIONS = ("user.created", "user.deleted", "order.paid", "invoice.sent", "stock.low", "account.closed")
@@ -128,11 +139,110 @@ def _count_lines(path: Path) -> int:
     return n
 
 
+class Sink:
+    """bench/es_sink.py in a process of its own, with its latency and push-back."""
+
+    def __init__(self, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "es_sink.py"), *extra], stdout=subprocess.PIPE, text=True
+        )
+        self.port = int(self.proc.stdout.readline().split()[1])  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(self.url + "/_sink/stats") as answer:
+            return json.loads(answer.read())
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def fluent_bit_run(binary: str, log: Path, sink: Sink, work: Path, lines: int) -> dict[str, float]:
+    """Fluent Bit, tuned, from the start of *log* until the sink has every line; then stopped."""
+    shutil.rmtree(work, ignore_errors=True)
+    conf = fluent_bit.write_config(work, log, sink.port)
+    before = sink.stats()["docs"]  # (the sink may have served amebo-logship already)
+    lines += before
+    started = time.perf_counter()
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = started + 600
+    while sink.stats()["docs"] < lines and time.perf_counter() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    wall = time.perf_counter() - started
+    proc.send_signal(signal.SIGTERM)
+    _, _, usage = os.wait4(proc.pid, 0)
+    got = sink.stats()["docs"]
+    if got < lines:
+        raise SystemExit(f"fluent-bit delivered {got - before} of {lines - before} lines")
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024, "out": ""}
+
+
+def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
+    """amebo-logship and Fluent Bit against a sink D seconds away, then against push-back."""
+    binary = None if args.no_fluent_bit else fluent_bit.find()
+    if binary is None:
+        print("fluent-bit not found ($FLUENT_BIT, PATH, ../shared/tools): its rows did not run")
+    print(
+        f"{'bulk latency':>12}  {'amebo-logship':>14} {'CPU s':>6} {'RSS MB':>7}   "
+        f"{'fluent-bit':>10} {'CPU s':>6} {'RSS MB':>7}   {'docs/s':>6} {'CPU':>5} {'RSS':>5}"
+    )
+    for delay in args.delays:
+        sink = Sink("--delay", str(delay))
+        try:
+            ours = ship(sink.url, data, work / "state-net")
+            assert sink.stats()["docs"] == args.lines, sink.stats()
+            theirs = fluent_bit_run(binary, data, sink, work / "fluent-bit", args.lines) if binary else None
+        finally:
+            sink.close()
+        line = f"{delay:>11g}s  {args.lines / ours['wall']:>14,.0f} {ours['cpu']:>6.2f} {ours['rss_mb']:>7.1f}   "
+        if theirs is not None:
+            line += (
+                f"{args.lines / theirs['wall']:>10,.0f} {theirs['cpu']:>6.2f} {theirs['rss_mb']:>7.1f}   "
+                f"{theirs['wall'] / ours['wall']:>5.2f}x {ours['cpu'] / theirs['cpu']:>5.2f} "
+                f"{ours['rss_mb'] / theirs['rss_mb']:>5.2f}"
+            )
+        print(line)
+    k = args.reject_beyond
+    sink = Sink("--delay", "0.05", "--reject-beyond", str(k))
+    try:
+        ours = ship(sink.url, data, work / "state-429")
+        stats = sink.stats()
+    finally:
+        sink.close()
+    share = stats["rejected"] / max(1, stats["requests"])
+    once = "each once" if stats["docs"] == args.lines else "NOT each once"
+    print(
+        f"429 beyond {k} in flight (each bulk 0.05 s): amebo-logship {args.lines / ours['wall']:,.0f} docs/s, "
+        f"{stats['docs']:,} of {args.lines:,} lines arrived ({once})"
+        f", {stats['rejected']} of {stats['requests']} requests refused ({100 * share:.1f}%; target <= 10%), "
+        f"at most {stats['max_active']} handled at once"
+    )
+    if binary:
+        sink = Sink("--delay", "0.05", "--reject-beyond", str(k))
+        try:
+            theirs = fluent_bit_run(binary, data, sink, work / "fluent-bit", args.lines)
+            stats = sink.stats()
+        finally:
+            sink.close()
+        print(
+            f"429 beyond {k} in flight: fluent-bit {args.lines / theirs['wall']:,.0f} docs/s, "
+            f"{stats['rejected']} of {stats['requests']} requests refused "
+            f"({100 * stats['rejected'] / max(1, stats['requests']):.1f}%)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--growth-lines", type=int, default=4_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="Work in this directory and keep its files.")
+    parser.add_argument(
+        "--delays", type=lambda v: [float(x) for x in v.split(",") if x], default=[0.0, 0.1, 0.5],
+        help="Bulk latencies (seconds) of the network rows, comma-separated ('' skips them).",
+    )  # fmt: skip
+    parser.add_argument("--reject-beyond", type=int, default=3)
+    parser.add_argument("--no-fluent-bit", action="store_true", help="Skip Fluent Bit's rows.")
     args = parser.parse_args()
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="amebo-ship-bench-"))
@@ -166,8 +276,18 @@ def main() -> None:
     finally:
         sink.terminate()
         sink.wait()
+    try:
+        report(args, data, work, mean, megabytes, ours, docker, docker_mb, theirs, growth)
+        if args.delays:
+            print()
+            network_rows(args, data, work)
+    finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def report(args, data, work, mean, megabytes, ours, docker, docker_mb, theirs, growth) -> None:
+    """The first table: amebo-logship, its Docker path and streaming_bulk, against a sink at once."""
 
     def row(name: str, m: dict[str, float], lines: int, mb: float) -> str:
         return (

@@ -503,7 +503,8 @@ class Store:
 
 
 class FakeElasticsearch:
-    """The server: ``with FakeElasticsearch() as es: es.url``."""
+    """The server: ``with FakeElasticsearch() as es: es.url``.  ``FakeElasticsearch(node_of=es)``
+    is another node of *es*'s cluster: its own address, faults and counters, the same data."""
 
     def __init__(
         self,
@@ -514,9 +515,10 @@ class FakeElasticsearch:
         privileges: bool = True,
         builtin_logs_template: bool = True,
         version: str = VERSION,
+        node_of: FakeElasticsearch | None = None,
     ) -> None:
         self.version = version
-        self.store = Store(builtin_logs_template, version)
+        self.store = node_of.store if node_of is not None else Store(builtin_logs_template, version)
         self.faults = Faults()
         self.credentials = (username, password) if username else None
         self.api_key = api_key
@@ -528,6 +530,17 @@ class FakeElasticsearch:
         self.too_large_style = "elasticsearch"  # or "proxy": nginx's HTML page
         self.bulk_requests = 0
         self.gzip_requests = 0
+        # Indexing pressure, as a cluster under load shows it: each _bulk answered this many
+        # seconds late (a number, or a function giving one per request: completions then come
+        # back out of order), and a _bulk arriving while max_concurrent_bulk are being handled
+        # refused with 429 es_rejected_execution_exception, as Elasticsearch's coordinating
+        # limit refuses it.
+        self.bulk_delay: float | Callable[[], float] = 0.0
+        self.max_concurrent_bulk: int | None = None
+        self.bulk_active = 0
+        self.max_bulk_active = 0
+        self.rejected_bulk = 0
+        self._pressure = threading.Lock()
         self._sock: socket.socket | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -576,6 +589,25 @@ class FakeElasticsearch:
             self.start()
 
     # --- faults --------------------------------------------------------------------------
+    def admit_bulk(self) -> bool:
+        """Whether a _bulk arriving now is taken (False: refused, over max_concurrent_bulk)."""
+        with self._pressure:
+            if self.max_concurrent_bulk is not None and self.bulk_active >= self.max_concurrent_bulk:
+                self.rejected_bulk += 1
+                return False
+            self.bulk_active += 1
+            self.max_bulk_active = max(self.max_bulk_active, self.bulk_active)
+            return True
+
+    def bulk_answered_late(self) -> None:
+        delay = self.bulk_delay() if callable(self.bulk_delay) else self.bulk_delay
+        if delay > 0:
+            time.sleep(delay)
+
+    def bulk_done(self) -> None:
+        with self._pressure:
+            self.bulk_active -= 1
+
     def fail_requests(self, *statuses: int) -> None:
         """Answer the next ``_bulk`` requests with these statuses, one each, in order."""
         with self.store.lock:
@@ -744,10 +776,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return
         if self.es.faults.delay:
             time.sleep(self.es.faults.delay)
+        is_bulk = path.rstrip("/").endswith("/_bulk") and method in ("POST", "PUT")
+        if is_bulk and not self.es.admit_bulk():
+            self._send(429, EsError(429, "es_rejected_execution_exception", REJECTED_COORDINATING).body())
+            return
         try:
-            status, out = _route(self.es, method, path, query, body)
-        except EsError as err:
-            status, out = err.status, err.body()
+            try:
+                status, out = _route(self.es, method, path, query, body)
+            except EsError as err:
+                status, out = err.status, err.body()
+            if is_bulk:
+                self.es.bulk_answered_late()
+        finally:
+            if is_bulk:
+                self.es.bulk_done()
         if out is not None and status < 300:
             out = apply_filter_path(out, query.get("filter_path"))
         self._send(status, None if method == "HEAD" else out)
@@ -989,6 +1031,12 @@ def _ilm(store: Store, name: str, method: str, body: bytes) -> tuple[int, Any]:
     return 200, {name: store.ilm_policies[name]}
 
 
+REJECTED_COORDINATING = (
+    "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
+    "replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, max_coordinating_and_primary_bytes=0]"
+)
+
+
 def _bulk(es: FakeElasticsearch, default_target: str | None, body: bytes, query: dict[str, str]) -> tuple[int, Any]:
     started = time.perf_counter()
     store = es.store
@@ -997,13 +1045,7 @@ def _bulk(es: FakeElasticsearch, default_target: str | None, body: bytes, query:
         if es.faults.request_failures:
             status = es.faults.request_failures.pop(0)
             if status == 429:
-                raise EsError(
-                    429,
-                    "es_rejected_execution_exception",
-                    "rejected execution of coordinating operation [coordinating_and_primary_bytes=0, "
-                    "replica_bytes=0, all_bytes=0, coordinating_operation_bytes=1, "
-                    "max_coordinating_and_primary_bytes=0]",
-                )
+                raise EsError(429, "es_rejected_execution_exception", REJECTED_COORDINATING)
             raise EsError(
                 status,
                 "unavailable_shards_exception" if status == 503 else "internal_server_error",

@@ -129,6 +129,7 @@ def test_status_table_and_json(es, ship_dir):
     }
     assert row["file"] == str(ship_dir / "app.log") and row["lag_bytes"] == len(record(10))
     assert row["offset"] == sum(len(record(i)) for i in range(10)) and row["last_delivery"]
+    assert found["shipping"] is None  # no shipper runs on it now
     code, out, _ = run_ship(["status", "--state-dir", state])
     assert code == 0
     assert out.splitlines()[0].split() == ["FILE", "ID", "OFFSET", "SIZE", "LAG", "LAST", "DELIVERY"]
@@ -150,6 +151,7 @@ def test_status_table_and_json(es, ship_dir):
             "last_failure_store": None,
             "last_dead_letter": None,
         },
+        "shipping": None,
     }
 
 

@@ -18,6 +18,7 @@ from amebo_logging.ship.items import Chunk, Released, Source
 from amebo_logging.ship.offsets import Ack, Offsets
 from amebo_logging.ship.state import StateError, StateStore, describe_sqlite_error
 
+from .mock_transport import MockTransport, accepted
 from .reading import Reading, open_new
 
 
@@ -66,7 +67,7 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
     docs = []
     for batch in batches:
         assert len(batch) <= batch_size
-        body = batch.body()
+        body = batch.body
         ops = body.split(b"\n")
         assert ops[-1] == b"" and len(ops) == 2 * len(batch) + 1
         for i, (action, src_line) in enumerate(zip(ops[0:-1:2], ops[1:-1:2], strict=True)):
@@ -84,13 +85,14 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
 
 def test_settled_ends_stop_at_the_first_unsettled_line_of_each_file():
     a, b = source(uid="a" * 16), source(path="/b.log", uid="b" * 16)
-    batch = Batch()
-    for src, off in ((a, 0), (b, 0), (a, 10), (b, 10), (a, 20)):
-        batch.ops.append(b"x")
-        batch.sources.append(src)
-        batch.offsets.append(off)
-        batch.ends.append(off + 10)
-    batch.source_ends = {a.uid: 35, b.uid: 20}  # a has an empty line after its last document
+    docs = ((a, 0), (b, 0), (a, 10), (b, 10), (a, 20))
+    batch = Batch(  # a has an empty line after its last document
+        [b"x"] * 5,
+        [src for src, _ in docs],
+        [off for _, off in docs],
+        [off + 10 for _, off in docs],
+        {a.uid: 35, b.uid: 20},
+    )
     assert batch.settled_ends(bytearray([1, 1, 1, 1, 1])) == {a.uid: (35, True), b.uid: (20, True)}
     assert batch.settled_ends(bytearray([1, 1, 0, 1, 1])) == {a.uid: (10, False), b.uid: (20, True)}
     assert batch.settled_ends(bytearray([0, 0, 1, 1, 1])) == {a.uid: (0, False), b.uid: (0, False)}
@@ -367,9 +369,8 @@ def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
     from amebo_logging import get_logger
     from amebo_logging.ship.shipper import ShipOptions, Shipper
 
-    class BrokenClient:
-        def bulk(self, **kwargs):
-            raise RuntimeError("a bug in the sender")
+    def broken(request):
+        raise RuntimeError("a bug in the sender")
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -377,7 +378,7 @@ def test_a_crashed_sender_stops_the_run_instead_of_hanging(tmp_path):
     options = ShipOptions(
         patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", batch_size=5, max_in_flight=1, once=True
     )
-    shipper = Shipper(options, BrokenClient(), get_logger("test"))
+    shipper = Shipper(options, lambda: MockTransport(broken), get_logger("test"))
     with pytest.raises(RuntimeError, match="sending thread stopped unexpectedly"):
         shipper.run()
 
@@ -393,11 +394,9 @@ def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interva
 
     sent: list[float] = []
 
-    class ScriptedClient:  # the transport seam: answers like Elasticsearch, records when
-        def bulk(self, *, operations, index, filter_path=None):
-            sent.append(time.monotonic())
-            n = operations.count(b"\n") // 2
-            return type("Answer", (), {"body": {"errors": False, "items_count": n}})()
+    def scripted(request):  # the transport seam: answers like Elasticsearch, records when
+        sent.append(time.monotonic())
+        return accepted(request)
 
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -406,7 +405,7 @@ def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interva
     options = ShipOptions(
         patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", flush_interval=30.0, scan_interval=0.05
     )
-    shipper = Shipper(options, ScriptedClient(), get_logger("test"))
+    shipper = Shipper(options, lambda: MockTransport(scripted), get_logger("test"))
     runner = threading.Thread(target=shipper.run)
     runner.start()
     try:

@@ -14,13 +14,16 @@ joined from the runtime's parts; its document also gets the container's metadata
 :class:`~.items.Source`), ``stream``, and the runtime's time as ``@timestamp`` when the line
 has none.  Its ``log.offset`` and ``_id`` are those of its first part in the outer file.
 
-A :class:`Batch` is a value: once emitted nothing changes it, and it refers to its files only
-by :class:`~.items.Source` (id and path), never by anything the reader still owns.
+A :class:`Batch` is a value, frozen when it is emitted: one request body and per-document
+arrays, referring to its files only by :class:`~.items.Source` (id and path), never by
+anything the reader still owns.  Holding the body once (not an object per document) is what
+keeps many batches in flight cheap in memory.
 """
 
 from __future__ import annotations
 
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,38 +77,102 @@ class ReadStats:
     truncated: int = 0
 
 
-@dataclass(eq=False)
 class Batch:
-    """Documents ready to send, with what is needed to acknowledge and dead-letter each."""
+    """Documents ready to send, with what is needed to acknowledge and dead-letter each: a
+    value, frozen when the batcher emits it.
 
-    ops: list[bytes] = field(default_factory=list)  # per document: its action line and source line
-    sources: list[Source] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    ends: list[int] = field(default_factory=list)  # offset just past each line's newline
-    source_ends: dict[str, int] = field(default_factory=dict)  # per uid: read end, empty lines included
-    stamped: dict[int, int] = field(default_factory=dict)  # doc -> bytes of the @timestamp the shipper added
-    originals: dict[int, bytes] = field(default_factory=dict)  # doc -> its line, where the doc was rebuilt
-    nbytes: int = 0
-    seq: int = 0
-    created: float = field(default_factory=time.monotonic)
+    The documents' operations (action line and source line each) are kept as one body, the
+    request as it is sent: a retry or a split sends slices of it.  Per document: its file
+    generation (:class:`~.items.Source`), its offset and the offset just past its line."""
+
+    __slots__ = (
+        "_n",
+        "_starts",
+        "body",
+        "created",
+        "ends",
+        "offsets",
+        "originals",
+        "source_ends",
+        "sources",
+        "stamped",
+    )
+
+    body: bytes
+    _n: int
+    _starts: array[int] | None  # where each operation starts in the body (found when first needed)
+    sources: tuple[Source, ...]
+    offsets: array[int]
+    ends: array[int]
+    source_ends: dict[str, int]
+    stamped: dict[int, int]
+    originals: dict[int, bytes]
+    created: float
+
+    def __init__(
+        self,
+        ops: list[bytes],
+        sources: list[Source],
+        offsets: list[int],
+        ends: list[int],
+        source_ends: dict[str, int],
+        stamped: dict[int, int] | None = None,
+        originals: dict[int, bytes] | None = None,
+        created: float | None = None,
+    ) -> None:
+        set_ = object.__setattr__
+        set_(self, "body", b"".join(ops))
+        set_(self, "_n", len(ops))
+        set_(self, "_starts", None)
+        set_(self, "sources", tuple(sources))
+        set_(self, "offsets", array("q", offsets))
+        set_(self, "ends", array("q", ends))
+        set_(self, "source_ends", dict(source_ends))  # per uid: read end, empty lines included
+        set_(self, "stamped", stamped or {})  # doc -> bytes of the @timestamp the shipper added
+        set_(self, "originals", originals or {})  # doc -> its line, where the doc was rebuilt
+        set_(self, "created", time.monotonic() if created is None else created)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"a Batch is a value: {name} cannot be changed")
 
     def __len__(self) -> int:
-        return len(self.ops)
+        return self._n
+
+    def _op_starts(self) -> array[int]:
+        """Where each operation starts in the body, and where the body ends: every operation is
+        two lines (its action and its source, one JSON object each, with no raw newline in
+        either), so the operations start after every second newline.  Found on first use only
+        (a retry, a split, a dead letter): the common batch never needs it."""
+        starts = self._starts
+        if starts is None:
+            body = self.body
+            starts = array("q", [0])
+            at = -1
+            for _ in range(self._n):
+                at = body.index(b"\n", body.index(b"\n", at + 1) + 1)
+                starts.append(at + 1)
+            object.__setattr__(self, "_starts", starts)
+        return starts
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.body)
 
     def op(self, i: int) -> bytes:
         """Document *i*'s bulk operation: its action line and its source line."""
-        return self.ops[i]
+        starts = self._op_starts()
+        return self.body[starts[i] : starts[i + 1]]
 
-    def body(self, indices: list[int] | None = None) -> bytes:
+    def body_of(self, indices: list[int] | None = None) -> bytes:
         """The bulk request body for all documents, or for those at *indices*."""
-        if indices is None:
-            return b"".join(self.ops)
-        ops = self.ops
-        return b"".join([ops[i] for i in indices])
+        if indices is None or len(indices) == len(self):
+            return self.body
+        body, starts = self.body, self._op_starts()
+        return b"".join([body[starts[i] : starts[i + 1]] for i in indices])
 
     def document_id(self, i: int) -> str:
         """Document *i*'s ``_id``, from its action line."""
-        action = orjson.loads(self.ops[i].split(b"\n", 1)[0])
+        action = orjson.loads(self.op(i).split(b"\n", 1)[0])
         return str(next(iter(action.values()))["_id"])
 
     def original_line(self, i: int) -> bytes:
@@ -113,7 +180,7 @@ class Batch:
         found = self.originals.get(i)
         if found is not None:
             return found
-        source = self.ops[i].split(b"\n", 2)[1]
+        source = self.op(i).split(b"\n", 2)[1]
         k = source.index(b",", source.index(_OFFSET_KEY) + len(_OFFSET_KEY))
         rest = source[k + 1 :]
         return b"{" + rest[self.stamped.get(i, 0) :]
@@ -143,6 +210,33 @@ class Batch:
             else:
                 out[uid] = (end, True)
         return out
+
+
+@dataclass(eq=False)
+class _Filling:
+    """The batch being filled: the batcher's own, never handed out."""
+
+    ops: list[bytes] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    ends: list[int] = field(default_factory=list)
+    source_ends: dict[str, int] = field(default_factory=dict)
+    stamped: dict[int, int] = field(default_factory=dict)
+    originals: dict[int, bytes] = field(default_factory=dict)
+    nbytes: int = 0
+    created: float = field(default_factory=time.monotonic)
+
+    def freeze(self) -> Batch:
+        return Batch(
+            self.ops,
+            self.sources,
+            self.offsets,
+            self.ends,
+            self.source_ends,
+            self.stamped,
+            self.originals,
+            self.created,
+        )
 
 
 def _safe_text(raw: bytes) -> str:
@@ -183,7 +277,7 @@ class Batcher:
         self.batch_bytes = batch_bytes
         self.max_line_bytes = max_line_bytes
         self.stats = stats
-        self.batch = Batch()
+        self.batch = _Filling()
         self._path_cache: dict[tuple[str, bytes], bytes] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
         self._container_probe = msgspec.json.Decoder(_ContainerProbe).decode
@@ -215,8 +309,8 @@ class Batcher:
     def flush(self) -> None:
         """Emit the batch being filled, if it has anything."""
         if self.pending():
-            batch, self.batch = self.batch, Batch()
-            self._emit(batch)
+            filled, self.batch = self.batch, _Filling()
+            self._emit(filled.freeze())
 
     def add(self, item: Chunk | LongLine | Framed) -> None:
         if isinstance(item, Chunk):

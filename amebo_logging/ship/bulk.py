@@ -1,5 +1,7 @@
-"""The bulk sender: one batch at a time, read item by item, until every item is settled or
-the run cannot go on.  Its result is a value (:class:`Outcome`), never a change to shared state.
+"""The bulk sender: one batch, read item by item, until every item is settled or the run cannot
+go on.  Everything it learns leaves it as values: an :class:`Attempt` per request, reported as
+it happens (through *report*), and the batch's :class:`Outcome` at the end.  It changes no
+shared state; the shipper's loop alone adds the values up (:class:`DeliveryStats`).
 
 Two kinds of "permanent", kept apart:
 
@@ -30,9 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from elasticsearch import ApiError, Elasticsearch, TransportError
-
 from .batch import Batch
+from .transport import Answer, BulkTransport
 
 __all__ = [
     "DEAD_LETTERED",
@@ -40,6 +41,7 @@ __all__ = [
     "DUPLICATE",
     "DURATION_BUCKETS",
     "FAILURE_STORE",
+    "Attempt",
     "Backoff",
     "BulkSender",
     "DeliveryStats",
@@ -47,8 +49,6 @@ __all__ = [
     "Outcome",
     "PermanentFailures",
 ]
-
-FILTER_PATH = "errors,items.*.status,items.*.error,items.*.failure_store"
 
 #: Upper bounds (seconds) of the bulk request duration histogram.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -92,7 +92,14 @@ _COUNTED = {
 }
 
 
-@dataclass
+def _counts(settled: bytearray, indices: list[int] | None = None) -> dict[str, int]:
+    """How many documents were settled each way (only the ways that happened)."""
+    codes = settled if indices is None else bytes(settled[i] for i in indices)
+    found = {name: codes.count(code) for code, name in _COUNTED.items()}
+    return {name: n for name, n in found.items() if n}
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What became of one batch: per document 0 (not settled) or how it was settled
     (:data:`DELIVERED`, :data:`FAILURE_STORE`, :data:`DEAD_LETTERED`, :data:`DUPLICATE`),
@@ -102,14 +109,37 @@ class Outcome:
     fatal: Fatal | None = None
 
     def counts(self) -> dict[str, int]:
-        """How many documents were settled each way (only the ways that happened)."""
-        found = {name: self.settled.count(code) for code, name in _COUNTED.items()}
-        return {name: n for name, n in found.items() if n}
+        return _counts(self.settled)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One bulk request and what it did, reported as it happens.
+
+    *seconds* is its round-trip time; *status* the HTTP status (None: no answer); *ok* whether
+    the cluster answered it 2xx; *retries* how many retries it caused, by cause (the request,
+    or its items); *settled* how many documents it settled each way; *pressure* whether the
+    cluster pushed back (429, 503, a timeout): the concurrency limit goes down; *failure*
+    (kind, reason) when the request itself failed (kind ``auth``, ``http`` or ``connection``);
+    *node* the node that answered, *unreachable* the nodes skipped on the way (with why)."""
+
+    seconds: float
+    at: float
+    status: int | None
+    ok: bool
+    retries: dict[str, int] = field(default_factory=dict)
+    settled: dict[str, int] = field(default_factory=dict)
+    pressure: bool = False
+    too_large: int = 0
+    failure: tuple[str, str] | None = None
+    node: str = ""
+    unreachable: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
 class DeliveryStats:
-    """Counts kept by the sending thread (the only writer); others read copies."""
+    """The delivery counts of a run, added up from :class:`Attempt` values by the shipper's
+    loop alone; others read copies (in snapshots)."""
 
     delivered: int = 0  # indexed (failure-store documents are not counted here)
     duplicates: int = 0
@@ -124,13 +154,31 @@ class DeliveryStats:
     last_ok: float | None = None  # wall-clock time of the last request Elasticsearch answered 2xx
     last_failure: tuple[float, str, str] | None = None  # (time, kind, reason) of the last failed request
 
-    def observe(self, seconds: float) -> None:
+    def add(self, a: Attempt) -> None:
+        """Count one request."""
         self.bulk_requests += 1
-        self.bulk_seconds_sum += seconds
+        self.bulk_seconds_sum += a.seconds
         for i, bound in enumerate(DURATION_BUCKETS):
-            if seconds <= bound:
+            if a.seconds <= bound:
                 self.bulk_buckets[i] += 1
                 break
+        for cause, n in a.retries.items():
+            self.retries[cause] = self.retries.get(cause, 0) + n
+        for name, n in a.settled.items():
+            setattr(self, name, getattr(self, name) + n)
+        if a.settled:
+            self.last_delivery = a.at
+        self.too_large += a.too_large
+        if a.ok:
+            self.last_ok = a.at
+        if a.failure is not None:
+            self.last_failure = (a.at, *a.failure)
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last request failed (Elasticsearch is unreachable or refusing now)."""
+        failure = self.last_failure
+        return failure is not None and (self.last_ok is None or failure[0] > self.last_ok)
 
     def copy(self) -> DeliveryStats:
         """A copy for readers in other threads."""
@@ -176,36 +224,27 @@ def _error_reason(error: Any) -> str:
     return str(error)
 
 
-@dataclass
-class _Answer:
-    """One bulk request's answer: the body on 2xx, else the status (None: no answer) and why."""
-
-    body: dict[str, Any] | None
-    status: int | None = None
-    reason: str = ""
-    error_type: str = ""
-
-
 class BulkSender:
-    """Sends batches to *target* (a data stream or an index) with ``create`` operations."""
+    """Sends batches to *target* (a data stream or an index) with ``create`` operations, over
+    its own *transport*.  Used by one thread; *report* gets an :class:`Attempt` per request."""
 
     def __init__(
         self,
-        client: Elasticsearch,
+        transport: BulkTransport,
         target: str,
         dead_letter: PermanentFailures,
         *,
-        stats: DeliveryStats,
+        report: Callable[[Attempt], None],
         backoff: Backoff,
         hard_stop: threading.Event,
         on_problem: Callable[[str, str, dict[str, Any]], None],
         give_up_after: float | None = None,
         where: str = "",
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.target = target
         self.dead_letter = dead_letter
-        self.stats = stats
+        self.report = report
         self.backoff = backoff
         self.hard_stop = hard_stop
         self.on_problem = on_problem  # (level, event, fields)
@@ -213,28 +252,48 @@ class BulkSender:
         self.where = where  # the cluster's URLs, for messages
         self.max_body: int | None = None  # learned from 413s
         self._failing_since: float | None = None
+        self._last_failure = "no answer"
 
     # --- one request -----------------------------------------------------------------------
-    def _request(self, body: bytes) -> _Answer:
+    def _request(self, body: bytes) -> tuple[Answer, float]:
         started = time.perf_counter()
-        try:
-            # a ready NDJSON body, passed through as it is (see connection._BulkBodySerializer)
-            resp = self.client.bulk(operations=body, index=self.target, filter_path=FILTER_PATH)  # type: ignore[arg-type]
-            self.stats.last_ok = time.time()
+        answer = self.transport.send(body, self.target)
+        seconds = time.perf_counter() - started
+        if answer.body is not None:
             self._failing_since = None
-            return _Answer(resp.body)
-        except ApiError as exc:
-            error = exc.body.get("error") if isinstance(exc.body, dict) else None
-            reason = f"HTTP {exc.status_code} {_error_reason(error) if error else exc.message}"
-            kind = "auth" if exc.status_code in (401, 403) else "http"
-            self.stats.last_failure = (time.time(), kind, reason)
-            return _Answer(None, exc.status_code, reason, _error_type(error))
-        except TransportError as exc:
-            reason = f"{type(exc).__name__}: {exc.message}"
-            self.stats.last_failure = (time.time(), "connection", reason)
-            return _Answer(None, None, reason)
-        finally:
-            self.stats.observe(time.perf_counter() - started)
+        else:
+            self._last_failure = answer.reason
+        return answer, seconds
+
+    def _report(
+        self,
+        answer: Answer,
+        seconds: float,
+        *,
+        retries: dict[str, int] | None = None,
+        settled: dict[str, int] | None = None,
+        too_large: int = 0,
+    ) -> None:
+        failure = None
+        if answer.body is None and answer.status != 413:
+            kind = "auth" if answer.status in (401, 403) else ("connection" if answer.status is None else "http")
+            failure = (kind, answer.reason)
+        pressure = answer.timeout or answer.status in (429, 503) or bool(retries and retries.get("429"))
+        self.report(
+            Attempt(
+                seconds,
+                time.time(),
+                answer.status,
+                answer.body is not None,
+                retries or {},
+                settled or {},
+                pressure,
+                too_large,
+                failure,
+                answer.node,
+                answer.unreachable,
+            )
+        )
 
     def _wait(self) -> bool:
         """Back off; False when the hard stop, or the give-up deadline, came first."""
@@ -251,11 +310,10 @@ class BulkSender:
             return None
         if time.monotonic() - self._failing_since < self.give_up_after:
             return None
-        last = self.stats.last_failure[2] if self.stats.last_failure else "no answer"
         return Fatal(
             "unreachable",
             f"Elasticsearch at {self.where or 'the given --es-url'} did not accept "
-            f"documents for {self.give_up_after:g}s (last: {last}); nothing is lost: run "
+            f"documents for {self.give_up_after:g}s (last: {self._last_failure}); nothing is lost: run "
             "again to resume (or raise --give-up-after)",
         )
 
@@ -267,14 +325,14 @@ class BulkSender:
         work: deque[list[int]] = deque([list(range(n))]) if n else deque()
         while work:
             group = work.popleft()
-            body = batch.body() if len(group) == n else batch.body(group)
+            body = batch.body_of(group)
             if self.max_body is not None and len(body) > self.max_body and len(group) > 1:
                 half = len(group) // 2
                 work.extendleft([group[half:], group[:half]])
                 continue
-            answer = self._request(body)
+            answer, seconds = self._request(body)
             if answer.body is None:
-                go_on, fatal = self._request_failed(batch, group, answer, len(body), settled, work)
+                go_on, fatal = self._request_failed(batch, group, answer, seconds, len(body), settled, work)
                 if not go_on:
                     return Outcome(settled, fatal)
                 continue
@@ -283,12 +341,11 @@ class BulkSender:
             if count == len(group) and answer.body.get("errors") is False and items is None:  # the usual answer
                 for i in group:
                     settled[i] = DELIVERED
-                self.stats.delivered += len(group)
-                self.stats.last_delivery = time.time()
+                self._report(answer, seconds, settled={"delivered": len(group)})
                 self.backoff.reset()
                 continue
             if count != len(group) or items is None:
-                self.stats.retries["other"] += 1
+                self._report(answer, seconds, retries={"other": 1})
                 self.on_problem(
                     "warning",
                     "bulk_request_failed",
@@ -302,7 +359,8 @@ class BulkSender:
                     return Outcome(settled, self._gave_up())
                 work.appendleft(group)
                 continue
-            retry, fatal = self._settle_items(batch, group, items, settled)
+            retry, retries, fatal = self._settle_items(batch, group, items, settled)
+            self._report(answer, seconds, retries=retries, settled=_counts(settled, group))
             if fatal is not None:
                 return Outcome(settled, fatal)
             if retry:
@@ -315,17 +373,26 @@ class BulkSender:
         return Outcome(settled)
 
     def _request_failed(
-        self, batch: Batch, group: list[int], answer: _Answer, size: int, settled: bytearray, work: deque[list[int]]
+        self,
+        batch: Batch,
+        group: list[int],
+        answer: Answer,
+        seconds: float,
+        size: int,
+        settled: bytearray,
+        work: deque[list[int]],
     ) -> tuple[bool, Fatal | None]:
         """Handle a request Elasticsearch (or a proxy) did not answer 2xx: (go on?, why not)."""
         status = answer.status
         if status == 401:
+            self._report(answer, seconds)
             return False, Fatal(
                 "credentials",
                 f"Elasticsearch at {self.where} refused the credentials (HTTP 401): check "
                 "--api-key (AMEBO_LOGSHIP_API_KEY) or --username/--password",
             )
         if status == 403 and answer.error_type == "security_exception":
+            self._report(answer, seconds)
             return False, Fatal(
                 "privileges",
                 f"Elasticsearch refused to write to {self.target} ({answer.reason}): grant "
@@ -333,14 +400,16 @@ class BulkSender:
                 "(or on logs-amebo-*) to these credentials",
             )
         if status == 413:
-            self._too_large(batch, group, size, settled, work)
+            dead = self._too_large(batch, group, size, settled, work)
+            self._report(answer, seconds, settled=_counts(settled, dead) if dead else None, too_large=len(dead))
             return True, None
         if answer.error_type in _TARGET_ERRORS or status == 404:
+            self._report(answer, seconds)
             return False, Fatal("target", f"Elasticsearch refused the target {self.target}: {answer.reason}")
         if self._failing_since is None:
             self._failing_since = time.monotonic()
         cause = _cause(status)
-        self.stats.retries[cause] += 1
+        self._report(answer, seconds, retries={cause: 1})
         self.on_problem(
             "error" if status in (400, 403, 404) else "warning",
             "bulk_request_failed",
@@ -351,8 +420,11 @@ class BulkSender:
         work.appendleft(group)
         return True, None
 
-    def _too_large(self, batch: Batch, group: list[int], size: int, settled: bytearray, work: deque[list[int]]) -> None:
-        """HTTP 413: split the request; a single document over the limit is dead-lettered."""
+    def _too_large(
+        self, batch: Batch, group: list[int], size: int, settled: bytearray, work: deque[list[int]]
+    ) -> list[int]:
+        """HTTP 413: split the request; a single document over the limit is dead-lettered (its
+        index is returned, when it was)."""
         limit = size - 1
         if self.max_body is None or limit < self.max_body:
             self.max_body = limit
@@ -369,21 +441,22 @@ class BulkSender:
         if len(group) > 1:
             half = len(group) // 2
             work.extendleft([group[half:], group[:half]])
-            return
+            return []
         [i] = group
-        self.stats.too_large += 1
         error = {
             "type": "request_entity_too_large",
             "reason": f"this document alone is a {size}-byte request, more than the server accepts (HTTP 413)",
         }
         self._dead_letter(batch, [(i, 413, error)], settled, work)
+        return [i] if settled[i] else []
 
     def _settle_items(
         self, batch: Batch, group: list[int], items: list[Any], settled: bytearray
-    ) -> tuple[list[int], Fatal | None]:
+    ) -> tuple[list[int], dict[str, int], Fatal | None]:
+        """Settle what the items say; (documents to retry, retries by cause, why the run stops)."""
         retry: list[int] = []
+        retries: dict[str, int] = {}
         dead: list[tuple[int, int, Any]] = []
-        delivered = duplicates = 0
         in_failure_store: list[int] = []
         for i, item in zip(group, items, strict=True):
             result = next(iter(item.values())) if isinstance(item, dict) and item else {}
@@ -397,22 +470,29 @@ class BulkSender:
                     in_failure_store.append(i)
                 else:
                     settled[i] = DELIVERED
-                    delivered += 1
             elif status == 409:
                 settled[i] = DUPLICATE
-                duplicates += 1
             elif status == 403 and _error_type(error) == "security_exception":
-                return [], Fatal(
-                    "privileges",
-                    f"Elasticsearch refused to write to {self.target} "
-                    f"({_error_reason(error)}): grant the create_doc and auto_configure "
-                    f"index privileges on {self.target} to these credentials",
+                return (
+                    [],
+                    retries,
+                    Fatal(
+                        "privileges",
+                        f"Elasticsearch refused to write to {self.target} "
+                        f"({_error_reason(error)}): grant the create_doc and auto_configure "
+                        f"index privileges on {self.target} to these credentials",
+                    ),
                 )
             elif _error_type(error) in _TARGET_ERRORS:
-                return [], Fatal("target", f"Elasticsearch refused the target {self.target}: {_error_reason(error)}")
+                return (
+                    [],
+                    retries,
+                    Fatal("target", f"Elasticsearch refused the target {self.target}: {_error_reason(error)}"),
+                )
             elif status == 429 or status >= 500 or status in (0, 403, 408):
                 retry.append(i)
-                self.stats.retries[_cause(status or None)] += 1
+                cause = _cause(status or None)
+                retries[cause] = retries.get(cause, 0) + 1
                 if status == 403:
                     self.on_problem(
                         "error",
@@ -421,19 +501,14 @@ class BulkSender:
                     )
             else:
                 dead.append((i, status, error))
-        self.stats.delivered += delivered
-        self.stats.duplicates += duplicates
         if in_failure_store:
-            self.stats.failure_store += len(in_failure_store)
             self.on_problem(
                 "warning", "documents_in_failure_store", self._failure_store_fields(batch, in_failure_store)
             )
         if dead:
             self._dead_letter(batch, dead, settled, None, retry)
-        if delivered or duplicates or dead or in_failure_store:
-            self.stats.last_delivery = time.time()
         retry.sort()
-        return retry, None
+        return retry, retries, None
 
     def _failure_store_fields(self, batch: Batch, docs: list[int]) -> dict[str, Any]:
         """The record of documents Elasticsearch kept in the failure store: how many, the first
@@ -473,7 +548,6 @@ class BulkSender:
             return
         for i, _, _ in dead:
             settled[i] = DEAD_LETTERED
-        self.stats.dead_lettered += len(dead)
         self.on_problem(
             "warning",
             "documents_dead_lettered",

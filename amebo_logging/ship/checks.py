@@ -13,10 +13,10 @@ from typing import Any
 
 from elasticsearch import ApiError, TransportError
 
-from .connection import ClusterAnswer, ConnectionSettings, ask_cluster, explain
+from .connection import ClusterAnswer, ConnectionSettings, ask_cluster, explain, make_client
 from .errors import EXIT_AUTH, EXIT_CONFIG
 
-__all__ = ["CheckResult", "data_quality", "preflight", "run_checks", "target_problem"]
+__all__ = ["CheckResult", "LiveCluster", "data_quality", "live_client", "preflight", "run_checks", "target_problem"]
 
 MIN_MAJOR = 8
 _FORBIDDEN_CHARS = set('\\/*?"<>| ,#:')
@@ -29,6 +29,38 @@ class CheckResult:
     detail: str
     exit_code: int = 0
     warning: bool = False  # ok for shipping, but worth saying
+
+
+@dataclass
+class LiveCluster:
+    """The node questions go to: a client for it, its answer to ``GET /``, the settings that
+    name it, and the nodes that could not be reached (shown URL, why)."""
+
+    client: Any
+    answer: ClusterAnswer
+    settings: ConnectionSettings
+    down: list[tuple[str, str]]
+
+
+def live_client(settings: ConnectionSettings) -> LiveCluster:
+    """Ask the nodes of *settings* in turn who they are; the first that answers (even to refuse
+    the credentials) is the one the other questions go to.  When none answers, all of them,
+    with the last answer."""
+    from dataclasses import replace
+
+    down: list[tuple[str, str]] = []
+    answer = ClusterAnswer(None, "unreachable", "no node")
+    if len(settings.urls) > 1:
+        for url in settings.urls:
+            one = replace(settings, urls=[url])
+            client = make_client(one)
+            answer = ask_cluster(client)
+            if answer.problem != "unreachable":
+                return LiveCluster(client, answer, one, down)
+            down.append((one.shown_urls(), answer.detail))
+        return LiveCluster(make_client(settings), answer, settings, down)
+    client = make_client(settings)
+    return LiveCluster(client, ask_cluster(client), settings, down)
 
 
 def target_problem(name: str, *, is_index: bool = False) -> str | None:
@@ -81,11 +113,18 @@ def _cluster(answer: ClusterAnswer, settings: ConnectionSettings) -> Iterator[Ch
 
 
 def run_checks(
-    client: Any, settings: ConnectionSettings, target: str, *, is_index: bool = False, quality: bool = False
+    client: Any,
+    settings: ConnectionSettings,
+    target: str,
+    *,
+    is_index: bool = False,
+    quality: bool = False,
+    answer: ClusterAnswer | None = None,
 ) -> Iterator[CheckResult]:
     """Connection and TLS, credentials, version, target, privileges (and with *quality*, the
-    last day's failure store and ignored fields); stops at the first check the others depend on."""
-    answer = ask_cluster(client)
+    last day's failure store and ignored fields); stops at the first check the others depend on.
+    *answer* is the cluster's to ``GET /``, when it was asked already."""
+    answer = answer if answer is not None else ask_cluster(client)
     results = list(_cluster(answer, settings))
     yield from results
     if not all(r.ok for r in results):
@@ -180,11 +219,16 @@ def data_quality(client: Any, target: str, version: str, *, is_index: bool = Fal
 
 
 def preflight(
-    client: Any, settings: ConnectionSettings, target: str, *, is_index: bool = False
+    client: Any,
+    settings: ConnectionSettings,
+    target: str,
+    *,
+    is_index: bool = False,
+    answer: ClusterAnswer | None = None,
 ) -> Iterator[CheckResult]:
     """What ``ship`` asks before reading: :func:`run_checks`, except that a missing template
     is a warning (Elasticsearch still takes the documents, with dynamic mappings)."""
-    for result in run_checks(client, settings, target, is_index=is_index):
+    for result in run_checks(client, settings, target, is_index=is_index, answer=answer):
         if result.name == "target" and not result.ok and "amebo-logship setup" in result.detail:
             yield CheckResult("target", True, result.detail, warning=True)
         else:

@@ -13,13 +13,14 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .. import configure_logging, get_logger
-from .connection import ConnectionSettings, ask_cluster, explain, make_client
+from .connection import ConnectionSettings, ask_cluster, explain, make_client, validate
 from .errors import EXIT_AUTH, EXIT_CODES, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
 from .params import SIZE, EnvOption, config_option, env
 from .state import StateError
@@ -265,12 +266,21 @@ def main() -> None:
     help="Bytes per bulk request at most (10MiB, 512KiB, ...).",
 )
 @option(
+    "--max-in-flight",
+    type=click.IntRange(1, 256),
+    default=32,
+    show_default=True,
+    metavar="N",
+    help="Bulk requests in flight at most; how many is learned from the cluster's round-trip times "
+    "and push-back (429, 503, timeouts), starting at 1. 1: one request at a time.",
+)
+@option(
     "--flush-interval",
     type=click.FloatRange(0.01),
     default=1.0,
     show_default=True,
     metavar="SECONDS",
-    help="Send a partial batch after this long at most (sooner when the sender is idle).",
+    help="Send a partial batch after this long at most (at once when no request is in flight).",
 )
 @option(
     "--max-line-bytes",
@@ -389,10 +399,10 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], verbose: int, quiet: int
             )
     settings = build_connection(ctx, params)
     options = ShipOptions.from_params(list(patterns), params, where=settings.shown_urls())
-    client = _ship_client(settings, options, log, dry_run, is_index=bool(params["index"]))
-    shipper = Shipper(options, client, log, progress=progress)
+    transports = _ship_client(settings, options, log, dry_run, is_index=bool(params["index"]))
+    shipper = Shipper(options, transports, log, progress=progress)
     if params["metrics_addr"]:
-        _serve_metrics(shipper, client, settings, params, log)
+        _serve_metrics(shipper, settings, params, log)
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info(
@@ -444,20 +454,34 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], verbose: int, quiet: int
     sys.exit(code)
 
 
-def _ship_client(settings: ConnectionSettings, options: Any, log: Any, dry_run: bool, *, is_index: bool) -> Any:
-    """The client ``ship`` sends with, after the preflight: what ``check`` asks, asked first."""
-    from .checks import preflight, target_problem
+def _ship_client(
+    settings: ConnectionSettings, options: Any, log: Any, dry_run: bool, *, is_index: bool
+) -> Callable[[], Any]:
+    """What makes the transports ``ship`` sends with, after the preflight: what ``check``
+    asks, asked of any node that answers first (the ones that do not are a warning)."""
+    from .checks import live_client, preflight, target_problem
 
     problem = target_problem(options.target, is_index=is_index)
     if problem is not None:
         raise OperatorError(EXIT_CONFIG, f"{problem}: choose another --{'index' if is_index else 'data-stream'}")
     if dry_run:
-        from .dryrun import ConsoleClient
+        from .dryrun import ConsoleTransport
 
-        return ConsoleClient()
-    client = make_client(settings)
-    answer = ask_cluster(client)
-    meaning = explain(answer, settings)
+        console = ConsoleTransport()
+        return lambda: console
+    from .transport import ElasticsearchTransport
+
+    validate(settings)  # before anything is asked
+    found = live_client(settings)
+    for url, reason in found.down:
+        log.warning(
+            "elasticsearch_node_down",
+            **{"url.full": url},
+            reason=reason,
+            action="skipped until it answers; the other nodes take its requests",
+        )
+    client, answer = found.client, found.answer
+    meaning = explain(answer, found.settings)
     if not meaning.ok:
         if not meaning.retry:
             raise OperatorError(meaning.exit_code, meaning.message)
@@ -466,24 +490,23 @@ def _ship_client(settings: ConnectionSettings, options: Any, log: Any, dry_run: 
             reason=meaning.message,
             action=f"shipping waits for it{' up to --give-up-after' if options.once else ''}",
         )
-        return client
-    log.info("elasticsearch_reachable", version=answer.version, **{"url.full": settings.shown_urls()})
-    for result in preflight(client, settings, options.target, is_index=is_index):
-        if not result.ok:
-            raise OperatorError(result.exit_code, f"{result.name}: {result.detail}")
-        if result.warning:
-            log.warning("preflight_warning", check=result.name, reason=result.detail)
-    return client
+    else:
+        log.info("elasticsearch_reachable", version=answer.version, **{"url.full": found.settings.shown_urls()})
+        for result in preflight(client, found.settings, options.target, is_index=is_index, answer=answer):
+            if not result.ok:
+                raise OperatorError(result.exit_code, f"{result.name}: {result.detail}")
+            if result.warning:
+                log.warning("preflight_warning", check=result.name, reason=result.detail)
+    return lambda: ElasticsearchTransport(settings)
 
 
-def _serve_metrics(shipper: Any, client: Any, settings: ConnectionSettings, params: dict[str, Any], log: Any) -> None:
+def _serve_metrics(shipper: Any, settings: ConnectionSettings, params: dict[str, Any], log: Any) -> None:
     from .monitor import MonitorServer
 
     host, port = _parse_addr(params["metrics_addr"])
     try:
         monitor = MonitorServer(
             shipper,
-            client,
             settings,
             host,
             port,
@@ -519,7 +542,7 @@ def status(state_dir: Path, as_json: bool) -> None:
       amebo-logship status --state-dir /var/lib/amebo-logship --json | jq '.files[] | select(.lag_bytes > 0)'
       amebo-logship status --json | jq '.totals.failure_store'
     """
-    from .status import empty_totals, render_table, render_totals, state_status
+    from .status import empty_totals, render_shipping, render_table, render_totals, state_status
 
     try:
         found = state_status(state_dir)
@@ -529,13 +552,15 @@ def status(state_dir: Path, as_json: bool) -> None:
         if not as_json:
             click.echo(f"no files tracked in {state_dir}: nothing has been shipped with this --state-dir")
             return
-        found = {"files": [], "totals": empty_totals()}
+        found = {"files": [], "totals": empty_totals(), "shipping": None}
     if as_json:
         import orjson
 
         click.echo(orjson.dumps(found).decode())
     else:
         click.echo(render_table(found["files"]))
+        if found["shipping"] is not None:
+            click.echo(render_shipping(found["shipping"]))
         click.echo(render_totals(found["totals"]))
 
 
@@ -559,16 +584,25 @@ def check(ctx: click.Context, **params: Any) -> None:
       amebo-logship check --es-url https://es.example.com:9200 --api-key-file /run/secrets/es-key
       AMEBO_LOGSHIP_ES_URL=http://localhost:9200 amebo-logship check --data-stream logs-amebo-prod
     """
-    from .checks import run_checks
+    from .checks import CheckResult, live_client, run_checks
 
     if params["data_stream"] and params["index"]:
         raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
     logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
     settings = build_connection(ctx, params)
-    client = make_client(settings)
+    validate(settings)  # before anything is asked
+    found = live_client(settings)
     target = params["index"] or params["data_stream"] or "logs-amebo-default"
     code = 0
-    for result in run_checks(client, settings, target, is_index=bool(params["index"]), quality=True):
+    results = [
+        CheckResult("node", True, f"{url} is unreachable ({why}): shipping skips it while others answer", warning=True)
+        for url, why in found.down
+        if found.answer.problem != "unreachable"
+    ]
+    checks = run_checks(
+        found.client, found.settings, target, is_index=bool(params["index"]), quality=True, answer=found.answer
+    )
+    for result in [*results, *checks]:
         mark = "ok  " if result.ok and not result.warning else ("warn" if result.ok else "FAIL")
         click.echo(f"{mark}  {result.name}: {result.detail}")
         if not result.ok and code == 0:

@@ -16,34 +16,12 @@ from urllib.parse import urlsplit
 from elastic_transport import ConnectionError as TransportConnectionError
 from elastic_transport import ConnectionTimeout, TlsError
 from elasticsearch import ApiError, AuthenticationException, Elasticsearch, UnsupportedProductError
-from elasticsearch.serializer import NdjsonSerializer, OrjsonSerializer
+from elasticsearch.serializer import OrjsonSerializer
 
 from ..redaction import scrub_url_password
 from .errors import EXIT_AUTH, EXIT_CONFIG, OperatorError
 
-__all__ = ["ClusterAnswer", "ConnectionSettings", "Explanation", "ask_cluster", "explain", "make_client"]
-
-
-class _JsonSerializer(OrjsonSerializer):
-    """orjson, and a short cut for the common bulk answer: when every item succeeded
-    (``"errors":false`` before ``"items"``), the thousands of item objects are counted, not
-    built: ``{"errors": False, "items_count": N}``."""
-
-    def loads(self, data: bytes) -> Any:
-        items_at = data.find(b'"items":[', 0, 256)
-        if items_at > 0 and b'"errors":false' in data[:items_at] and b'"failure_store":"used"' not in data:
-            return {"errors": False, "items_count": data.count(b'"status":', items_at)}
-        return super().loads(data)
-
-
-class _BulkBodySerializer(NdjsonSerializer):
-    """Sends a ready bulk body (bytes ending in a newline) as it is, without the copy the
-    default NDJSON serializer makes."""
-
-    def dumps(self, data: Any) -> bytes:
-        if isinstance(data, bytes) and data.endswith(b"\n"):
-            return data
-        return super().dumps(data)
+__all__ = ["ClusterAnswer", "ConnectionSettings", "Explanation", "ask_cluster", "explain", "make_client", "validate"]
 
 
 @dataclass
@@ -85,8 +63,8 @@ def _check_url(url: str) -> None:
         )
 
 
-def make_client(settings: ConnectionSettings) -> Elasticsearch:
-    """The client for *settings*; raises OperatorError for unusable settings."""
+def validate(settings: ConnectionSettings) -> None:
+    """Raise OperatorError, naming the fix, when *settings* cannot be used."""
     for url in settings.urls:
         _check_url(url)
     if settings.password is not None and settings.username is None:
@@ -104,8 +82,13 @@ def make_client(settings: ConnectionSettings) -> Elasticsearch:
             raise OperatorError(
                 EXIT_CONFIG, f"--ca-certs {settings.ca_certs} cannot be read by this user: fix its permissions"
             )
+
+
+def make_client(settings: ConnectionSettings) -> Elasticsearch:
+    """The client for *settings*; raises OperatorError for unusable settings."""
+    validate(settings)
     kwargs: dict[str, Any] = {
-        "serializers": {"application/json": _JsonSerializer(), "application/x-ndjson": _BulkBodySerializer()},
+        "serializers": {"application/json": OrjsonSerializer()},
         "request_timeout": settings.request_timeout,
         "max_retries": 0,  # the shipper retries, with its own backoff
         "retry_on_timeout": False,

@@ -37,8 +37,9 @@ from typing import Any
 from ..stdlib import EcsJsonFormatter
 from .batch import Batch, Batcher, ReadStats
 from .bulk import Backoff, BulkSender, DeliveryStats
-from .connection import ConnectionSettings, make_client
+from .connection import ConnectionSettings
 from .items import Chunk, Source
+from .transport import BulkTransport, ElasticsearchTransport
 
 __all__ = ["ElasticsearchHandler"]
 
@@ -95,7 +96,8 @@ class ElasticsearchHandler(logging.Handler):
 
     Give it to ``configure_logging(elasticsearch=handler)`` to ship structlog and stdlib
     records alike, or add it to a logger yourself for stdlib records only.  Connection
-    arguments are those of ``amebo-logship``; *client* takes a ready ``Elasticsearch``.
+    arguments are those of ``amebo-logship``; *transport* takes a ready
+    :class:`~amebo_logging.ship.transport.BulkTransport` instead (a test double, say).
     """
 
     def __init__(
@@ -116,7 +118,7 @@ class ElasticsearchHandler(logging.Handler):
         close_timeout: float = 5.0,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
-        client: Any = None,
+        transport: BulkTransport | None = None,
         level: int = logging.NOTSET,
     ) -> None:
         super().__init__(level)
@@ -132,7 +134,7 @@ class ElasticsearchHandler(logging.Handler):
             ca_certs=ca_certs,
             insecure=insecure,
         )
-        self._given_client = client
+        self._given_transport = transport
         self.target = index or data_stream
         self.queue_size = queue_size
         self.batch_size = batch_size
@@ -162,7 +164,9 @@ class ElasticsearchHandler(logging.Handler):
         self._queue: collections.deque[bytes] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
-        self._client: Any = self._given_client if os.getpid() == getattr(self, "_pid", os.getpid()) else None
+        self._transport: BulkTransport | None = (
+            self._given_transport if os.getpid() == getattr(self, "_pid", os.getpid()) else None
+        )
         self._pid = os.getpid()
         self._closing = False
         self._closed = False
@@ -263,13 +267,13 @@ class ElasticsearchHandler(logging.Handler):
             lines = self._take()
             if lines:
                 if sender is None:
-                    if self._client is None:
-                        self._client = make_client(self.settings)
+                    if self._transport is None:
+                        self._transport = ElasticsearchTransport(self.settings)
                     sender = BulkSender(
-                        self._client,
+                        self._transport,
                         self.target,
                         self._refused,
-                        stats=self.delivery,
+                        report=self.delivery.add,  # this thread is the counts' only writer
                         backoff=Backoff(*self.backoff),
                         hard_stop=self._hard_stop,
                         on_problem=self._problem,

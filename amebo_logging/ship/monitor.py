@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .bulk import DURATION_BUCKETS, DeliveryStats
-from .connection import ConnectionSettings, ask_cluster, explain
+from .connection import ConnectionSettings, explain
 
 if TYPE_CHECKING:
     from .shipper import Shipper
@@ -49,6 +49,10 @@ METRIC_NAMES = (
     f"{P}lag_bytes",
     f"{P}files_watched",
     f"{P}last_delivery_timestamp_seconds",
+    f"{P}requests_in_flight",
+    f"{P}concurrency_limit",
+    f"{P}max_in_flight",
+    f"{P}node_up",
 )
 
 
@@ -102,6 +106,23 @@ class ShipperCollector(Collector):
             lag.add_metric([f.path], f.lag)
         yield lag
         yield GaugeMetricFamily(f"{P}files_watched", "Files open for reading.", value=len(snap.files))
+        yield GaugeMetricFamily(f"{P}requests_in_flight", "Bulk requests sent and not answered.", value=snap.in_flight)
+        yield GaugeMetricFamily(
+            f"{P}concurrency_limit",
+            "Bulk requests allowed in flight now, as learned from the cluster's round-trip times and push-back.",
+            value=snap.concurrency_limit,
+        )
+        yield GaugeMetricFamily(
+            f"{P}max_in_flight", "The most bulk requests allowed in flight (--max-in-flight).", value=snap.max_in_flight
+        )
+        nodes = GaugeMetricFamily(
+            f"{P}node_up",
+            "Whether the last request to this Elasticsearch node reached it (1) or not (0).",
+            labels=["url"],
+        )
+        for node in snap.nodes:
+            nodes.add_metric([node.url], 1.0 if node.up else 0.0)
+        yield nodes
         yield GaugeMetricFamily(
             f"{P}last_delivery_timestamp_seconds",
             "Unix time of the last settled document (0 before the first).",
@@ -115,14 +136,12 @@ class HealthCheck:
     def __init__(
         self,
         shipper: Shipper,
-        client: Any,
         settings: ConnectionSettings,
         stall_seconds: float = 300.0,
         probe_every: float = 5.0,
         failure_store_percent: float = 1.0,
     ) -> None:
         self.shipper = shipper
-        self.client = client
         self.settings = settings
         self.stall_seconds = stall_seconds
         self.probe_every = probe_every
@@ -173,7 +192,13 @@ class HealthCheck:
             return problem
 
     def _ask(self) -> str | None:
-        meaning = explain(ask_cluster(self.client.options(request_timeout=min(5.0, self.probe_every))), self.settings)
+        """Ask the nodes in turn (a short timeout each): any that answers will do."""
+        from dataclasses import replace
+
+        from .checks import live_client
+
+        found = live_client(replace(self.settings, request_timeout=min(5.0, self.probe_every)))
+        meaning = explain(found.answer, found.settings)
         return None if meaning.ok else meaning.message
 
     def status(self) -> tuple[int, dict[str, Any]]:
@@ -188,7 +213,12 @@ class HealthCheck:
             "dead_lettered": d.dead_lettered,
             "failure_store": d.failure_store,
             "last_delivery": datetime.fromtimestamp(d.last_delivery, UTC).isoformat() if d.last_delivery else None,
+            "requests_in_flight": snap.in_flight,
+            "concurrency_limit": snap.concurrency_limit,
         }
+        down = [n.url for n in snap.nodes if not n.up]
+        if down:
+            body["nodes_down"] = down
         problem = self._reachability(d)
         if problem is None and deliverable > 0:
             since = time.time() - (d.last_delivery or snap.started_at)
@@ -215,7 +245,6 @@ class MonitorServer:
     def __init__(
         self,
         shipper: Shipper,
-        client: Any,
         settings: ConnectionSettings,
         host: str,
         port: int,
@@ -224,7 +253,7 @@ class MonitorServer:
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ShipperCollector(shipper))
-        self.health = HealthCheck(shipper, client, settings, stall_seconds, failure_store_percent=failure_store_percent)
+        self.health = HealthCheck(shipper, settings, stall_seconds, failure_store_percent=failure_store_percent)
         registry, health = self.registry, self.health
 
         class Handler(BaseHTTPRequestHandler):

@@ -61,6 +61,7 @@ class Offsets:
         self.store = store
         self._tracks: dict[str, _Track] = {}
         self.commits = 0
+        self.live: dict[str, str] = {}  # kept with each commit, for `status` (set by the loop)
 
     @classmethod
     def open(cls, state_dir: Path, *, dry_run: bool = False) -> Offsets:
@@ -162,7 +163,9 @@ class Offsets:
                 moved.append((uid, track.committed))
         if moved or ack.counts:
             self.store.commit(
-                [(uid, off, self._tracks[uid].path, self._tracks[uid].size) for uid, off in moved], ack.counts
+                [(uid, off, self._tracks[uid].path, self._tracks[uid].size) for uid, off in moved],
+                ack.counts,
+                self.live,
             )
             self.commits += 1 if moved else 0
         for uid in ack.ends:

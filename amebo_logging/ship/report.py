@@ -30,7 +30,7 @@ def human_bytes(n: float) -> str:
 
 class Progress:
     """A one-line progress bar on a terminal for ``--once``: bytes shipped of the total,
-    documents per second, the ETA and dead letters."""
+    documents per second, the ETA, requests in flight of the concurrency limit, dead letters."""
 
     def __init__(self, stream: IO[str] | None = None, width: int = 28) -> None:
         self.stream = stream or sys.stderr
@@ -62,7 +62,8 @@ class Progress:
         eta_text = f"{eta:4.0f}s" if eta != float("inf") else "   ?"
         self.draw(
             f"[{'#' * filled}{'.' * (self.width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
-            f"{rate:,.0f} docs/s  ETA {eta_text}  dead letters {d.dead_lettered}"
+            f"{rate:,.0f} docs/s  ETA {eta_text}  {snap.in_flight}/{snap.concurrency_limit} requests in flight  "
+            f"dead letters {d.dead_lettered}"
         )
 
     def draw(self, line: str) -> None:

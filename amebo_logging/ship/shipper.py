@@ -1,20 +1,28 @@
 """The shipping pipeline: discover -> read -> batch -> bulk -> outcomes -> offsets.
 
-Two threads, nothing mutable shared between them:
+Threads share nothing mutable; values cross between them on queues:
 
-* **The main loop** owns the reader (:class:`~.discover.Discovery`), the batcher and the
-  offsets.  It scans for files on its own clock (also while sending is blocked), reads while
-  the pipeline has room, and feeds what the reader hands out (values: lines, file events,
-  notices) on: lines to the batcher, file events and how far lines reach to the offsets,
-  notices to the log.  It hands finished batches (values) to the sender and applies the
-  sender's outcomes (values) to the offsets, which alone use the state store.
-* **The sending thread** owns the bulk sender: batch in, :class:`~.bulk.Outcome` out.
+* **The main loop** owns the reader (:class:`~.discover.Discovery`), the batcher, the offsets,
+  the concurrency limit and the delivery counts.  It scans for files on its own clock (also
+  while sending is blocked), reads while the pipeline has room, and feeds what the reader
+  hands out (values: lines, file events, notices) on: lines to the batcher, file events and
+  how far lines reach to the offsets, notices to the log.  It hands frozen batches to the
+  senders, never more at once than the concurrency limit, and applies what comes back
+  (values: an :class:`~.bulk.Attempt` per request, a :class:`~.senders.Done` per batch) to
+  the counts, the limit and the offsets, which alone use the state store.
+* **The sender threads** (:mod:`.senders`, up to ``--max-in-flight``) each own a bulk sender
+  and a transport: a batch in, values out.
 
-**Latency first.**  A batch goes out as soon as the sender is idle; while a request is in
-flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and leaves
-when the sender is free again (or after ``--flush-interval`` at most).  Light load gets
-milliseconds; heavy load still gets full batches.  At most ``max_in_flight`` batches are
-handed out, so while Elasticsearch is slow or down reading pauses and memory stays bounded.
+**Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at one
+request and grows while the round-trip time stays near its baseline and work waits; 429s,
+503s, timeouts and a rising round-trip time cut it.  Batches complete in any order; a file's
+offset only advances over the contiguous prefix of settled batches (:mod:`.offsets`).
+
+**Latency first.**  A partial batch goes out as soon as nothing is in flight; while requests
+are in flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and
+leaves when a request may be sent (or after ``--flush-interval`` at most).  Reading pauses
+while a full batch waits for a free slot, so memory stays bounded: at most ``--max-in-flight``
+batches in flight, one waiting and one filling, each at most ``--batch-bytes``.
 
 Everything else (metrics, ``/health``, the progress bar, the summary) reads
 :meth:`Shipper.snapshot`, a value published by the main loop; nothing reads the internals.
@@ -35,13 +43,16 @@ from typing import Any
 
 from ..logger import AmeboLogger
 from .batch import Batch, Batcher, ReadStats
-from .bulk import Backoff, BulkSender, DeliveryStats, Fatal, Outcome
+from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal
+from .concurrency import AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
 from .errors import EXIT_CONFIG, OperatorError
 from .items import Chunk, Framed, Item, LongLine, Notice
 from .offsets import Ack, Offsets
+from .senders import Crashed, Done, SenderPool, Work
 from .state import StateError
+from .transport import BulkTransport
 
 __all__ = ["FileState", "ShipOptions", "Shipper", "Snapshot", "Summary"]
 
@@ -63,7 +74,8 @@ class ShipOptions:
     scan_interval: float = 1.0
     shutdown_timeout: float = 30.0
     close_inactive: float = 300.0
-    max_in_flight: int = 2
+    max_in_flight: int = 32
+    initial_in_flight: int = 1  # where the learned limit starts (tests start it higher)
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     once: bool = False
@@ -98,6 +110,7 @@ class ShipOptions:
             wait_for_files=params["wait_for_files"],
             give_up_after=params["give_up_after"],
             max_open_files=params["max_open_files"],
+            max_in_flight=params.get("max_in_flight") or 32,
             dry_run=params["dry_run"],
             file_format=params.get("file_format", "auto"),
             containers=list(params.get("containers") or ()),
@@ -124,6 +137,16 @@ class FileState:
 
 
 @dataclass(frozen=True)
+class NodeState:
+    """What the last request to a node said of it."""
+
+    url: str
+    up: bool
+    reason: str = ""
+    since: float = 0.0  # wall-clock time it was last found up or down
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """What the shipper has done and holds, at one moment: the only view others get."""
 
@@ -133,7 +156,10 @@ class Snapshot:
     files: tuple[FileState, ...]
     waiting: tuple[Waiting, ...] = ()
     skipped: tuple[str, ...] = ()
-    in_flight: int = 0
+    in_flight: int = 0  # bulk requests out now
+    concurrency_limit: int = 1  # how many may be, as learned
+    max_in_flight: int = 1  # --max-in-flight: the most it may learn
+    nodes: tuple[NodeState, ...] = ()
 
     @property
     def lag_bytes(self) -> int:
@@ -169,10 +195,17 @@ class Summary:
 
 
 class Shipper:
-    """Runs one shipping session; ``run()`` returns its :class:`Summary`."""
+    """Runs one shipping session; ``run()`` returns its :class:`Summary`.
+
+    *transports* makes the transport each sender thread sends with (its own, so that nothing
+    of it is shared between threads)."""
 
     def __init__(
-        self, options: ShipOptions, client: Any, log: AmeboLogger, progress: Callable[[Snapshot], None] | None = None
+        self,
+        options: ShipOptions,
+        transports: Callable[[], BulkTransport],
+        log: AmeboLogger,
+        progress: Callable[[Snapshot], None] | None = None,
     ) -> None:
         self.options = options
         self.log = log
@@ -181,8 +214,8 @@ class Shipper:
         self.stopping = threading.Event()
         self.hard_stop = threading.Event()
         self.read_stats = ReadStats()
-        self._delivery = DeliveryStats()  # written by the sending thread only
-        # A dry run writes nothing under the state directory (its client refuses nothing).
+        self.delivery = DeliveryStats()  # added up here, from the senders' values
+        # A dry run writes nothing under the state directory (its transport refuses nothing).
         dead_path = (
             Path(os.devnull) if options.dry_run else (options.dead_letter or (options.state_dir / "dead-letter.ndjson"))
         )
@@ -215,23 +248,28 @@ class Shipper:
             max_line_bytes=options.max_line_bytes,
             stats=self.read_stats,
         )
-        self.sender = BulkSender(
-            client,
-            options.target,
-            self.dead_letter,
-            stats=self._delivery,
-            backoff=Backoff(options.backoff_initial, options.backoff_max),
-            hard_stop=self.hard_stop,
-            on_problem=self._problem,
-            give_up_after=options.give_up_after if options.once else None,
-            where=options.where,
-        )
-        self._to_send: queue.Queue[Batch | None] = queue.Queue()
-        self._outcomes: queue.Queue[tuple[Batch, Outcome] | BaseException] = queue.Queue()
-        self._sender_thread = threading.Thread(target=self._send_loop, name="amebo-logship-sender", daemon=True)
+        # A dry run prints the requests in order: one at a time.
+        cap = 1 if options.dry_run else max(1, options.max_in_flight)
+        self.concurrency = AdaptiveConcurrency(cap, initial=options.initial_in_flight)
+
+        def make_sender(report: Callable[[Attempt], None]) -> BulkSender:
+            return BulkSender(
+                transports(),
+                options.target,
+                self.dead_letter,
+                report=report,
+                backoff=Backoff(options.backoff_initial, options.backoff_max),
+                hard_stop=self.hard_stop,
+                on_problem=self._problem,
+                give_up_after=options.give_up_after if options.once else None,
+                where=options.where,
+            )
+
+        self.pool = SenderPool(cap, make_sender, self.hard_stop, log)
         self._seq = 0
         self.in_flight = 0
         self.unsettled = 0
+        self.nodes: dict[str, NodeState] = {}
         self.fatal: Fatal | None = None
         self.state_error: StateError | None = None
         self.signal: int | None = None
@@ -250,7 +288,8 @@ class Shipper:
             return
         self.signal = signum
         self.stopping.set()
-        if self._failing():  # nothing can be delivered now: do not wait for it
+        # (called by the signal handler, which runs on the loop's own thread)
+        if self.delivery.failing:  # nothing can be delivered now: do not wait for it
             self.hard_stop.set()
             return
         timer = threading.Timer(self.options.shutdown_timeout, self._time_out)
@@ -261,11 +300,6 @@ class Shipper:
     def _time_out(self) -> None:
         self.timed_out = True
         self.hard_stop.set()
-
-    def _failing(self) -> bool:
-        d = self._delivery
-        failure = d.last_failure
-        return failure is not None and (d.last_ok is None or failure[0] > d.last_ok)
 
     def _problem(self, level: str, event: str, fields: dict[str, Any]) -> None:
         getattr(self.log, level)(event, **fields)
@@ -287,11 +321,14 @@ class Shipper:
         self._snapshot = Snapshot(
             self.started_at,
             replace(self.read_stats),
-            self._delivery.copy(),
+            self.delivery.copy(),
             files,
             tuple(self.discovery.waiting()),
             tuple(self.discovery.skipped()),
             self.in_flight,
+            self.concurrency.limit,
+            self.concurrency.maximum,
+            tuple(self.nodes.values()),
         )
         if self.progress is not None:
             self.progress(self._snapshot)
@@ -323,12 +360,12 @@ class Shipper:
                 f"no files match {' '.join(opts.patterns)}: check the patterns (quote them so the shell does "
                 "not expand them), or pass --wait-for-files to wait for files to appear",
             )
-        self._sender_thread.start()
+        self.pool.start()
         try:
             ended = self._loop()
         except BaseException:
             self.hard_stop.set()
-            self._to_send.put(None)
+            self.pool.stop()
             self.close()
             raise
         self._finish()
@@ -354,7 +391,7 @@ class Shipper:
         last_scan = time.monotonic()
         budget = min(4 << 20, max(opts.batch_bytes, 1 << 16))
         while True:
-            self._take_outcomes(0.0)
+            self._take_reports(0.0)
             if self.fatal is not None or self.state_error is not None:
                 return "fatal"
             if self.hard_stop.is_set():
@@ -366,95 +403,145 @@ class Shipper:
                 if self.in_flight == 0 and not self.ready:
                     return "stopped"
                 self._publish()
-                self._take_outcomes(POLL_INTERVAL)
+                self._take_reports(POLL_INTERVAL)
                 continue
             if now - last_scan >= opts.scan_interval:
                 self._feed(self.discovery.scan())
                 self._feed(self.discovery.retire())
                 last_scan = now
             read = 0
-            if not self.ready and self.in_flight < opts.max_in_flight:
+            if not self.ready:  # (a full batch waiting for a free slot pauses reading)
                 read = self._feed(self.discovery.poll(budget))
             if (
                 self.batcher.pending()
                 and not self.ready
                 and (self.in_flight == 0 or now - self.batcher.batch.created >= opts.flush_interval)
             ):
-                self.batcher.flush()  # the sender is idle (or the batch is old): send now
+                self.batcher.flush()  # nothing is in flight (or the batch is old): send now
             self._dispatch()
             if not read and opts.once:
                 self._feed(self.discovery.retire())
                 if self._once_done():
                     return "done"
             self._publish()
-            if not read:
-                self._take_outcomes(POLL_INTERVAL)
+            if not read or self.ready:
+                self._take_reports(POLL_INTERVAL)
 
     def _once_done(self) -> bool:
         return self.discovery.all_read() and not self.batcher.pending() and not self.ready and self.in_flight == 0
 
     def _dispatch(self) -> None:
-        while self.ready and self.in_flight < self.options.max_in_flight:
+        concurrency = self.concurrency
+        while self.ready and self.in_flight < concurrency.limit:
             batch = self.ready.popleft()
             self._seq += 1
-            batch.seq = self._seq
-            self.offsets.sent(batch.seq, batch.source_ends)
+            self.offsets.sent(self._seq, batch.source_ends)
             self.in_flight += 1
-            self._to_send.put(batch)
+            self.pool.submit(Work(self._seq, batch))
+            concurrency.dispatched(self.in_flight)
 
-    def _take_outcomes(self, wait: float) -> None:
-        """Apply the sender's outcomes to the offsets; wait up to *wait* seconds for one."""
+    def _take_reports(self, wait: float) -> None:
+        """Apply what the senders report (attempts and finished batches); wait up to *wait*
+        seconds for the first."""
+        reports = self.pool.reports
         timeout: float | None = wait
         while True:
             try:
-                item = self._outcomes.get(timeout=timeout) if timeout else self._outcomes.get_nowait()
+                item = reports.get(timeout=timeout) if timeout else reports.get_nowait()
             except queue.Empty:
                 return
             timeout = None
-            if isinstance(item, BaseException):  # the sending thread crashed: a bug
-                raise RuntimeError("the sending thread stopped unexpectedly (see the sender_crashed record)") from item
-            batch, outcome = item
-            self.in_flight -= 1
-            missing = outcome.settled.count(0)
-            if missing:
-                self.unsettled += missing
-            try:
-                self.offsets.acknowledge(Ack(batch.seq, batch.settled_ends(outcome.settled), outcome.counts()))
-            except StateError as exc:
-                self.state_error = exc
-                self.log.error("offsets_not_saved", **{"error.message": str(exc)})
-            if outcome.fatal is not None and self.fatal is None:
-                self.fatal = outcome.fatal
-                self.log.error(
-                    "shipping_cannot_continue",
-                    reason=outcome.fatal.message,
-                    kind=outcome.fatal.kind,
-                    unsettled_documents=missing,
+            if isinstance(item, Attempt):
+                self._attempted(item)
+            elif isinstance(item, Done):
+                self._done(item)
+            elif isinstance(item, Crashed):  # a sender thread crashed: a bug
+                raise RuntimeError(
+                    "a sending thread stopped unexpectedly (see the sender_crashed record)"
+                ) from item.error
+
+    def _attempted(self, attempt: Attempt) -> None:
+        self.delivery.add(attempt)
+        concurrency = self.concurrency
+        before = concurrency.limit
+        concurrency.observe(attempt, time.monotonic())
+        if concurrency.limit != before:
+            self.log.debug(
+                "concurrency_changed",
+                limit=concurrency.limit,
+                previous=before,
+                rtt_baseline_seconds=round(concurrency.baseline or 0.0, 4),
+                push_back=attempt.pressure,
+            )
+        for url, reason in attempt.unreachable:
+            self._node(url, False, reason, attempt.at)
+        if attempt.status is not None and attempt.node:
+            self._node(attempt.node, True, "", attempt.at)
+
+    def _node(self, url: str, up: bool, reason: str, at: float) -> None:
+        known = self.nodes.get(url)
+        if known is None or known.up != up:
+            if known is not None or not up:
+                getattr(self.log, "info" if up else "warning")(
+                    "elasticsearch_node_up" if up else "elasticsearch_node_down",
+                    **{"url.full": url},
+                    reason=reason or "it answers again",
+                    action="its requests go to it again"
+                    if up
+                    else "skipped until it answers; the others take its requests",
                 )
-            elif missing and not self.hard_stop.is_set():
-                self.hard_stop.set()
+            self.nodes[url] = NodeState(url, up, reason, at)
+        elif reason != known.reason:
+            self.nodes[url] = NodeState(url, up, reason, known.since)
+
+    def _done(self, done: Done) -> None:
+        work, outcome = done.work, done.outcome
+        self.in_flight -= 1
+        self.offsets.live = {
+            "in_flight": str(self.in_flight),
+            "concurrency_limit": str(self.concurrency.limit),
+            "max_in_flight": str(self.concurrency.maximum),
+        }
+        missing = outcome.settled.count(0)
+        if missing:
+            self.unsettled += missing
+        try:
+            self.offsets.acknowledge(Ack(work.seq, work.batch.settled_ends(outcome.settled), outcome.counts()))
+        except StateError as exc:
+            self.state_error = exc
+            self.log.error("offsets_not_saved", **{"error.message": str(exc)})
+        if outcome.fatal is not None and self.fatal is None:
+            self.fatal = outcome.fatal
+            self.log.error(
+                "shipping_cannot_continue",
+                reason=outcome.fatal.message,
+                kind=outcome.fatal.kind,
+                unsettled_documents=missing,
+            )
+        elif missing and not self.hard_stop.is_set():
+            self.hard_stop.set()
 
     def _finish(self) -> None:
-        """Stop the sender; settle what it still reports; say what was not acknowledged."""
+        """Stop the senders; settle what they still report; say what was not acknowledged."""
         self.batcher.flush()
-        self._to_send.put(None)
+        self.pool.stop()
         if self.fatal is not None or self.state_error is not None:
             self.hard_stop.set()
         grace: float | None = None
-        while self._sender_thread.is_alive():
-            self._sender_thread.join(timeout=0.1)
-            self._drain_outcomes()
+        while self.pool.alive():
+            self.pool.join(0.1)
+            self._drain_reports()
             self._publish()
             if self.hard_stop.is_set():  # a request may hang up to its timeout: do not wait for it
                 grace = grace or time.monotonic() + 2.0
                 if time.monotonic() > grace:
                     break
-        self._drain_outcomes()
+        self._drain_reports()
         for batch in self.ready:
             self.unsettled += len(batch)
         self.ready.clear()
         if self.in_flight:
-            self.unsettled += sum(len(b) for b in self._drain_to_send())
+            self.unsettled += sum(len(w.batch) for w in self.pool.unsent())
             self.in_flight = 0
         if self.unsettled and self.fatal is None:
             self.log.warning(
@@ -468,21 +555,11 @@ class Shipper:
             except StateError as exc:
                 self.state_error = exc
 
-    def _drain_outcomes(self) -> None:
+    def _drain_reports(self) -> None:
         try:
-            self._take_outcomes(0.0)
+            self._take_reports(0.0)
         except RuntimeError:
             pass
-
-    def _drain_to_send(self) -> list[Batch]:
-        out: list[Batch] = []
-        while True:
-            try:
-                b = self._to_send.get_nowait()
-            except queue.Empty:
-                return out
-            if b is not None:
-                out.append(b)
 
     def _left_bytes(self) -> int:
         """Bytes of complete lines in matched files that this run did not get shipped."""
@@ -494,27 +571,10 @@ class Shipper:
                 pass
         return left
 
-    # --- the sending thread ------------------------------------------------------------------
-    def _send_loop(self) -> None:
-        try:
-            while True:
-                batch = self._to_send.get()
-                if batch is None:
-                    return
-                if self.hard_stop.is_set():  # not sent: not acknowledged, read again next time
-                    self._outcomes.put((batch, Outcome(bytearray(len(batch)))))
-                    continue
-                outcome = self.sender.deliver(batch)
-                self._outcomes.put((batch, outcome))
-                if outcome.fatal is not None:
-                    self.hard_stop.set()
-        except BaseException as exc:  # a bug: say so; the main loop stops the run
-            self.log.critical("sender_crashed", exc_info=exc)
-            self._outcomes.put(exc)
-
     def close(self) -> None:
         if self._shutdown_timer is not None:
             self._shutdown_timer.cancel()
         self.discovery.close()
+        self.pool.close()
         self.dead_letter.close()
         self.offsets.close()

@@ -32,7 +32,7 @@ from typing import Final
 
 from .identity import file_uid
 
-__all__ = ["FileRecord", "StateError", "StateStore", "reset_state"]
+__all__ = ["FileRecord", "StateError", "StateStore", "lock_holder", "reset_state"]
 
 SCHEMA_VERSION: Final = 2  # 2 added the totals table; a version 1 database is upgraded when opened
 DB_NAME: Final = "state.sqlite3"
@@ -289,6 +289,11 @@ class StateStore:
         rows = self._conn.execute("SELECT * FROM files ORDER BY path, generation").fetchall()
         return [FileRecord(*r) for r in rows]
 
+    def live(self) -> dict[str, str]:
+        """What the last shipper on this state showed at its last commit (``live.*`` meta)."""
+        rows = self._conn.execute("SELECT key, value FROM meta WHERE key LIKE 'live.%'").fetchall()
+        return {key.removeprefix("live."): value for key, value in rows}
+
     def totals(self) -> dict[str, tuple[int, float]]:
         """Documents settled each way since the state was created: name -> (count, last time)."""
         try:
@@ -329,13 +334,26 @@ class StateStore:
         assert found is not None
         return found
 
-    def commit(self, offsets: Iterable[tuple[str, int, str, int]], counts: dict[str, int] | None = None) -> None:
+    def commit(
+        self,
+        offsets: Iterable[tuple[str, int, str, int]],
+        counts: dict[str, int] | None = None,
+        live: dict[str, str] | None = None,
+    ) -> None:
         """Advance offsets: (uid, offset, path, size) each, never back; add *counts* to the
-        totals.  One transaction."""
+        totals; keep *live* (what a running shipper shows ``status``: requests in flight, the
+        concurrency limit).  One transaction."""
         now = time.time()
         rows = [(off, path, size, now, now, uid, off) for uid, off, path, size in offsets]
         totals = [(name, n, now) for name, n in (counts or {}).items() if n]
         statements: list[tuple[str, Iterable[tuple[object, ...]]]] = []
+        if live and (rows or totals):
+            statements.append(
+                (
+                    "INSERT INTO meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(f"live.{k}", v) for k, v in {**live, "at": repr(now)}.items()],
+                )
+            )
         if rows:
             statements.append(
                 (
@@ -410,6 +428,26 @@ def acquire_lock(state_dir: Path) -> int:
     except OSError:
         pass  # the lock is what matters; the PID is a courtesy
     return fd
+
+
+def lock_holder(state_dir: Path) -> int | None:
+    """The PID of the shipper using *state_dir* now, or None.  Read from the lock file, and
+    believed while that process lives: trying the lock itself could, for an instant, keep a
+    shipper that starts then from getting it."""
+    try:
+        text = (state_dir / LOCK).read_text(errors="replace").strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        return pid
+    return pid
 
 
 def reset_state(state_dir: str | os.PathLike[str]) -> bool:

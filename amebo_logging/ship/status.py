@@ -9,9 +9,18 @@ from pathlib import Path
 from typing import Any
 
 from .reader import read_head
-from .state import StateStore
+from .state import StateStore, lock_holder
 
-__all__ = ["TOTALS", "empty_totals", "file_status", "render_table", "render_totals", "state_status"]
+__all__ = [
+    "TOTALS",
+    "empty_totals",
+    "file_status",
+    "render_shipping",
+    "render_table",
+    "render_totals",
+    "shipping",
+    "state_status",
+]
 
 #: The totals ``status`` reports, in order, with their labels.
 TOTALS = (
@@ -48,6 +57,7 @@ def state_status(state_dir: Path) -> dict[str, Any]:
     try:
         records = store.all()
         found = store.totals()
+        live = store.live()
     finally:
         store.close()
     totals = empty_totals()
@@ -55,7 +65,36 @@ def state_status(state_dir: Path) -> dict[str, Any]:
         totals[name] = count
         if name in ("failure_store", "dead_lettered"):
             totals["last_failure_store" if name == "failure_store" else "last_dead_letter"] = _iso(last_at)
-    return {"files": file_status(records), "totals": totals}
+    return {"files": file_status(records), "totals": totals, "shipping": shipping(state_dir, live)}
+
+
+def shipping(state_dir: Path, live: dict[str, str]) -> dict[str, Any] | None:
+    """The shipper running on *state_dir* now (it holds the lock), with what it showed at its
+    last commit: requests in flight, the concurrency limit; None when none runs."""
+    pid = lock_holder(state_dir)
+    if pid is None:
+        return None
+    try:
+        at: float | None = float(live["at"])
+    except (KeyError, ValueError):
+        at = None
+    numbers: dict[str, int | None] = {}
+    for key in ("in_flight", "concurrency_limit", "max_in_flight"):
+        try:
+            numbers[key] = int(live[key])
+        except (KeyError, ValueError):
+            numbers[key] = None
+    return {"pid": pid, **numbers, "at": _iso(at)}
+
+
+def render_shipping(found: dict[str, Any]) -> str:
+    """One line on the running shipper."""
+    if found["at"] is None:
+        return f"a shipper is running (PID {found['pid']}); it has committed nothing yet"
+    return (
+        f"a shipper is running (PID {found['pid']}): {found['in_flight']} bulk requests in flight, concurrency "
+        f"limit {found['concurrency_limit']} of --max-in-flight {found['max_in_flight']} (at {found['at']})"
+    )
 
 
 def file_status(records: list[Any]) -> list[dict[str, Any]]:

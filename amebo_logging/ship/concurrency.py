@@ -1,0 +1,136 @@
+"""How many bulk requests may be in flight: a limit that learns the cluster's, in the manner of
+Vector's adaptive request concurrency (additive increase, multiplicative decrease on round-trip
+times and push-back).
+
+The shipper's loop owns one :class:`AdaptiveConcurrency` and feeds it values: each request's
+:class:`~.bulk.Attempt` as it comes back, and, after each dispatch, how many requests are in
+flight.  Time is cut into *windows* about one round-trip time long; at the end of each:
+
+* **push-back** (a 429, a 503, a request that timed out) in the window, or a mean round-trip
+  time above the baseline by more than *deviation_scale* standard deviations: the limit is
+  cut to *decrease* of itself (at least 1), at most once per window.  After push-back it is
+  then held for *hold_windows* windows, twice as long each time push-back comes back soon
+  after a hold (up to *max_hold_windows*): a cluster that just said "too much" is not asked
+  for more at once, so at a hard limit only a few requests in a hundred are refused, where
+  growing by one every window would be refused every few;
+* otherwise, when the limit was reached in the window (more work waited than it allowed) and
+  the round-trip time stayed near the baseline: the limit grows by one, up to *maximum*;
+  until the first cut, it doubles instead (TCP's slow start): a cluster 500 ms away gets 32
+  requests in flight after 5 windows, not 31.
+
+"Near the baseline" is within *deviation_scale* standard deviations, and never less than
+*min_rise* of it: the first windows have no variance to speak of.
+
+The baseline is an exponentially weighted mean (and variance) of the windows' round-trip
+times, so a cluster that is slower for good becomes the new normal instead of holding the
+limit down for ever.  A request that got no answer at all (refused, reset) says nothing of
+the cluster's capacity: it is neither a sample nor push-back (the sender backs off).
+
+It starts at *initial* (1) requests: the limit is earned, never assumed.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .bulk import Attempt
+
+__all__ = ["AdaptiveConcurrency"]
+
+
+class AdaptiveConcurrency:
+    """The concurrency limit of one run (see the module docstring).  Used by one thread."""
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        initial: int = 1,
+        decrease: float = 0.9,
+        alpha: float = 0.4,
+        deviation_scale: float = 2.5,
+        hold_windows: int = 10,
+        max_hold_windows: int = 160,
+        min_rise: float = 0.25,
+        min_window: float = 0.01,
+    ) -> None:
+        self.maximum = max(1, maximum)
+        self._limit = float(max(1, min(initial, self.maximum)))
+        self.decrease = decrease
+        self.alpha = alpha
+        self.deviation_scale = deviation_scale
+        self.hold_windows = hold_windows
+        self.max_hold_windows = max_hold_windows
+        self._hold_length = hold_windows
+        self._since_pressure = 0  # windows
+        self.min_rise = min_rise
+        self.min_window = min_window
+        self.slow_start = True
+        self.baseline: float | None = None  # seconds
+        self.variance = 0.0
+        self.increases = 0
+        self.decreases = 0
+        self._hold = 0
+        self._window_end: float | None = None
+        self._sum = 0.0
+        self._samples = 0
+        self._pressure = False
+        self._reached = False
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self._limit))
+
+    def dispatched(self, in_flight: int) -> None:
+        """The loop handed out a request; *in_flight* are out now."""
+        if in_flight >= self.limit:
+            self._reached = True
+
+    def observe(self, attempt: Attempt, now: float) -> None:
+        """A request came back (*now*: a monotonic clock); it counts in the window it came
+        back in (the first after a window's end closes that window, and opens the next)."""
+        if self._window_end is None:
+            self._window_end = now + max(self.min_window, attempt.seconds)
+        elif now >= self._window_end:
+            self._end_window(now)
+        if attempt.pressure:
+            self._pressure = True
+        elif attempt.status is not None:
+            self._sum += attempt.seconds
+            self._samples += 1
+
+    def _end_window(self, now: float) -> None:
+        current = self._sum / self._samples if self._samples else None
+        baseline = self.baseline
+        rising = (
+            current is not None
+            and baseline is not None
+            and current > baseline + max(self.deviation_scale * math.sqrt(self.variance), self.min_rise * baseline)
+        )
+        if self._pressure or rising:
+            cut = max(1.0, math.floor(self._limit * self.decrease))
+            if cut < self._limit:
+                self.decreases += 1
+            self._limit = cut
+            self.slow_start = False
+            if self._pressure:
+                soon = self._since_pressure <= 2 * self._hold_length
+                self._hold_length = min(self.max_hold_windows, self._hold_length * 2) if soon else self.hold_windows
+                self._hold = self._hold_length
+                self._since_pressure = 0
+        elif self._hold > 0:
+            self._hold -= 1
+        elif self._reached and current is not None and self._limit < self.maximum:
+            self._limit = min(float(self.maximum), self._limit * 2 if self.slow_start else self._limit + 1)
+            self.increases += 1
+        self._since_pressure += 1
+        if current is not None:
+            if baseline is None:
+                self.baseline = current
+            else:
+                diff = current - baseline
+                self.baseline = baseline + self.alpha * diff
+                self.variance = (1 - self.alpha) * (self.variance + self.alpha * diff * diff)
+        self._window_end = now + max(self.min_window, self.baseline or 0.0)
+        self._sum, self._samples = 0.0, 0
+        self._pressure = self._reached = False

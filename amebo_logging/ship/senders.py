@@ -1,0 +1,130 @@
+"""Several bulk requests in flight: a pool of sender threads, values in, values out.
+
+The shipper's loop puts :class:`Work` (a sequence number and a frozen
+:class:`~.batch.Batch`) on the pool's queue, never more at once than its concurrency limit
+allows (:mod:`.concurrency`); each sender thread owns a :class:`~.bulk.BulkSender` with a
+transport of its own, takes one batch at a time, and puts back what happened, as values:
+
+* an :class:`~.bulk.Attempt` per request, as it happens (the loop counts it, and the
+  concurrency limit learns from its round-trip time and any push-back);
+* a :class:`Done` per batch, carrying its :class:`~.bulk.Outcome`;
+* a :class:`Crashed` if a sender thread met a bug (the loop stops the run).
+
+Batches finish in any order; what that means for offsets is :mod:`.offsets`' business.
+Nothing here is shared between threads but the two queues and the stop event.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..logger import AmeboLogger
+from .batch import Batch
+from .bulk import Attempt, BulkSender, Outcome
+
+__all__ = ["Crashed", "Done", "SenderPool", "Work"]
+
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """A batch to send, and its place in the order batches were handed out."""
+
+    seq: int
+    batch: Batch
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A batch sent: every document settled, or what stopped it."""
+
+    work: Work
+    outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """A sender thread stopped on a bug."""
+
+    error: BaseException
+
+
+Report = Attempt | Done | Crashed
+
+
+class SenderPool:
+    """*size* sender threads, each with the :class:`BulkSender` *make_sender* builds for it
+    (given the function it reports attempts with)."""
+
+    def __init__(
+        self,
+        size: int,
+        make_sender: Callable[[Callable[[Attempt], None]], BulkSender],
+        hard_stop: threading.Event,
+        log: AmeboLogger,
+    ) -> None:
+        self.hard_stop = hard_stop
+        self.log = log
+        self._work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
+        self.reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        self._senders = [make_sender(self.reports.put) for _ in range(size)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(sender,), name=f"amebo-logship-sender-{n}", daemon=True)
+            for n, sender in enumerate(self._senders)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, work: Work) -> None:
+        self._work.put(work)
+
+    def _run(self, sender: BulkSender) -> None:
+        try:
+            while True:
+                work = self._work.get()
+                if work is None:
+                    return
+                if self.hard_stop.is_set():  # not sent: not acknowledged, read again next time
+                    self.reports.put(Done(work, Outcome(bytearray(len(work.batch)))))
+                    continue
+                outcome = sender.deliver(work.batch)
+                if outcome.fatal is not None:
+                    self.hard_stop.set()
+                self.reports.put(Done(work, outcome))
+                # An idle sender must not keep its last batch alive: with 32 of them, that
+                # would be 32 request bodies held for nothing.
+                del work, outcome
+        except BaseException as exc:  # a bug: say so; the main loop stops the run
+            self.log.critical("sender_crashed", exc_info=exc)
+            self.reports.put(Crashed(exc))
+
+    def stop(self) -> None:
+        """Ask every sender to finish (after the work already queued)."""
+        for _ in self._threads:
+            self._work.put(None)
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float) -> None:
+        for thread in self._threads:
+            thread.join(timeout / max(1, len(self._threads)))
+
+    def unsent(self) -> list[Work]:
+        """Work still queued (taken back at the end of a run that stopped early)."""
+        out: list[Work] = []
+        while True:
+            try:
+                item = self._work.get_nowait()
+            except queue.Empty:
+                return out
+            if item is not None:
+                out.append(item)
+
+    def close(self) -> None:
+        for sender in self._senders:
+            sender.transport.close()

@@ -1,0 +1,504 @@
+"""Sending, in-process through the transport seam (no server): per-item outcomes, retries,
+the 413 split, what stops a run; the adaptive concurrency limit; and a shipper with several
+requests in flight whose completions come back out of order."""
+
+from __future__ import annotations
+
+import random
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amebo_logging import get_logger
+from amebo_logging.ship.batch import Batcher, ReadStats
+from amebo_logging.ship.bulk import (
+    DEAD_LETTERED,
+    DELIVERED,
+    DUPLICATE,
+    FAILURE_STORE,
+    Attempt,
+    Backoff,
+    BulkSender,
+    DeliveryStats,
+)
+from amebo_logging.ship.concurrency import AdaptiveConcurrency
+from amebo_logging.ship.items import Chunk, Source
+from amebo_logging.ship.shipper import ShipOptions, Shipper
+from amebo_logging.ship.state import StateStore
+from amebo_logging.ship.transport import Answer
+
+from .mock_transport import MockTransport, Request, accepted, items, refused
+
+SRC = Source.make("00112233445566aa", "/var/log/amebo/app.log")
+
+
+def batch_of(n: int, start: int = 0):
+    batches = []
+    batcher = Batcher(
+        batches.append, host_name="h", batch_size=10_000, batch_bytes=1 << 30, max_line_bytes=1 << 20, stats=ReadStats()
+    )
+    data = b"".join(b'{"@timestamp":"2026-12-02T00:00:00Z","seq":%d}\n' % i for i in range(start, start + n))
+    batcher.add(Chunk(SRC, 0, data))
+    batcher.flush()
+    [batch] = batches
+    return batch
+
+
+class DeadLetters:
+    where = "memory"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.entries: list[tuple[int, int]] = []
+        self.fail = fail
+
+    def record(self, batch, refused_docs):
+        if self.fail:
+            raise OSError(28, "No space left on device")
+        self.entries += [(i, status) for i, status, _ in refused_docs]
+
+
+def sender_for(transport, dead=None, give_up_after=None):
+    attempts: list[Attempt] = []
+    problems: list[tuple[str, str, dict]] = []
+    sender = BulkSender(
+        transport,
+        "logs-amebo-default",
+        dead if dead is not None else DeadLetters(),
+        report=attempts.append,
+        backoff=Backoff(0.0001, 0.001),
+        hard_stop=threading.Event(),
+        on_problem=lambda level, event, fields: problems.append((level, event, fields)),
+        give_up_after=give_up_after,
+        where="http://es:9200",
+    )
+    return sender, attempts, problems
+
+
+def test_the_common_answer_settles_every_document_in_one_request():
+    transport = MockTransport(accepted)
+    sender, attempts, _ = sender_for(transport)
+    outcome = sender.deliver(batch_of(50))
+    assert list(outcome.settled) == [DELIVERED] * 50 and outcome.fatal is None
+    [attempt] = attempts
+    assert attempt.ok and attempt.settled == {"delivered": 50} and not attempt.pressure
+    assert len(transport.requests) == 1 and len(transport.requests[0]) == 50
+
+
+def test_each_item_is_settled_by_its_own_status_and_only_the_retryable_are_sent_again():
+    answers = iter(
+        [
+            items(
+                201,
+                409,
+                429,
+                (400, {"type": "document_parsing_exception", "reason": "bad"}),
+                503,
+                201,
+                failure_store={5},
+            ),
+            items(201, 201),  # the two retried: the 429 and the 503
+        ]
+    )
+    transport = MockTransport(lambda request: next(answers))
+    dead = DeadLetters()
+    sender, attempts, problems = sender_for(transport, dead)
+    outcome = sender.deliver(batch_of(6))
+    assert list(outcome.settled) == [DELIVERED, DUPLICATE, DELIVERED, DEAD_LETTERED, DELIVERED, FAILURE_STORE]
+    assert dead.entries == [(3, 400)]
+    first, second = transport.requests
+    assert second.ids == [first.ids[2], first.ids[4]]  # only what may succeed later
+    assert attempts[0].retries == {"429": 1, "5xx": 1} and attempts[0].pressure  # an item 429 is push-back
+    assert attempts[0].settled == {"delivered": 1, "failure_store": 1, "dead_lettered": 1, "duplicates": 1}
+    assert attempts[1].settled == {"delivered": 2}
+    assert outcome.counts() == {"delivered": 3, "failure_store": 1, "dead_lettered": 1, "duplicates": 1}
+    assert {event for _, event, _ in problems} >= {"documents_in_failure_store", "documents_dead_lettered"}
+
+
+def test_a_failed_request_is_retried_whole_and_says_whether_it_was_push_back():
+    answers = iter([refused(503, "unavailable_shards_exception"), refused(None, reason="refused"), accepted])
+    transport = MockTransport(lambda r: a(r) if callable(a := next(answers)) else a)
+    stats = DeliveryStats()
+    sender, attempts, _ = sender_for(transport)
+    outcome = sender.deliver(batch_of(10))
+    assert outcome.counts() == {"delivered": 10} and len(transport.requests) == 3
+    assert [(a.status, a.pressure, a.retries) for a in attempts] == [
+        (503, True, {"5xx": 1}),
+        (None, False, {"connection": 1}),  # no answer: not a sign of load, only of an outage
+        (200, False, {}),
+    ]
+    for a in attempts:
+        stats.add(a)
+    assert stats.retries["5xx"] == 1 and stats.retries["connection"] == 1 and stats.delivered == 10
+    assert stats.bulk_requests == 3 and not stats.failing
+
+
+def test_a_timeout_is_push_back():
+    answers = iter([refused(None, reason="ConnectionTimeout", timeout=True), accepted])
+    transport = MockTransport(lambda r: a(r) if callable(a := next(answers)) else a)
+    sender, attempts, _ = sender_for(transport)
+    assert sender.deliver(batch_of(3)).counts() == {"delivered": 3}
+    assert attempts[0].pressure and not attempts[1].pressure
+
+
+def test_413_splits_until_the_requests_fit_and_a_document_too_big_alone_is_dead_lettered():
+    big = batch_of(8)
+    limit = len(big.body) // 3  # a proxy's body limit
+
+    def proxy(request: Request) -> Answer:
+        if len(request.body) > limit:
+            return refused(413, reason="HTTP 413 Request Entity Too Large")
+        return accepted(request)
+
+    transport = MockTransport(proxy)
+    sender, attempts, problems = sender_for(transport)
+    outcome = sender.deliver(big)
+    assert outcome.counts() == {"delivered": 8}
+    sent = [r for r in transport.requests if len(r.body) <= limit]
+    assert sorted(i for r in sent for i in r.ids) == sorted(Request(big.body, "").ids)  # each document once
+    assert sender.max_body is not None and sender.max_body < len(big.body)
+    assert any(event == "bulk_request_too_large" for _, event, _ in problems)
+    # alone over the limit: dead-lettered with the reason, the rest delivered
+    dead = DeadLetters()
+    sender, _, _ = sender_for(MockTransport(lambda r: refused(413) if len(r) == 1 and b'"seq":1}' in r.body
+                                            else (refused(413) if len(r) > 1 else accepted(r))), dead)  # fmt: skip
+    outcome = sender.deliver(batch_of(2))
+    assert list(outcome.settled) == [DELIVERED, DEAD_LETTERED] and dead.entries == [(1, 413)]
+
+
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        (refused(401, "security_exception"), "credentials"),
+        (refused(403, "security_exception", "action [indices:data/write/bulk] is unauthorized"), "privileges"),
+        (items(201, (403, {"type": "security_exception", "reason": "unauthorized"})), "privileges"),
+        (refused(404, "index_not_found_exception"), "target"),
+        (items(201, (400, {"type": "index_closed_exception", "reason": "closed"})), "target"),
+    ],
+)
+def test_what_stops_the_run_commits_nothing_past_it_and_dead_letters_nothing(answer, kind):
+    dead = DeadLetters()
+    sender, _, _ = sender_for(MockTransport(lambda r: answer), dead)
+    outcome = sender.deliver(batch_of(2))
+    assert outcome.fatal is not None and outcome.fatal.kind == kind
+    assert DEAD_LETTERED not in outcome.settled and dead.entries == []
+    assert "grant" in outcome.fatal.message or kind != "privileges"
+
+
+def test_a_dead_letter_that_cannot_be_written_leaves_the_document_pending():
+    answers = iter([items(400), items(400)])
+    sender, _, problems = sender_for(MockTransport(lambda r: next(answers)), DeadLetters(fail=True))
+    sender.hard_stop.set()  # after the first retry, the run is stopping
+    outcome = sender.deliver(batch_of(1))
+    assert list(outcome.settled) == [0]  # not settled: it is read and sent again next time
+    assert any(event == "dead_letter_write_failed" for _, event, _ in problems)
+
+
+def test_give_up_after_says_nothing_is_lost():
+    sender, _, _ = sender_for(MockTransport(lambda r: refused(None, reason="refused")), give_up_after=0.0)
+    outcome = sender.deliver(batch_of(1))
+    assert outcome.fatal is not None and outcome.fatal.kind == "unreachable"
+    assert "nothing is lost" in outcome.fatal.message and list(outcome.settled) == [0]
+
+
+# --- the adaptive concurrency limit ----------------------------------------------------------------
+
+
+def attempt(seconds: float, status: int | None = 200, pressure: bool = False) -> Attempt:
+    return Attempt(seconds, 0.0, status, status is not None and status < 300, pressure=pressure)
+
+
+class Sim:
+    """Responses fed to a limit on a clock of its own (round trips in eighths of a second:
+    exact in binary, so windows end exactly where the test expects)."""
+
+    def __init__(self, limit: AdaptiveConcurrency) -> None:
+        self.limit = limit
+        self.now = 0.0
+
+    def drive(self, rtt, windows: int, pressure=lambda w: False, reached: bool = True) -> list[int]:
+        """*windows* rounds of as many responses as the limit, *rtt(w)* after the round began;
+        the limit after each (a window ends at the first response after it)."""
+        history = []
+        for w in range(windows):
+            n = self.limit.limit
+            self.now += rtt(w)
+            for _ in range(n):
+                if reached:
+                    self.limit.dispatched(n)
+                self.limit.observe(attempt(rtt(w), 429 if pressure(w) else 200, pressure(w)), self.now)
+            history.append(self.limit.limit)
+        return history
+
+
+def test_a_steady_cluster_earns_the_limit_doubling_then_one_at_a_time_up_to_the_maximum():
+    limit = AdaptiveConcurrency(32)
+    assert limit.limit == 1  # the limit is earned, never assumed
+    history = Sim(limit).drive(lambda w: 0.5, 12)
+    assert history[:6] == [1, 2, 4, 8, 16, 32] or history[1:7] == [2, 4, 8, 16, 32, 32]
+    assert max(history) == 32 == history[-1]
+
+
+def test_no_growth_while_the_limit_is_not_reached():
+    assert Sim(AdaptiveConcurrency(32)).drive(lambda w: 0.5, 10, reached=False)[-1] == 1
+
+
+def test_push_back_cuts_the_limit_and_holds_it():
+    limit = AdaptiveConcurrency(32)
+    sim = Sim(limit)
+    sim.drive(lambda w: 0.125, 8)
+    before = limit.limit
+    history = sim.drive(lambda w: 0.125, 2, pressure=lambda w: w == 0)
+    assert history[-1] == int(before * 0.9) and not limit.slow_start
+    held = sim.drive(lambda w: 0.125, 9)
+    assert max(held) <= history[-1] + 1  # held: at most one probe in the hold's windows
+
+
+def test_a_rising_round_trip_time_cuts_the_limit():
+    limit = AdaptiveConcurrency(32)
+    sim = Sim(limit)
+    sim.drive(lambda w: 0.125, 6)
+    high = limit.limit
+    history = sim.drive(lambda w: 0.375, 3)  # the cluster queues: each request takes 3x as long
+    assert min(history) < high
+
+
+def test_no_answer_changes_nothing():
+    limit = AdaptiveConcurrency(8, initial=4)
+    for _ in range(50):
+        limit.dispatched(4)
+        limit.observe(attempt(0.0, None), 0.0)
+    assert limit.limit == 4
+
+
+def simulate(capacity: int, requests: int = 3000, seed: int = 1) -> tuple[int, float, float]:
+    """A cluster that refuses (429, at once) any request arriving while *capacity* are being
+    handled; a handled request takes 1 s of the simulated clock; a refused one is sent again by
+    its sender 0.5 s later (still in flight for the shipper).  Returns (refused, refused share,
+    mean limit over the second half)."""
+    import heapq
+
+    rng = random.Random(seed)
+    limit = AdaptiveConcurrency(32)
+    now, events, handled = 0.0, [], 0  # events: (time, n, kind) with kind "arrive" or "answer"
+    in_flight = done = refused_n = sent = n = 0
+    limits = []
+    while done < requests:
+        while in_flight < limit.limit:  # the loop hands out work while the limit allows
+            in_flight += 1
+            limit.dispatched(in_flight)
+            n += 1
+            heapq.heappush(events, (now, n, "arrive"))
+        now, _, kind = heapq.heappop(events)
+        n += 1
+        if kind == "arrive":
+            sent += 1
+            if handled < capacity:
+                handled += 1
+                heapq.heappush(events, (now + 1.0 + rng.uniform(-0.01, 0.01), n, "answer"))
+            else:
+                refused_n += 1
+                limit.observe(attempt(0.001, 429, pressure=True), now)
+                heapq.heappush(events, (now + 0.5, n, "arrive"))  # backed off, then sent again
+        else:
+            handled -= 1
+            in_flight -= 1
+            done += 1
+            limit.observe(attempt(1.0), now)
+        limits.append(limit.limit)
+    second_half = limits[len(limits) // 2 :]
+    return refused_n, refused_n / sent, sum(second_half) / len(second_half)
+
+
+@pytest.mark.parametrize("capacity", [1, 3, 8])
+def test_against_a_hard_limit_few_requests_are_refused_and_the_limit_settles_near_it(capacity):
+    refused_n, share, mean_limit = simulate(capacity)
+    assert share <= 0.10, (refused_n, share)
+    assert 0.6 * capacity <= mean_limit <= capacity + 1.5, mean_limit  # near the limit: under it, not collapsed
+
+
+# --- a shipper with several requests in flight -------------------------------------------------------
+
+
+LINE = len(b'{"@timestamp":"2026-12-02T00:00:00Z","seq":0}\n')
+
+
+def write_numbered(path: Path, n: int) -> None:
+    """*n* lines of the same length (seq below 10), so line i starts at i * LINE."""
+    path.write_bytes(b"".join(b'{"@timestamp":"2026-12-02T00:00:00Z","seq":%d}\n' % (i % 10) for i in range(n)))
+
+
+def first_line(request: Request) -> int:
+    """Which line of the file the request's first document is (its _id holds its offset)."""
+    return int(request.ids[0].rsplit("-", 1)[1]) // LINE
+
+
+class Gate:
+    """A transport that holds back its first request until released; the others answer at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.cond = threading.Condition()
+        self.answered: list[int] = []
+        self.active = 0
+        self.max_active = 0
+        self.held: int | None = None
+
+    def __call__(self, request: Request) -> Answer:
+        start = first_line(request)
+        with self.cond:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+            hold = self.held is None
+            if hold:
+                self.held = start
+        if hold:
+            assert self.release.wait(30)
+        with self.cond:
+            self.active -= 1
+            self.answered.append(start)
+            self.cond.notify_all()
+        return accepted(request)
+
+
+def run_shipper(tmp_path: Path, transport, **options):
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    opts = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", once=True, **options)
+    published = threading.Condition()
+    snapshots = []
+
+    def progress(snap):
+        with published:
+            snapshots.append(snap)
+            published.notify_all()
+
+    shipper = Shipper(opts, lambda: transport, get_logger("test"), progress=progress)
+    return logs, shipper, published, snapshots
+
+
+def committed_in_state(tmp_path: Path) -> list[int]:
+    store = StateStore(tmp_path / "state", create=False, lock=False)
+    try:
+        return [r.offset for r in store.all()]
+    finally:
+        store.close()
+
+
+def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
+    gate = Gate()
+    logs, shipper, published, snapshots = run_shipper(
+        tmp_path, MockTransport(gate), batch_size=50, max_in_flight=8, initial_in_flight=4
+    )
+    write_numbered(logs / "app.log", 3000)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
+    runner.start()
+    try:
+        with gate.cond:  # batches after the held one go out and come back while it waits
+            assert gate.cond.wait_for(lambda: gate.held is not None and max(gate.answered, default=0) > gate.held, 30)
+            later = [a for a in gate.answered if a > gate.held]
+        with published:  # ... and their acknowledgements are applied, but commit nothing past it
+            seen = len(snapshots)
+            assert published.wait_for(lambda: len(snapshots) > seen + 1, 30)
+            committed = max(f.committed for s in snapshots for f in s.files)
+        assert gate.held == 0 and later and committed == 0  # nothing passes the first, slow batch
+    finally:
+        gate.release.set()
+        runner.join(30)
+    summary = result["summary"]
+    assert summary.ended == "done" and summary.snapshot.delivery.delivered == 3000
+    assert committed_in_state(tmp_path) == [3000 * LINE]
+
+
+def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):
+    gate = Gate()
+    gate.release.set()
+    logs, shipper, _, _ = run_shipper(tmp_path, MockTransport(gate), batch_size=50, max_in_flight=1)
+    write_numbered(logs / "app.log", 500)
+    summary = shipper.run()
+    assert summary.snapshot.delivery.delivered == 500 and gate.max_active == 1
+    assert gate.answered == list(range(0, 500, 50))  # in order, one after the other
+
+
+@pytest.mark.slow  # (a request held at the end waits out its 0.2 s: the transport cannot know it is the last)
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), batch_size=st.integers(1, 40), max_in_flight=st.integers(2, 8))
+def test_out_of_order_completions_commit_only_contiguous_prefixes(tmp_path_factory, seed, batch_size, max_in_flight):
+    """Requests held back at random until a later one arrives (so later ones are answered
+    first): the committed offset never moves back, never passes a line whose request has not
+    been answered, and ends at the end of the file."""
+    tmp_path = tmp_path_factory.mktemp("reorder")
+    rng = random.Random(seed)
+    lock = threading.Lock()
+    held: list[threading.Event] = []
+    answered: list[tuple[int, int]] = []  # (first line, lines) of each answered request
+    overtaken = [0]
+
+    def handler(request: Request) -> Answer:
+        me = threading.Event()
+        with lock:
+            if held:  # a later request arrived: let one held request go (it is answered after this one)
+                held.pop(rng.randrange(len(held))).set()
+                overtaken[0] += 1
+            hold = (not answered and not held) or rng.random() < 0.6  # the first always: a reorder
+            if hold:
+                held.append(me)
+        if hold and not me.wait(0.2):
+            with lock:
+                if me in held:
+                    held.remove(me)
+        with lock:
+            answered.append((first_line(request), len(request)))
+        return accepted(request)
+
+    n = 400
+    logs, shipper, published, snapshots = run_shipper(
+        tmp_path, MockTransport(handler), batch_size=batch_size, max_in_flight=max_in_flight, initial_in_flight=2
+    )
+    write_numbered(logs / "app.log", n)
+
+    def contiguous() -> int:
+        done = set()
+        with lock:
+            for start, count in answered:
+                done.update(range(start, start + count))
+        k = 0
+        while k in done:
+            k += 1
+        return k * LINE
+
+    checks = []
+
+    def progress(snap):
+        if snap.files:  # (a file read to its end is let go: the last snapshots have none)
+            checks.append((max(f.committed for f in snap.files), contiguous()))
+
+    shipper.progress = progress
+    summary = shipper.run()
+    assert summary.snapshot.delivery.delivered == n
+    last = 0
+    for committed, answered_prefix in checks:
+        assert last <= committed <= answered_prefix
+        last = committed
+    assert checks and committed_in_state(tmp_path) == [n * LINE]
+    assert overtaken[0] or len(answered) == 1  # completions did come back out of order
+
+
+def test_a_dry_run_prints_requests_in_order(tmp_path):
+    import io
+
+    from amebo_logging.ship.dryrun import ConsoleTransport
+
+    out = io.BytesIO()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_numbered(logs / "app.log", 300)
+    opts = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", once=True, dry_run=True,
+                       batch_size=7)  # fmt: skip
+    console = ConsoleTransport(out)
+    Shipper(opts, lambda: console, get_logger("test")).run()
+    starts = [int(i.rsplit("-", 1)[1]) for i in Request(out.getvalue(), "").ids]
+    assert starts == [k * LINE for k in range(300)]
