@@ -502,3 +502,32 @@ def test_a_dry_run_prints_requests_in_order(tmp_path):
     Shipper(opts, lambda: console, get_logger("test")).run()
     starts = [int(i.rsplit("-", 1)[1]) for i in Request(out.getvalue(), "").ids]
     assert starts == [k * LINE for k in range(300)]
+
+
+def test_the_original_line_of_every_kind_of_document_is_given_back():
+    """What the dead letter keeps: the line as it was, whatever the batcher spliced in."""
+    from amebo_logging.ship.items import Framed
+
+    plain = Source.make("aa" * 8, "/a.log")
+    framed = Source.make(
+        "bb" * 8, "/var/log/containers/p_ns_c-" + "c" * 64 + ".log", {"container.id": "c"}, framed=True
+    )
+    lines = [
+        b'{"@timestamp":"2026-12-02T00:00:00Z","a":1}',
+        b'{"a":"no timestamp"}',
+        b'{"stream":"mine","@timestamp":"2026-12-02T00:00:00Z"}',  # a plain line's own "stream" key
+        b'{"log.offset":5}',
+        b"not json",
+    ]
+    batches = []
+    batcher = Batcher(
+        batches.append, host_name="h", batch_size=100, batch_bytes=1 << 30, max_line_bytes=1 << 20, stats=ReadStats()
+    )
+    batcher.add(Chunk(plain, 0, b"".join(line + b"\n" for line in lines)))
+    records = [(1000 + 100 * k, 1000 + 100 * k + 99, line, "2026-12-02T10:00:00Z", "stdout", 0) for k, line in
+               enumerate(lines)]  # fmt: skip
+    batcher.add(Framed(framed, records, 2000, 500))
+    batcher.flush()
+    [batch] = batches
+    assert [batch.original_line(i) for i in range(len(batch))] == lines + lines
+    assert {batch.source(i).uid for i in range(5)} == {plain.uid} and batch.source(7).uid == framed.uid

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,36 @@ class _ContainerProbe(_Probe):
     k_container: object = msgspec.field(name="kubernetes.container.name", default=msgspec.UNSET)
 
 
+class _Never(msgspec.Struct, forbid_unknown_fields=True):
+    """No JSON value decodes as this: a field of this type makes decoding fail if present."""
+
+    never_present_in_a_log_line: int
+
+
+class _Plain(msgspec.Struct, gc=False):
+    """The common line, in one decode and no test after: a JSON object with an ``@timestamp``
+    and none of the keys the shipper adds.  Anything else fails to decode (and goes to the
+    lenient :class:`_Probe`, which says why)."""
+
+    timestamp: object = msgspec.field(name="@timestamp")
+    file_path: _Never = msgspec.field(name="log.file.path", default=None)  # type: ignore[assignment]
+    offset: _Never = msgspec.field(name="log.offset", default=None)  # type: ignore[assignment]
+    host_name: _Never = msgspec.field(name="host.name", default=None)  # type: ignore[assignment]
+
+
+class _PlainContainer(_Plain, gc=False):
+    """The same, for a container's line: also none of the keys its document gets."""
+
+    stream: _Never = msgspec.field(name="stream", default=None)  # type: ignore[assignment]
+    c_id: _Never = msgspec.field(name="container.id", default=None)  # type: ignore[assignment]
+    c_name: _Never = msgspec.field(name="container.name", default=None)  # type: ignore[assignment]
+    c_image: _Never = msgspec.field(name="container.image.name", default=None)  # type: ignore[assignment]
+    k_ns: _Never = msgspec.field(name="kubernetes.namespace", default=None)  # type: ignore[assignment]
+    k_pod: _Never = msgspec.field(name="kubernetes.pod.name", default=None)  # type: ignore[assignment]
+    k_uid: _Never = msgspec.field(name="kubernetes.pod.uid", default=None)  # type: ignore[assignment]
+    k_container: _Never = msgspec.field(name="kubernetes.container.name", default=None)  # type: ignore[assignment]
+
+
 _UNSET = msgspec.UNSET
 
 
@@ -87,6 +118,7 @@ class Batch:
 
     __slots__ = (
         "_n",
+        "_runs",
         "_starts",
         "body",
         "created",
@@ -94,14 +126,13 @@ class Batch:
         "offsets",
         "originals",
         "source_ends",
-        "sources",
         "stamped",
     )
 
     body: bytes
     _n: int
     _starts: array[int] | None  # where each operation starts in the body (found when first needed)
-    sources: tuple[Source, ...]
+    _runs: tuple[tuple[int, Source], ...]  # (first document, its source): runs of documents of one file
     offsets: array[int]
     ends: array[int]
     source_ends: dict[str, int]
@@ -112,7 +143,7 @@ class Batch:
     def __init__(
         self,
         ops: list[bytes],
-        sources: list[Source],
+        sources: list[Source] | list[tuple[int, Source]],
         offsets: list[int],
         ends: list[int],
         source_ends: dict[str, int],
@@ -124,7 +155,13 @@ class Batch:
         set_(self, "body", b"".join(ops))
         set_(self, "_n", len(ops))
         set_(self, "_starts", None)
-        set_(self, "sources", tuple(sources))
+        if sources and isinstance(sources[0], Source):  # one per document: made into runs
+            runs: list[tuple[int, Source]] = []
+            for i, src in enumerate(sources):
+                if not runs or runs[-1][1] is not src:
+                    runs.append((i, src))
+            sources = runs
+        set_(self, "_runs", tuple(sources))
         set_(self, "offsets", array("q", offsets))
         set_(self, "ends", array("q", ends))
         set_(self, "source_ends", dict(source_ends))  # per uid: read end, empty lines included
@@ -158,6 +195,12 @@ class Batch:
     def nbytes(self) -> int:
         return len(self.body)
 
+    def source(self, i: int) -> Source:
+        """The file generation document *i* was read from."""
+        runs = self._runs
+        k = bisect_right(runs, i, key=lambda run: run[0]) - 1
+        return runs[k][1]
+
     def op(self, i: int) -> bytes:
         """Document *i*'s bulk operation: its action line and its source line."""
         starts = self._op_starts()
@@ -183,7 +226,12 @@ class Batch:
         source = self.op(i).split(b"\n", 2)[1]
         k = source.index(b",", source.index(_OFFSET_KEY) + len(_OFFSET_KEY))
         rest = source[k + 1 :]
-        return b"{" + rest[self.stamped.get(i, 0) :]
+        stamped = self.stamped.get(i)
+        if stamped is not None:
+            return b"{" + rest[stamped:]
+        if self.source(i).framed and rest.startswith(b'"stream":"'):  # the runtime's stream, ours
+            rest = rest[rest.index(b'",', 10) + 2 :]
+        return b"{" + rest
 
     def settled_ends(self, settled: bytearray) -> dict[str, tuple[int, bool]]:
         """Per uid: the offset past the last line settled with every line before it settled,
@@ -196,13 +244,18 @@ class Batch:
         out: dict[str, tuple[int, bool]] = {}
         blocked: set[str] = set()
         prefix: dict[str, int] = {}
-        for i, src in enumerate(self.sources):
+        runs = self._runs
+        for k, (first, src) in enumerate(runs):
             uid = src.uid
             if uid in blocked:
                 continue
-            if settled[i]:
-                prefix[uid] = self.ends[i]
+            last = runs[k + 1][0] if k + 1 < len(runs) else self._n
+            unsettled = settled.find(0, first, last)
+            if unsettled < 0:
+                prefix[uid] = self.ends[last - 1]
             else:
+                if unsettled > first:
+                    prefix[uid] = self.ends[unsettled - 1]
                 blocked.add(uid)
         for uid, end in self.source_ends.items():
             if uid in blocked:
@@ -217,7 +270,7 @@ class _Filling:
     """The batch being filled: the batcher's own, never handed out."""
 
     ops: list[bytes] = field(default_factory=list)
-    sources: list[Source] = field(default_factory=list)
+    runs: list[tuple[int, Source]] = field(default_factory=list)  # (first document, source)
     offsets: list[int] = field(default_factory=list)
     ends: list[int] = field(default_factory=list)
     source_ends: dict[str, int] = field(default_factory=dict)
@@ -229,7 +282,7 @@ class _Filling:
     def freeze(self) -> Batch:
         return Batch(
             self.ops,
-            self.sources,
+            self.runs,
             self.offsets,
             self.ends,
             self.source_ends,
@@ -237,6 +290,14 @@ class _Filling:
             self.originals,
             self.created,
         )
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _safe_text(raw: bytes) -> str:
@@ -280,7 +341,9 @@ class Batcher:
         self.batch = _Filling()
         self._path_cache: dict[tuple[str, bytes], bytes] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
+        self._plain = msgspec.json.Decoder(_Plain).decode
         self._container_probe = msgspec.json.Decoder(_ContainerProbe).decode
+        self._plain_container = msgspec.json.Decoder(_PlainContainer).decode
         self._streams: dict[str, bytes] = {}  # stream -> its "stream":"..." member
 
     def _meta_prefix(self, source: Source) -> bytes:
@@ -337,8 +400,10 @@ class Batcher:
 
     def _append(self, src: Source, offset: int, end: int, op: bytes) -> None:
         b = self.batch
+        runs = b.runs
+        if not runs or runs[-1][1] is not src:
+            runs.append((len(b.ops), src))
         b.ops.append(op)
-        b.sources.append(src)
         b.offsets.append(offset)
         b.ends.append(end)
         b.source_ends[src.uid] = end
@@ -350,159 +415,233 @@ class Batcher:
         if not self.with_metadata:
             self._add_records(chunk)
             return
-        src = chunk.source
-        uid = src.uid
         data = chunk.data
-        offset = chunk.offset
         self.stats.bytes += len(data)
-        all_ascii = data.isascii()
+        # The common chunk, told by a few tests over all of it: UTF-8, every line starting
+        # with {" (so none empty), no \r, none over the limit.  Its lines need one decode each.
+        if (
+            data.startswith(b'{"')
+            and b"\r" not in data
+            and len(data) <= self.max_line_bytes
+            and data.count(b'\n{"') == data.count(b"\n") - 1
+            and (data.isascii() or _is_utf8(data))
+        ):
+            self._add_plain_lines(chunk)
+        else:
+            self._add_lines(chunk)
+
+    def _add_plain_lines(self, chunk: Chunk) -> None:
+        """The fast path: each line is a JSON object with an @timestamp and none of the
+        metadata keys (one decode says so), so the metadata is spliced in, nothing is
+        re-serialized; a line that is not gets the careful way (:meth:`_line_op`)."""
+        src = chunk.source
+        offset = chunk.offset
         action = src.action_prefix
         middle = _ACTION_END + self._meta_prefix(src)
-        probe = self._probe
-        max_len = self.max_line_bytes
+        plain = self._plain
         limit_n, limit_b = self.batch_size, self.batch_bytes
-        read_time: bytes | None = None
         b = self.batch
-        ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
+        if not b.runs or b.runs[-1][1] is not src:
+            b.runs.append((len(b.ops), src))
+        ops, offsets, ends = b.ops, b.offsets, b.ends
         size, nbytes = len(ops), b.nbytes
-        lines = empty = 0
-        for raw in data.split(b"\n")[:-1]:
+        lines = data = chunk.data.split(b"\n")
+        del lines[-1]  # (after the last newline)
+        for line in data:
             start = offset
-            offset += len(raw) + 1
-            lines += 1
-            line = raw[:-1] if raw[-1:] == b"\r" else raw
-            if not line:
-                empty += 1
-                b.source_ends[uid] = offset
-                continue
-            op = None
-            # The fast path: a JSON object without a blank after "{", in UTF-8, without our
-            # metadata keys: the metadata is spliced in, nothing is re-serialized.
-            if len(line) <= max_len and line[0] == 0x7B and line[1:2] == b'"':
-                try:
-                    found = probe(line)
-                    if not all_ascii:
-                        line.decode("utf-8")
-                except Exception:  # DecodeError, UnicodeDecodeError, RecursionError...: the slow path
-                    found = None
-                if (
-                    found is not None
-                    and found.file_path is _UNSET
-                    and found.offset is _UNSET
-                    and found.host_name is _UNSET
-                ):
-                    if found.timestamp is not _UNSET:
-                        op = b"%s%d%s%d,%s\n" % (action, start, middle, start, line[1:])
-                    else:
-                        if read_time is None:
-                            read_time = b'"@timestamp":"' + timestamp_now().encode() + b'",'
-                        op = b"%s%d%s%d,%s%s\n" % (action, start, middle, start, read_time, line[1:])
-                        b.stamped[size] = len(read_time)
-            if op is None:
-                b.originals[size] = line
-                op = self._slow_op(src, start, line, max_len)
+            offset += len(line) + 1
+            try:
+                plain(line)
+                op = b"%s%d%s%d,%s\n" % (action, start, middle, start, line[1:])
+            except Exception:  # not the common line (ValidationError, DecodeError, too deep...)
+                op = self._line_op(b, src, start, line, size)
             ops.append(op)
-            sources.append(src)
             offsets.append(start)
             ends.append(offset)
             nbytes += len(op)
             size += 1
             if size >= limit_n or nbytes >= limit_b:
                 b.nbytes = nbytes
-                b.source_ends[uid] = offset
+                b.source_ends[src.uid] = offset
                 self.flush()
                 b = self.batch
-                ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
+                b.runs.append((0, src))
+                ops, offsets, ends = b.ops, b.offsets, b.ends
                 size, nbytes = 0, 0
         b.nbytes = nbytes
         if lines:
-            b.source_ends[uid] = offset
+            b.source_ends[src.uid] = offset
+        self.stats.lines += len(lines)
+
+    def _line_op(self, b: _Filling, src: Source, start: int, line: bytes, index: int) -> bytes:
+        """The operation of a line that is not the common one (it has no @timestamp, has one of
+        our keys, is not a JSON object, not UTF-8...), as document *index* of batch *b*."""
+        if len(line) <= self.max_line_bytes and line[0] == 0x7B and line[1:2] == b'"':
+            try:
+                found = self._probe(line)
+                if not line.isascii():
+                    line.decode("utf-8")
+            except Exception:  # DecodeError, UnicodeDecodeError, RecursionError...: the slow path
+                found = None
+            if (
+                found is not None
+                and found.file_path is _UNSET
+                and found.offset is _UNSET
+                and found.host_name is _UNSET
+                and found.timestamp is _UNSET
+            ):
+                read_time = b'"@timestamp":"' + timestamp_now().encode() + b'",'
+                b.stamped[index] = len(read_time)
+                middle = _ACTION_END + self._meta_prefix(src)
+                return b"%s%d%s%d,%s%s\n" % (src.action_prefix, start, middle, start, read_time, line[1:])
+        b.originals[index] = line
+        return self._slow_op(src, start, line, self.max_line_bytes)
+
+    def _add_lines(self, chunk: Chunk) -> None:
+        """Any chunk, line by line: empty lines, \r\n endings, lines over the limit, ..."""
+        src = chunk.source
+        uid = src.uid
+        offset = chunk.offset
+        b = self.batch
+        lines = empty = 0
+        for raw in chunk.data.split(b"\n")[:-1]:
+            start = offset
+            offset += len(raw) + 1
+            lines += 1
+            line = raw[:-1] if raw[-1:] == b"\r" else raw
+            if not line:
+                empty += 1
+                self.batch.source_ends[uid] = offset
+                continue
+            b = self.batch
+            index = len(b.ops)
+            try:
+                plain_line = len(line) <= self.max_line_bytes and line[0] == 0x7B and line[1:2] == b'"'
+                if plain_line:
+                    self._plain(line)
+                    if not line.isascii():
+                        line.decode("utf-8")
+            except Exception:
+                plain_line = False
+            if plain_line:
+                middle = _ACTION_END + self._meta_prefix(src)
+                op = b"%s%d%s%d,%s\n" % (src.action_prefix, start, middle, start, line[1:])
+            else:
+                op = self._line_op(b, src, start, line, index)
+            self._append(src, start, offset, op)
+        if lines:
+            self.batch.source_ends[uid] = offset
         self.stats.lines += lines
         self.stats.empty += empty
 
     def _add_framed(self, item: Framed) -> None:
         """A container log's lines: each becomes a document as a plain line would, with the
         container's metadata and the runtime's stream and time; the batch may acknowledge up
-        to where no line still being joined starts (:attr:`Framed.covered`)."""
+        to where no line still being joined starts (:attr:`Framed.covered`).
+
+        The common line (a JSON object with an @timestamp and none of the keys its document
+        gets, UTF-8, not cut) takes one decode; any other goes to :meth:`_framed_op`."""
         src = item.source
-        uid = src.uid
         self.stats.bytes += item.nbytes
         action = src.action_prefix
         middle = _ACTION_END + self._meta_prefix(src)
-        probe = self._container_probe
+        plain = self._plain_container
         max_len = self.max_line_bytes
         limit_n, limit_b = self.batch_size, self.batch_bytes
         streams = self._streams
         covered = item.covered
         records = item.records
-        last = len(records) - 1
         b = self.batch
-        ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
+        if records and (not b.runs or b.runs[-1][1] is not src):
+            b.runs.append((len(b.ops), src))
+        ops, offsets, ends = b.ops, b.offsets, b.ends
         nbytes = b.nbytes
-        lines = empty = 0
-        safe = covered
+        empty = 0
         for k, (start, end, line, when, stream, cut) in enumerate(records):
-            # after this record, the batch may acknowledge up to the next one's start
-            safe = records[k + 1][0] if k < last else covered
-            if safe > covered:
-                safe = covered
-            lines += 1
             if not line and not cut:
                 empty += 1
                 continue
-            added = streams.get(stream) if stream else b""
+            added = streams.get(stream)
             if added is None:
-                added = streams.setdefault(stream, b'"stream":' + orjson.dumps(stream) + b",")
-            op = None
-            if cut:
-                self.stats.truncated += 1
-                doc = self._truncated(line, cut if cut > 0 else None)
-                if when:
-                    doc["@timestamp"] = when
-                b.originals[len(ops)] = line
-                op = self._op(src, start, doc, stream)
-            elif len(line) <= max_len and line[0] == 0x7B and line[1:2] == b'"':
-                try:
-                    found = probe(line)
-                except Exception:  # not one JSON object (or too deep): the slow path
-                    found = None
-                if (
-                    found is not None
-                    and found.file_path is _UNSET
-                    and found.offset is _UNSET
-                    and found.host_name is _UNSET
-                    and found.stream is _UNSET
-                    and found.c_id is _UNSET
-                    and found.c_name is _UNSET
-                    and found.c_image is _UNSET
-                    and found.k_ns is _UNSET
-                    and found.k_pod is _UNSET
-                    and found.k_uid is _UNSET
-                    and found.k_container is _UNSET
-                ):
-                    if found.timestamp is _UNSET:
-                        added += b'"@timestamp":' + orjson.dumps(when or timestamp_now()) + b","
-                    b.stamped[len(ops)] = len(added)
-                    op = b"%s%d%s%d,%s%s\n" % (action, start, middle, start, added, line[1:])
-            if op is None:
-                b.originals[len(ops)] = line
-                op = self._slow_op(src, start, line, max_len, when, stream)
+                added = streams[stream] = b'"stream":' + orjson.dumps(stream) + b"," if stream else b""
+            try:
+                if cut or len(line) > max_len or line[0] != 0x7B or line[1] != 0x22:
+                    raise ValueError
+                plain(line)
+                if not line.isascii():
+                    line.decode("utf-8")
+                op = b"%s%d%s%d,%s%s\n" % (action, start, middle, start, added, line[1:])
+            except Exception:  # not the common line: the careful way
+                op = self._framed_op(b, src, start, line, when, stream, cut, added, len(ops))
             ops.append(op)
-            sources.append(src)
             offsets.append(start)
             ends.append(end)
             nbytes += len(op)
             if len(ops) >= limit_n or nbytes >= limit_b:
                 b.nbytes = nbytes
-                b.source_ends[uid] = safe
+                # after this record, the batch may acknowledge up to the next one's start
+                b.source_ends[src.uid] = min(records[k + 1][0], covered) if k + 1 < len(records) else covered
                 self.flush()
                 b = self.batch
-                ops, sources, offsets, ends = b.ops, b.sources, b.offsets, b.ends
+                if k + 1 < len(records):
+                    b.runs.append((0, src))
+                ops, offsets, ends = b.ops, b.offsets, b.ends
                 nbytes = 0
         b.nbytes = nbytes
-        b.source_ends[uid] = safe  # (covered when there were no records: the rest of a cut line)
-        self.stats.lines += lines
+        b.source_ends[src.uid] = covered  # (when there were no records: the rest of a cut line)
+        self.stats.lines += len(records)
         self.stats.empty += empty
+
+    def _framed_op(
+        self,
+        b: _Filling,
+        src: Source,
+        start: int,
+        line: bytes,
+        when: str,
+        stream: str,
+        cut: int,
+        added: bytes,
+        index: int,
+    ) -> bytes:
+        """The operation of a container's line that is not the common one, as document
+        *index* of batch *b*: cut at the limit, without an @timestamp (the runtime's time is
+        used), with keys its document gets, not one JSON object..."""
+        if cut:
+            self.stats.truncated += 1
+            doc = self._truncated(line, cut if cut > 0 else None)
+            if when:
+                doc["@timestamp"] = when
+            b.originals[index] = line
+            return self._op(src, start, doc, stream)
+        if len(line) <= self.max_line_bytes and line[0] == 0x7B and line[1:2] == b'"':
+            try:
+                found = self._container_probe(line)
+                if not line.isascii():
+                    line.decode("utf-8")
+            except Exception:  # not one JSON object (or too deep): the slow path
+                found = None
+            if (
+                found is not None
+                and found.timestamp is _UNSET
+                and found.file_path is _UNSET
+                and found.offset is _UNSET
+                and found.host_name is _UNSET
+                and found.stream is _UNSET
+                and found.c_id is _UNSET
+                and found.c_name is _UNSET
+                and found.c_image is _UNSET
+                and found.k_ns is _UNSET
+                and found.k_pod is _UNSET
+                and found.k_uid is _UNSET
+                and found.k_container is _UNSET
+            ):
+                added += b'"@timestamp":' + orjson.dumps(when or timestamp_now()) + b","
+                b.stamped[index] = len(added)
+                middle = _ACTION_END + self._meta_prefix(src)
+                return b"%s%d%s%d,%s%s\n" % (src.action_prefix, start, middle, start, added, line[1:])
+        b.originals[index] = line
+        return self._slow_op(src, start, line, self.max_line_bytes, when, stream)
 
     def _add_records(self, chunk: Chunk) -> None:
         """Lines that are already records (the in-process handler's): each becomes an

@@ -521,7 +521,7 @@ class BulkSender:
             f"kept them in the data stream's failure store, not in {self.target}: fix the mapping or the line's "
             "producer; the error of each is in the failure store",
             "query": f'FROM {self.target}::failures | WHERE document.id == "{doc_id}"',
-            "log.file.path": batch.sources[first].path,
+            "log.file.path": batch.source(first).path,
             "log.offset": batch.offsets[first],
         }
 

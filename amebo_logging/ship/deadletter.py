@@ -52,7 +52,7 @@ class DeadLetter:
             "status": status,
             "error": error,
             "_id": orjson.loads(action)["create"]["_id"],
-            "log.file.path": batch.sources[i].path if batch.sources else None,
+            "log.file.path": batch.source(i).path if len(batch) else None,
             "log.offset": batch.offsets[i] if batch.offsets else None,
             "line": line,
             "document": _text(source.rstrip(b"\n")),

@@ -317,7 +317,7 @@ class Discovery:
         fields = dict(r.source.fields)
         if r.framer is not None:  # a rotated container log: what its new path says, else its first
             fields = formats.container_fields(path) or fields
-        r.source = Source.make(r.uid, path, fields)
+        r.source = Source.make(r.uid, path, fields, framed=r.framer is not None)
         self._out.append(Renamed(r.uid, path, r.size))
 
     def _watch(self, key: tuple[int, int], f: _File, r: FileReader, seen: bool) -> None:
@@ -545,7 +545,7 @@ class Discovery:
                 **{"log.file.path": path, "log.offset": decision.position},
                 reason=decision.reason,
             )
-        source = Source.make(decision.uid, path, fields)
+        source = Source.make(decision.uid, path, fields, framed=framer is not None)
         position = decision.position
         f.phase, f.reason, f.stamp = Phase.OPEN, "", None
         f.reader = FileReader(fd, source, head, position, st.st_size, framer, self.max_line_bytes)

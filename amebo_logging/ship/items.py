@@ -47,12 +47,13 @@ class Source:
     action_prefix: bytes  # the start of its documents' bulk action: {"create":{"_id":"<uid>-
     fields: tuple[tuple[str, str], ...] = ()  # added to every document: a container's metadata
     meta: bytes = b""  # the same as JSON members, each followed by a comma
+    framed: bool = False  # a container log: each document also gets the runtime's stream
 
     @classmethod
-    def make(cls, uid: str, path: str, fields: dict[str, str] | None = None) -> Source:
+    def make(cls, uid: str, path: str, fields: dict[str, str] | None = None, *, framed: bool = False) -> Source:
         pairs = tuple(sorted((fields or {}).items()))
         meta = b"".join(orjson.dumps(k) + b":" + orjson.dumps(v) + b"," for k, v in pairs)
-        return cls(uid, path, b'{"create":{"_id":"' + uid.encode() + b"-", pairs, meta)
+        return cls(uid, path, b'{"create":{"_id":"' + uid.encode() + b"-", pairs, meta, framed)
 
 
 # --- lines ------------------------------------------------------------------------------------
