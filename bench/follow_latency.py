@@ -7,7 +7,7 @@ its write time (``"w"``, ns).  A local sink answers ``_bulk`` like Elasticsearch
 when each document arrives.  The shipper under test follows the file with its defaults; the
 report is p50/p99/max of arrival minus write time, and how many lines arrived (all must).
 
-Measured for amebo-logship, and for Fluent Bit (tail input, es output, Flush 1) in the same
+Measured for amebo-logship, and for Fluent Bit (tuned as bench/fluent_bit.py says, Flush 1) in the same
 run when its binary is found (see bench/fluent_bit.py; skipped otherwise).
 """
 
@@ -142,7 +142,7 @@ def amebo_logship(log: Path, url: str, work: Path) -> subprocess.Popen[bytes]:
 
 
 def fluent_bit(log: Path, url: str, work: Path) -> subprocess.Popen[bytes]:
-    conf = fluent_bit_tool.write_config(work / "fluent-bit", log, int(url.rsplit(":", 1)[1]), tuned=False)
+    conf = fluent_bit_tool.write_config(work / "fluent-bit", log, int(url.rsplit(":", 1)[1]))
     return subprocess.Popen(
         [fluent_bit_tool.find() or "fluent-bit", "-c", str(conf)],
         stdout=subprocess.DEVNULL,
