@@ -5,8 +5,12 @@ The one-line change for an Amebo operator::
     uvicorn amebo.router:router            # before
     uvicorn amebo_logging.amebo:app        # after: same port and options
 
-(or ``python -m amebo_logging.amebo``, on Amebo's port 3310; gunicorn with uvicorn workers
-takes ``amebo_logging.amebo:app`` too).  For an app you assemble yourself, call
+(or ``python -m amebo_logging.amebo``, on Amebo's port 3310).  With several workers, serve it
+with the packaged gunicorn config, so no record is torn on the stdout they share::
+
+    gunicorn -c python:amebo_logging.gunicorn -w 3 amebo_logging.amebo:app
+
+For an app you assemble yourself, call
 :func:`instrument` and wrap Amebo's router in
 ``CorrelationMiddleware(router, share_with_app=True)``.
 
@@ -33,11 +37,13 @@ What it adds:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
 import threading
 import time
+from contextvars import ContextVar
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
@@ -61,10 +67,6 @@ __all__ = ["TESTED_AMEBO", "TESTED_HEAVEN", "app", "instrument", "instrumented",
 #: Amebo and heaven releases the integration was tested with (major.minor).
 TESTED_AMEBO: Final = ("0.9",)
 TESTED_HEAVEN: Final = ("2.4",)
-
-#: Validation errors kept on a ``schema_validation_failed`` record, and their length.
-MAX_VALIDATION_ERRORS: Final = 20
-MAX_VALIDATION_ERROR_CHARS: Final = 300
 
 _lock = threading.RLock()
 _state: dict[str, Any] = {"active": None, "settings": {}}
@@ -121,11 +123,13 @@ def instrument(**logging_options: Any) -> bool:
             return False
         _patch_amebo_logging()  # before amebo.router is imported: it configures at import
         _apply_logging()
-        import amebo.router  # noqa: F401 - its import-time configure_logging() now re-applies ours
+        import amebo.router  # its import-time configure_logging() now re-applies ours
 
         _patch_publish()
         _patch_deliveries()
         _patch_heaven()
+        # last of Amebo's shutdown hooks, once its database and HTTP client are closed
+        amebo.router.router.ON("shutdown", end_deliveries)
         _state["active"] = True
         return True
 
@@ -202,12 +206,23 @@ async def _owner(executor: Any, action: str) -> str:
     return owner
 
 
-def _validation_errors(errors: Any) -> list[str]:
-    out = []
-    for err in list(errors or [])[:MAX_VALIDATION_ERRORS]:
-        text = str(err)
-        out.append(text if len(text) <= MAX_VALIDATION_ERROR_CHARS else text[:MAX_VALIDATION_ERROR_CHARS] + "...")
-    return out
+async def _validation_errors(executor: Any, action: str, payload: Any, amebo_errors: Any) -> list[Any]:
+    """The payload's violations as ``jsonschema`` errors, so the record says where and why and
+    never the value: Amebo's own messages quote the rejected values (``'s3cr3t' is too
+    long``).  Amebo's strings, reduced to their paths, when the schema cannot be read."""
+    try:
+        from jsonschema.validators import validator_for
+
+        schemata = await executor.scalar("SELECT schemata FROM {x}actions WHERE action = ?", action)
+        schema = orjson.loads(schemata) if isinstance(schemata, (str, bytes)) else schemata
+        if isinstance(payload, (str, bytes, bytearray)):
+            payload = orjson.loads(payload)
+        found = sorted(
+            validator_for(schema)(schema).iter_errors(payload), key=lambda e: [str(p) for p in e.absolute_path]
+        )
+    except Exception:
+        found = []
+    return found or list(amebo_errors or [])
 
 
 def _patch_publish() -> None:
@@ -227,7 +242,7 @@ def _patch_publish() -> None:
                     log,
                     action=action,
                     application=await _owner(executor, action),
-                    errors=_validation_errors(exc.extra["errors"]),
+                    errors=await _validation_errors(executor, action, payload, exc.extra["errors"]),
                 )
             raise
         if not result.get("duplicate"):
@@ -248,11 +263,34 @@ def _patch_publish() -> None:
 # --- deliveries: webhook_delivered, webhook_failed, trace and request id outward ----------------
 
 
+def _error_fields(kind: str, message: str) -> dict[str, Any]:
+    return {"error.type": kind, "error.message": message}
+
+
 def _error_type(error: str, status: int) -> str:
     if status:
         return "httpx.HTTPStatusError"
     head = error.split(":", 1)[0].strip()
     return head if head.isidentifier() else "DeliveryError"
+
+
+#: Within a delivery attempt: whether Amebo wrote its outcome back (set by writeback_attempt).
+_written_back: ContextVar[dict[str, bool] | None] = ContextVar("amebo_logging_written_back", default=None)
+
+
+#: The delivery attempts in flight in this process.
+_ATTEMPTS: set[asyncio.Task[Any]] = set()
+
+
+async def end_deliveries(_router: Any = None) -> None:
+    """Amebo's last shutdown hook: the attempts still in flight are cancelled and awaited
+    (at most 5 s), so each writes its record before the worker exits; Amebo closed their
+    database and client already, and sends them again on its next start."""
+    tasks = {t for t in _ATTEMPTS if not t.done() and t is not asyncio.current_task()}
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
 
 
 def _patch_deliveries() -> None:
@@ -271,11 +309,44 @@ def _patch_deliveries() -> None:
                 # the span Amebo puts in the traceparent it sends: the subscriber's parent
                 span = aproko.delivery_span_id(str(d.get("gist")), number)
                 set_trace_context(TraceContext((trace_id, span, "01")), new_span=False)
-            result = await original(executor, d)
-            _delivery_record(log, d, number, result)
+            started = time.monotonic_ns()
+            stored = {"written": False}
+            token = _written_back.set(stored)
+            task = asyncio.current_task()
+            if task is not None:
+                _ATTEMPTS.add(task)
+            try:
+                result = await original(executor, d)
+            except asyncio.CancelledError:
+                # shutdown cancelled the attempt mid-flight: Amebo wrote nothing back, so the
+                # gist is still pending and the next start sends it again as this same
+                # attempt number; this record is the only trace of this try
+                _interrupted_record(log, d, number, time.monotonic_ns() - started)
+                raise
+            finally:
+                _written_back.reset(token)
+                _ATTEMPTS.discard(task)
+            _delivery_record(log, d, number, result, stored["written"])
         return result
 
-    def _delivery_record(log: Any, d: dict[str, Any], number: int, result: Any) -> None:
+    def _interrupted_record(log: Any, d: dict[str, Any], number: int, elapsed_ns: int) -> None:
+        events.webhook_failed(
+            log,
+            event_id=d.get("event"),
+            subscription=d.get("subscription") or "",
+            action=d.get("action") or "",
+            url=str(d.get("handler") or ""),
+            attempt=number,
+            max_retries=d.get("max_retries") or number,
+            duration_ns=elapsed_ns,
+            final=False,
+            tags=["interrupted"],
+            **_error_fields(
+                "asyncio.CancelledError", f"interrupted at shutdown: Amebo sends it again as attempt {number}"
+            ),
+        )
+
+    def _delivery_record(log: Any, d: dict[str, Any], number: int, result: Any, written: bool) -> None:
         max_retries = d.get("max_retries") or number
         status = int(result.get("status") or 0) if isinstance(result, dict) else 0
         common: dict[str, Any] = {
@@ -288,14 +359,35 @@ def _patch_deliveries() -> None:
             "status_code": status or None,
             "duration_ns": int((result.get("ms") or 0) * 1_000_000) if isinstance(result, dict) else None,
         }
+        if not written:
+            # Amebo could not store the outcome (at shutdown its database closes under the
+            # attempts in flight): the gist stays pending and is sent again as this attempt
+            common["tags"] = ["interrupted"]
         if isinstance(result, dict) and result.get("ok"):
             common["status_code"] = status
             events.webhook_delivered(log, **common)
             return
         error = str(result.get("error") or f"HTTP {status}") if isinstance(result, dict) else "no result"
-        failure: dict[str, Any] = {"error.type": _error_type(error, status), "error.message": error}
-        events.webhook_failed(log, **common, **failure)
+        message = (
+            error
+            if written
+            else f"{error} (interrupted: Amebo could not record it, sends it again as attempt {number})"
+        )
+        failure = _error_fields(_error_type(error, status), message)
+        events.webhook_failed(log, **common, **failure, final=None if written else False)
 
+    original_writeback = aproko.writeback_attempt
+
+    async def writeback_attempt(*args: Any, **kwargs: Any) -> Any:
+        # Amebo stored the attempt's outcome: it will not send this attempt again
+        result = await original_writeback(*args, **kwargs)
+        stored = _written_back.get()
+        if stored is not None:
+            stored["written"] = True
+        return result
+
+    writeback_attempt.__wrapped__ = original_writeback  # type: ignore[attr-defined]
+    aproko.writeback_attempt = writeback_attempt
     attempt._amebo_logging = True  # type: ignore[attr-defined]
     attempt.__wrapped__ = original  # type: ignore[attr-defined]
     aproko.attempt = attempt
@@ -414,13 +506,11 @@ def __getattr__(name: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m amebo_logging.amebo [--host H] [--port P] [uvicorn options...]``: serve
-    Amebo, instrumented, on Amebo's port (``AMEBO_PORT``, default 3310)."""
+    """``python -m amebo_logging.amebo [--host H] [--port P] [--workers N]``: serve Amebo,
+    instrumented, on Amebo's port (``AMEBO_PORT``, default 3310): uvicorn for one process,
+    gunicorn with :mod:`amebo_logging.gunicorn` for several (so no record is torn on the
+    stdout they share)."""
     import argparse
-
-    import uvicorn
-
-    from .config import uvicorn_log_config
 
     parser = argparse.ArgumentParser(
         prog="python -m amebo_logging.amebo",
@@ -434,16 +524,49 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--port", type=int, default=int(os.environ.get("AMEBO_PORT") or 3310), help="port (AMEBO_PORT; default 3310)"
     )
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (uvicorn's --workers)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("WEB_CONCURRENCY") or 1),
+        help="worker processes (WEB_CONCURRENCY; default 1); more than one runs gunicorn",
+    )
     options = parser.parse_args(argv)
+    if options.workers > 1:
+        _serve_gunicorn(options.host, options.port, options.workers)
+        return
+    import uvicorn
+
+    from .config import uvicorn_log_config
+
     uvicorn.run(
         "amebo_logging.amebo:app",
         host=options.host,
         port=options.port,
-        workers=options.workers,
         log_config=uvicorn_log_config(),
         access_log=False,
     )
+
+
+def _serve_gunicorn(host: str, port: int, workers: int) -> None:
+    try:
+        from gunicorn.app.wsgiapp import run
+    except ImportError:
+        raise SystemExit(
+            "python -m amebo_logging.amebo: --workers above 1 runs gunicorn, which is not installed: "
+            "pip install 'amebo-logging[amebo]' (or gunicorn and uvicorn-worker)"
+        ) from None
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    sys.argv = [
+        "gunicorn",
+        "-c",
+        "python:amebo_logging.gunicorn",
+        "--bind",
+        address,
+        "--workers",
+        str(workers),
+        "amebo_logging.amebo:app",
+    ]
+    run()
 
 
 if __name__ == "__main__":

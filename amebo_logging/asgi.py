@@ -9,12 +9,14 @@ For each HTTP request it:
 * takes the request id from ``X-Request-ID`` (the header is configurable) when it is 1-128
   characters of ``[A-Za-z0-9._:-]``, else generates ``uuid4().hex`` (a rejected value is
   never logged raw: only its length is);
-* joins the caller's trace (``traceparent``, or a bare ``X-Amebo-Trace-Id``), or starts a new
-  one, and opens this request's own span: records carry ``trace.id``, ``span.id`` and, when
-  the caller sent a span, ``parent.id``;
-* with ``share_with_app=True``, lets the app see the ids it made: a generated request id as
-  ``X-Request-ID`` and a started trace as ``traceparent`` (Amebo then stores the trace id
-  with the event it publishes);
+* joins the caller's trace (one valid ``traceparent``, or a bare ``X-Amebo-Trace-Id``), or
+  starts a new one, and opens this request's own span: records carry ``trace.id``,
+  ``span.id`` and, when the caller sent a span, ``parent.id``.  A ``traceparent`` that is
+  malformed, all-zero, version ``ff`` or repeated is invalid (W3C Trace Context);
+* with ``share_with_app=True``, lets the app see the ids the records carry and no other: a
+  generated request id as ``X-Request-ID``, and exactly one ``traceparent`` of the trace
+  chosen here in place of whatever trace headers came (Amebo then stores the same trace id
+  with the event it publishes, whatever its own parser would have made of them);
 * echoes the id as ``X-Request-ID`` on the response, also on the 500 it sends itself when
   the app raises before responding;
 * writes one ``http_request`` record, at DEBUG for probe paths (``/health``, ``/metrics``...);
@@ -61,6 +63,13 @@ def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
     return None
 
 
+def _only_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> str | None:
+    """The value of *name* when the request has it exactly once (W3C Trace Context: a
+    repeated ``traceparent`` is invalid), else None."""
+    found = [value for key, value in headers if key.lower() == name]
+    return found[0].decode("latin-1") if len(found) == 1 else None
+
+
 def client_fields(address: Any) -> dict[str, str]:
     """``client.ip`` when *address* is a valid IP address, else ``client.address`` (a unix
     socket path, a host name...); nothing for nothing."""
@@ -97,8 +106,8 @@ class CorrelationMiddleware:
         self.start_trace = start_trace
         self.share_with_app = share_with_app
 
-    def _context_for(self, headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], str, int | None, str, bool]:
-        """(context, request id, rejected id's length, trace flags, trace started here)."""
+    def _context_for(self, headers: list[tuple[bytes, bytes]]) -> tuple[dict[str, Any], str, int | None, str]:
+        """(context, request id, rejected id's length, trace flags)."""
         inbound = _header(headers, self._header_key)
         rejected = None
         if inbound is not None and valid_request_id(inbound):
@@ -109,19 +118,19 @@ class CorrelationMiddleware:
         ctx: dict[str, Any] = {**(current_context() or {}), CORRELATION_KEY: request_id}
         for key in ("trace.id", "span.id", "parent.id"):
             ctx.pop(key, None)
-        flags, started = "01", False
-        trace = parse_traceparent(_header(headers, b"traceparent"))
+        flags = "01"
+        trace = parse_traceparent(_only_header(headers, b"traceparent"))
         if trace is not None:
             ctx["trace.id"], ctx["parent.id"], flags = trace
         else:
-            bare = (_header(headers, b"x-amebo-trace-id") or "").strip().lower()
+            bare = (_only_header(headers, b"x-amebo-trace-id") or "").strip().lower()
             if len(bare) == 32 and set(bare) <= _TRACE_ID_CHARS and set(bare) != {"0"}:
                 ctx["trace.id"] = bare
             elif self.start_trace:
-                ctx["trace.id"], started = new_trace_id(), True
+                ctx["trace.id"] = new_trace_id()
         if "trace.id" in ctx:
             ctx["span.id"] = new_span_id()
-        return ctx, request_id, rejected, flags, started
+        return ctx, request_id, rejected, flags
 
     def _shared(
         self,
@@ -130,19 +139,20 @@ class CorrelationMiddleware:
         ctx: dict[str, Any],
         request_id: str,
         generated_id: bool,
-        started: bool,
         flags: str,
     ) -> Scope:
-        """The scope the app sees: the ids generated here added to its headers."""
+        """The scope the app sees: the request id and the trace the records carry, and no
+        other.  Whatever trace headers came (valid, malformed, all-zero, repeated, a bare
+        ``X-Amebo-Trace-Id``), the app gets exactly one valid ``traceparent``, of the trace
+        chosen here: an app with a looser parser (Amebo's) cannot store another one."""
+        drop = {b"traceparent", b"x-amebo-trace-id"}
         extra: list[tuple[bytes, bytes]] = []
-        drop: set[bytes] = set()
         if generated_id:
             drop.add(self._header_key)
             extra.append((self._header_key, request_id.encode("latin-1")))
-        if started:
-            drop.add(b"traceparent")
+        if "trace.id" in ctx:
             extra.append((b"traceparent", f"00-{ctx['trace.id']}-{ctx['span.id']}-{flags}".encode()))
-        if not extra:
+        if not extra and not any(k.lower() in drop for k, _ in headers):
             return scope
         kept = [(k, v) for k, v in headers if k.lower() not in drop]
         return {**scope, "headers": [*kept, *extra]}
@@ -152,14 +162,14 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send)
             return
         headers = scope.get("headers") or []
-        ctx, request_id, rejected, flags, started = self._context_for(headers)
+        ctx, request_id, rejected, flags = self._context_for(headers)
         token = activate(ctx, flags)
         try:
             if rejected is not None:
                 self.log.warning("request_id_rejected", reason=f"invalid {self.header} header", length=rejected)
             if self.share_with_app:
                 generated = request_id != _header(headers, self._header_key)
-                scope = self._shared(scope, headers, ctx, request_id, generated, started, flags)
+                scope = self._shared(scope, headers, ctx, request_id, generated, flags)
             if scope["type"] == "websocket":
                 await self.app(scope, receive, send)
                 return

@@ -17,7 +17,7 @@ Extra keyword fields are passed through.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -28,6 +28,7 @@ __all__ = [
     "payload_size",
     "safe_url",
     "schema_validation_failed",
+    "validation_error",
     "webhook_delivered",
     "webhook_failed",
 ]
@@ -137,14 +138,17 @@ def webhook_failed(
     duration_ns: int | None = None,
     error: BaseException | None = None,
     event_id: str | int | None = None,
+    final: bool | None = None,
     **fields: Any,
 ) -> None:
-    """``webhook_failed``: a delivery attempt failed; WARNING, or ERROR on the last attempt.
+    """``webhook_failed``: a delivery attempt failed; WARNING, or ERROR when it was the last
+    (*final*; by default, when *attempt* reached *max_retries*).
 
     *error* (the exception, if one was raised) gives ``error.type``, ``error.message`` and
     ``error.stack_trace``.
     """
-    emit = log.error if attempt >= max_retries else log.warning
+    last = attempt >= max_retries if final is None else final
+    emit = log.error if last else log.warning
     if error is not None:
         fields["exc_info"] = error
     emit(
@@ -154,19 +158,68 @@ def webhook_failed(
     )
 
 
+#: Validation errors kept on a ``schema_validation_failed`` record, and the length of each.
+MAX_VALIDATION_ERRORS: Final = 20
+MAX_VALIDATION_ERROR_CHARS: Final = 300
+_MAX_LIMIT_CHARS: Final = 80
+_VALUE_MARKS: Final = frozenset("'\"`0123456789")
+
+
+def validation_error(error: Any) -> str:
+    """One validation error as ``path: keyword limit``: where and why, never the value.
+
+    *error* is a ``jsonschema`` error (``$.api_key: maxLength 16``, ``$.password: type
+    integer``, ``$.user: required email``) or a string ``path: reason``, whose reason is kept
+    only when it holds no quote and no digit (``$.email: required``), else replaced
+    (``$.id: invalid``): a validator's message quotes the value.
+    The limit is the schema's (the application's own declaration), cut at 80 characters;
+    ``required`` names the missing properties, from the schema too.
+    """
+    keyword = getattr(error, "validator", None)
+    if keyword is None:
+        path, sep, why = str(error).partition(": ")
+        if not (sep and path.startswith("$")):
+            path, why = "$", str(error)
+        # a reason that could hold a value (quotes, digits) is not kept
+        return f"{path}: {why}" if why and not (set(why) & _VALUE_MARKS) else f"{path}: invalid"
+    path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in getattr(error, "absolute_path", ()))
+    limit = getattr(error, "validator_value", None)
+    instance = getattr(error, "instance", None)
+    if keyword == "required" and isinstance(limit, list) and isinstance(instance, dict):
+        limit = [name for name in limit if name not in instance] or limit
+    shown = _limit_text(keyword, limit)
+    return f"{path}: {keyword} {shown}" if shown else f"{path}: {keyword}"
+
+
+def _limit_text(keyword: str, limit: Any) -> str:
+    if keyword in ("additionalProperties", "unevaluatedProperties", "items", "not", "if", "then", "else"):
+        return "false" if limit is False else ""  # a subschema: the keyword says enough
+    if keyword not in ("const", "enum") and (
+        isinstance(limit, (dict, bool)) or (isinstance(limit, list) and any(isinstance(v, dict) for v in limit))
+    ):
+        return ""  # subschemas (oneOf, anyOf, allOf...): the keyword says enough
+    if isinstance(limit, list) and all(isinstance(v, str) for v in limit) and keyword in ("required", "type"):
+        text = " ".join(limit)
+    elif isinstance(limit, str) and keyword not in ("const", "enum"):
+        text = limit  # a pattern, a format, a type: as the schema spells it
+    else:
+        try:
+            text = orjson.dumps(limit).decode()
+        except TypeError:
+            text = type(limit).__name__
+    return text if len(text) <= _MAX_LIMIT_CHARS else text[:_MAX_LIMIT_CHARS] + "..."
+
+
 def schema_validation_failed(log: Any, *, action: str, application: str, errors: Iterable[Any], **fields: Any) -> None:
     """``schema_validation_failed``: a payload failed its action's schema.
 
-    *errors* are strings, or ``jsonschema`` errors (rendered ``path: message``).
+    *errors* are ``jsonschema`` errors or strings, each written as :func:`validation_error`
+    renders it (where and why, never the rejected value), at most 20.
     """
     rendered = []
-    for err in errors:
-        message = getattr(err, "message", None)
-        if message is not None:
-            path = "/".join(str(p) for p in getattr(err, "absolute_path", ()) or ())
-            rendered.append(f"{path or '$'}: {message}")
-        else:
-            rendered.append(str(err))
+    for err in list(errors)[:MAX_VALIDATION_ERRORS]:
+        text = validation_error(err)
+        rendered.append(text if len(text) <= MAX_VALIDATION_ERROR_CHARS else text[:MAX_VALIDATION_ERROR_CHARS] + "...")
     log.warning(
         "schema_validation_failed",
         **{"amebo.action": action, "amebo.application": application, "amebo.validation_errors": rendered},

@@ -88,12 +88,19 @@ FIELDS: Final[tuple[Field, ...]] = (
     _F("amebo.subscription", "keyword", "The subscription a webhook delivery belongs to.", "amebo"),
     _F("amebo.attempt", "long", "Which delivery attempt this was, counting from 1.", "amebo"),
     _F("amebo.max_retries", "long", "How many attempts the deliverer makes at most.", "amebo"),
-    _F("amebo.validation_errors", "match_only_text", "Schema validation errors, one 'path: reason' each.", "amebo"),
+    _F(
+        "amebo.validation_errors",
+        "match_only_text",
+        "Schema validation errors, one 'path: keyword limit' each, never the value.",
+        "amebo",
+    ),
     # --- added by the shipper (amebo-logship) ---------------------------------------------
     _F("log.file.path", "keyword", "The file the line was read from."),
     _F("log.offset", "long", "The byte offset of the line in its file (as Filebeat names it).", "filebeat"),
     _F("host.name", "keyword", "The host the shipper ran on."),
-    _F("tags", "keyword", "Markers, e.g. truncated for a line cut at --max-line-bytes."),
+    _F(
+        "tags", "keyword", "Markers: truncated (a line cut, or left unfinished), interrupted (an attempt Amebo redoes)."
+    ),
     # --- container logs (amebo-logship --format docker|cri) -----------------------------------
     _F("container.id", "keyword", "The container whose stdout or stderr the line was."),
     _F("container.name", "keyword", "The container's name (Docker: from its config.v2.json)."),

@@ -12,22 +12,18 @@ field the Kibana objects use.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
+
+from .amebo_proc import ROOT, free_port, records, serve, wait_until
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
 ADMIN_KEY = "amebo_admin_test_key_5f1e2d3c4b5a69788796a5b4"
 AMEBO_SECRET = "amebo-secret-value-0123456789abcdef"
 SHOP_SECRET = "shop-secret-0123456789abcdef"
@@ -36,36 +32,6 @@ HOOK_SECRET = "hook-signature-secret-1a2b3c"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 BARE_TRACE = "0af7651916cd43dd8448eb211c80319c"
 VALID, INVALID = 24, 6
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-
-
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
-        time.sleep(0.1)
-
-
-def serve(argv: list[str], cwd: Path, env: dict[str, str], out: Path, err: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdout=out.open("wb"), stderr=err.open("wb"))
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
-        except httpx.HTTPError:
-            assert proc.poll() is None, err.read_text()[-2000:]
-            assert time.monotonic() < deadline, err.read_text()[-2000:]
-            time.sleep(0.1)
 
 
 class Scenario:
@@ -91,9 +57,10 @@ def scenario(tmp_path_factory) -> Scenario:
         [sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1", "--port", str(sub_port)],
         ROOT,
         {"PYTHONPATH": str(ROOT)},
-        sc.sub_out,
-        base / "subscriber.stderr",
         sub_port,
+        sc.sub_out.open("wb"),
+        (base / "subscriber.stderr").open("wb"),
+        lambda: (base / "subscriber.stderr").read_text()[-2000:],
     )
     workdir = base / "amebo-home"  # SQLite: ./amebo.db in the working directory
     workdir.mkdir()
@@ -108,9 +75,10 @@ def scenario(tmp_path_factory) -> Scenario:
         [sys.executable, "-m", "amebo_logging.amebo", "--host", "127.0.0.1", "--port", str(amebo_port)],
         workdir,
         env,
-        sc.amebo_out,
-        sc.amebo_err,
         amebo_port,
+        sc.amebo_out.open("wb"),
+        sc.amebo_err.open("wb"),
+        lambda: sc.amebo_err.read_text()[-2000:],
     )
     base_url = f"http://127.0.0.1:{amebo_port}"
     admin = {"X-Amebo-Admin-Key": ADMIN_KEY}
@@ -231,7 +199,7 @@ def test_catalog_records_carry_their_fields(scenario):
     assert published["amebo.application"] == "shop" and published["amebo.payload_size"] == len(b'{"id":0}')
     invalid = by(scenario.amebo, "schema_validation_failed")[0]
     assert invalid["log.level"] == "warning" and invalid["amebo.application"] == "shop"
-    assert invalid["amebo.validation_errors"] == ["$.id: 'not-a-number-24' is not of type 'integer'"]
+    assert invalid["amebo.validation_errors"] == ["$.id: type integer"]  # where and why, never the value
     for rec in by(scenario.amebo, "webhook_delivered") + by(scenario.amebo, "webhook_failed"):
         assert {
             "amebo.event_id",

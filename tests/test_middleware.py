@@ -123,7 +123,8 @@ def test_share_with_app_lets_the_app_see_the_ids_it_made(logfile):
     rid, traceparent = seen[0]
     assert rid.decode() == made.headers["x-request-id"] == access_made["correlation_id"]
     assert traceparent.decode() == f"00-{access_made['trace.id']}-{access_made['span.id']}-01"
-    assert seen[1] == (b"mine", TRACEPARENT.encode())  # what the caller sent is left as it was
+    # the caller's trace, with this request's span as the app's parent
+    assert seen[1] == (b"mine", f"00-{access_given['trace.id']}-{access_given['span.id']}-01".encode())
     assert access_given["trace.id"] == TRACEPARENT.split("-")[1]
 
 

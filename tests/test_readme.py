@@ -95,6 +95,7 @@ class World:
             XDG_STATE_HOME=str(base / "state"),
             ES_API_KEY="readme-test-key",
             PIP_DISABLE_PIP_VERSION_CHECK="1",
+            AMEBO_HOST="127.0.0.1",  # what serves here binds to loopback only
         )
         demo = subprocess.run(
             [sys.executable, "-m", "amebo_logging", "demo", "--count", "20"],

@@ -1,0 +1,57 @@
+"""Serving real Amebo (and the test subscriber) as subprocesses, for the slow Amebo tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} not within {timeout}s"
+        time.sleep(0.1)
+
+
+def serve(
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    port: int,
+    stdout: IO[bytes] | int,
+    stderr: IO[bytes] | int,
+    diagnose: Callable[[], str] = lambda: "",
+) -> subprocess.Popen[bytes]:
+    """Start *argv* and return once it answers ``/health`` on *port* (at most 30 s)."""
+    proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdout=stdout, stderr=stderr)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+            return proc
+        except httpx.HTTPError:
+            assert proc.poll() is None, diagnose()
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(f"{argv[:3]} did not answer within 30 s: {diagnose()}") from None
+            time.sleep(0.1)
