@@ -6,7 +6,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY amebo_logging ./amebo_logging
 COPY deploy/compose ./deploy/compose
-RUN pip install --no-cache-dir . amebo==0.9.6 && useradd --create-home --uid 10001 amebo \
+RUN pip install --no-cache-dir '.[amebo]' amebo==0.9.6 && useradd --create-home --uid 10001 amebo \
     && mkdir -p /data /state && chown amebo /data /state
 USER amebo
 ENTRYPOINT []
