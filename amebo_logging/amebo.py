@@ -49,7 +49,7 @@ from typing import Any, Final
 
 import orjson
 
-from . import events
+from . import events, metrics
 from .asgi import CorrelationMiddleware
 from .config import configure_logging
 from .correlation import (
@@ -60,9 +60,10 @@ from .correlation import (
     new_correlation_id,
     set_trace_context,
 )
+from .health import HealthRoutes, daemon_cycled
 from .logger import get_logger
 
-__all__ = ["TESTED_AMEBO", "TESTED_HEAVEN", "app", "instrument", "instrumented", "main"]  # noqa: F822 - app is lazy
+__all__ = ["TESTED_AMEBO", "TESTED_HEAVEN", "app", "instrument", "instrumented", "main", "wrap_router"]  # noqa: F822 - app is lazy
 
 #: Amebo and heaven releases the integration was tested with (major.minor).
 TESTED_AMEBO: Final = ("0.9",)
@@ -238,21 +239,25 @@ def _patch_publish() -> None:
             result = await original(executor, principal, action, payload, *args, **kwargs)
         except broker.ServiceError as exc:
             if int(exc.status) == 406 and "errors" in exc.extra:
+                owner = await _owner(executor, action)
                 events.schema_validation_failed(
                     log,
                     action=action,
-                    application=await _owner(executor, action),
+                    application=owner,
                     errors=await _validation_errors(executor, action, payload, exc.extra["errors"]),
                 )
+                metrics.count_validation_failure(owner, action)
             raise
         if not result.get("duplicate"):
+            owner = await _owner(executor, action)
             events.event_published(
                 log,
                 action=action,
-                application=await _owner(executor, action),
+                application=owner,
                 event_id=result["event"],
                 size=len(orjson.dumps(result.get("payload"))),
             )
+            metrics.count_published(owner, action)
         return result
 
     publish._amebo_logging = True  # type: ignore[attr-defined]
@@ -322,6 +327,7 @@ def _patch_deliveries() -> None:
                 # gist is still pending and the next start sends it again as this same
                 # attempt number; this record is the only trace of this try
                 _interrupted_record(log, d, number, time.monotonic_ns() - started)
+                metrics.count_delivery(False, False, (time.monotonic_ns() - started) / 1e9)
                 raise
             finally:
                 _written_back.reset(token)
@@ -363,7 +369,10 @@ def _patch_deliveries() -> None:
             # Amebo could not store the outcome (at shutdown its database closes under the
             # attempts in flight): the gist stays pending and is sent again as this attempt
             common["tags"] = ["interrupted"]
-        if isinstance(result, dict) and result.get("ok"):
+        ok = isinstance(result, dict) and bool(result.get("ok"))
+        seconds = common["duration_ns"] / 1e9 if common["duration_ns"] is not None else None
+        metrics.count_delivery(ok, written and (ok or number >= max_retries), seconds)
+        if ok:
             common["status_code"] = status
             events.webhook_delivered(log, **common)
             return
@@ -376,6 +385,14 @@ def _patch_deliveries() -> None:
         failure = _error_fields(_error_type(error, status), message)
         events.webhook_failed(log, **common, **failure, final=None if written else False)
 
+    original_pick = aproko._pick
+
+    async def pick(*args: Any, **kwargs: Any) -> Any:
+        daemon_cycled()  # the delivery daemon's heartbeat, for /health/detailed
+        return await original_pick(*args, **kwargs)
+
+    pick.__wrapped__ = original_pick  # type: ignore[attr-defined]
+    aproko._pick = pick
     original_writeback = aproko.writeback_attempt
 
     async def writeback_attempt(*args: Any, **kwargs: Any) -> Any:
@@ -466,6 +483,8 @@ def _patch_heaven() -> None:
     ) -> Any:
         response = await original(self, scope, receive, send, metadata, application)
         err = getattr(response, "_unhandled_error", None)
+        if err is not None:
+            metrics.count_error("unhandled")
         if err is not None and not getattr(application, "_debug", False):
             # heaven would print this line and the traceback to stdout/stderr: one record instead
             _heaven_log.error(
@@ -489,7 +508,20 @@ def _make_app() -> Any:
     instrument()
     from amebo.router import router
 
-    return CorrelationMiddleware(router, share_with_app=True)
+    return CorrelationMiddleware(wrap_router(router), share_with_app=True)
+
+
+def wrap_router(router: Any) -> Any:
+    """Amebo's *router* with the integration's metrics (appended to its ``/metrics``) and
+    ``/health/detailed`` and ``/health/database`` in front of it."""
+    routes = [
+        (method, template)
+        for table in router.subdomains.values()
+        for method, by in table.cache.items()
+        for template in by
+    ]
+    routes += [("GET", path) for path in HealthRoutes.PATHS]
+    return metrics.MetricsMiddleware(HealthRoutes(router), routes=metrics.RouteTemplates(routes))
 
 
 def __getattr__(name: str) -> Any:

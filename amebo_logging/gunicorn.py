@@ -14,7 +14,9 @@ What it sets (anything given on the command line or in ``GUNICORN_CMD_ARGS`` win
   ``gunicorn.access`` writes nothing: the middleware writes the one access record;
 * the hooks that give each worker pipes of its own, relayed whole by one thread of the
   master (:mod:`amebo_logging.relay`): no record is torn on the stdout pipe the workers
-  share, whatever its size, and any line that is not a record becomes one.
+  share, whatever its size, and any line that is not a record becomes one;
+* ``PROMETHEUS_MULTIPROC_DIR`` (a new temporary directory unless set; wiped at start), so a
+  scrape of ``/metrics`` on any worker sums every worker's counts (:mod:`amebo_logging.metrics`).
 
 To add hooks of your own, import these in your config and call them from yours::
 
@@ -28,12 +30,21 @@ To add hooks of your own, import these in your config and call them from yours::
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
+import shutil
+import tempfile
 from importlib.util import find_spec
 from typing import Any
 
 from .relay import Pipes, Relay
+
+# prometheus-client's multiprocess mode: the workers' counts summed at every scrape.  Set
+# before anything imports prometheus_client (its value class is chosen at import).
+_metrics_dir_owned = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+if _metrics_dir_owned:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="amebo-metrics-")
 
 __all__ = [
     "bind",
@@ -86,6 +97,8 @@ def on_starting(server: Any) -> None:
     from .render import ConsoleRenderer
     from .runtime import current
 
+    for stale in glob.glob(os.path.join(os.environ["PROMETHEUS_MULTIPROC_DIR"], "*.db")):
+        os.remove(stale)  # a previous run's counts
     if _relay is None:
         # console lines are for people: passed through as they are
         _relay = Relay(wrap_text=not isinstance(current().details.get("render"), ConsoleRenderer))
@@ -107,10 +120,14 @@ def post_fork(server: Any, worker: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    """The master, once *worker* has exited: the relay drains its pipes to their end."""
+    """The master, once *worker* has exited: the relay drains its pipes to their end, and
+    its metrics are marked dead (its counts stay in the totals)."""
     pipes: Pipes | None = getattr(worker, _ATTR, None)
     if _relay is not None and pipes is not None:
         _relay.close_pipes(pipes)
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
 
 
 def on_exit(server: Any) -> None:
@@ -119,3 +136,5 @@ def on_exit(server: Any) -> None:
     if _relay is not None:
         _relay.stop()
         _relay = None
+    if _metrics_dir_owned:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -532,6 +532,10 @@ class Shipper:
             self.pool.join(0.1)
             self._drain_reports()
             self._publish()
+            if self.delivery.failing and not self.hard_stop.is_set():
+                # the failures that were on their way when the stop came: nothing can be
+                # delivered now, so do not wait out the shutdown timeout for it
+                self.hard_stop.set()
             if self.hard_stop.is_set():  # a request may hang up to its timeout: do not wait for it
                 grace = grace or time.monotonic() + 2.0
                 if time.monotonic() > grace:
