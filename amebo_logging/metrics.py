@@ -43,6 +43,7 @@ from typing import Any, Final, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 __all__ = [
+    "AMEBO_SERIES",
     "MAX_LABEL_VALUES",
     "METRIC_NAMES",
     "MetricsMiddleware",
@@ -69,6 +70,22 @@ METRIC_NAMES: Final = (
     "amebo_webhook_delivery_duration_seconds",
     "amebo_errors_total",
     "amebo_function_duration_seconds",
+)
+
+#: Amebo 0.9's own series on its /metrics (database snapshots), which ours are appended to:
+#: the dashboards may name these too (a test checks Amebo still serves every one).
+AMEBO_SERIES: Final = (
+    "amebo_up",
+    "amebo_gists",
+    "amebo_gists_total",
+    "amebo_delivery_success_rate",
+    "amebo_events_published",
+    "amebo_subscriptions_active",
+    "amebo_applications",
+    "amebo_actions",
+    "amebo_delivery_attempts_total",
+    "amebo_delivery_attempts_ok_total",
+    "amebo_delivery_latency_ms",
 )
 
 _registry = CollectorRegistry(auto_describe=True)

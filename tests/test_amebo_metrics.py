@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -60,6 +61,15 @@ def test_rules_pass_promtool_and_their_unit_tests_and_alertmanager_passes_amtool
     }
     rules = yaml.safe_load((root / "amebo.yml").read_text())
     assert tested == {r["alert"] for r in rules["groups"][0]["rules"]}  # every rule has its cases
+
+
+def dashboard_exprs() -> list[str]:
+    return [
+        t["expr"]
+        for path in sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+        for p in orjson.loads(path.read_bytes())["panels"]
+        for t in p.get("targets", [])
+    ]
 
 
 def parse(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -115,6 +125,15 @@ class Prometheus:
         alerts = httpx.get(f"{self.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
         states = {a["state"] for a in alerts if a["labels"]["alertname"] == name}
         return "firing" if "firing" in states else "pending" if "pending" in states else None
+
+    def check_queries(self, exprs: list[str]) -> dict[str, str]:
+        """Each query as Prometheus's own parser and engine answer it: "success" or the error."""
+        out = {}
+        for expr in exprs:
+            promql = expr.replace("$__rate_interval", "1m")
+            answer = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10).json()
+            out[expr] = answer["status"] if answer["status"] == "success" else answer.get("error", "?")
+        return out
 
     def close(self) -> None:
         self.proc.terminate()
@@ -198,6 +217,7 @@ def scenario(tmp_path_factory) -> dict[str, Any]:
             result["moved"] = [call("GET", path, (503,)).json() for path in ("/health/database", "/health/detailed")]
             (home / "amebo.db.moved").rename(home / "amebo.db")
             result["back"] = call("GET", "/health/database", (200,)).json()
+            result["queries"] = prometheus.check_queries(dashboard_exprs())
         amebo.send_signal(signal.SIGTERM)
         assert amebo.wait(timeout=60) == 0
         wait_until(lambda: prometheus.alert_state("ServiceDown") is not None, 30, "ServiceDown pending")
@@ -266,3 +286,17 @@ def test_health_in_detail_and_an_unreadable_database(scenario):
     assert database["status"] == "unavailable" and "amebo.db is gone" in database["reason"]
     assert detailed_moved["status"] == "unavailable" and detailed_moved["reason"].startswith("database: ")
     assert scenario["back"]["status"] == "ok"
+
+
+def test_every_dashboard_query_runs_in_a_real_prometheus(scenario):
+    assert len(scenario["queries"]) >= 30
+    failed = {expr: answer for expr, answer in scenario["queries"].items() if answer != "success"}
+    assert not failed, failed
+
+
+def test_amebo_still_serves_the_series_the_database_dashboard_reads(scenario):
+    from amebo_logging.metrics import AMEBO_SERIES
+
+    families = {f.name for f in text_string_to_metric_families(scenario["body"])}
+    for series in AMEBO_SERIES:  # the parser names a counter's family without _total
+        assert series in families or series.removesuffix("_total") in families, series

@@ -50,8 +50,14 @@ def answering(status: int, body: bytes = b"", boom: bool = False):
 
 def test_paths_map_to_route_templates_never_raw_paths():
     routes = metrics.RouteTemplates(
-        [("GET", "/v1/events"), ("GET", "/v1/events/:event"), ("GET", "/v1/events/latest"), ("POST", "/v1/events")]
-        + [("GET", "/public/*"), ("GET", "/")]
+        [
+            ("GET", "/v1/events"),
+            ("GET", "/v1/events/:event"),
+            ("GET", "/v1/events/latest"),
+            ("POST", "/v1/events"),
+            ("GET", "/public/*"),
+            ("GET", "/"),
+        ]
     )
     assert routes.template("GET", "/v1/events/abc123") == "/v1/events/:event"
     assert routes.template("GET", "/v1/events/latest") == "/v1/events/latest"  # the literal wins
