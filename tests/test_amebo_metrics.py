@@ -11,6 +11,7 @@ Amebo is stopped: ServiceDown goes pending.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -205,6 +206,15 @@ def scenario(tmp_path_factory) -> dict[str, Any]:
             result["pids"] = {r["process.pid"] for r in records(out) if r.get("message") == "http_request"}
             result["scrapes"] = [parse(call("GET", "/metrics", (200,)).text) for _ in range(6)]
             result["body"] = call("GET", "/metrics", (200,)).text
+            # a worker killed outright: gunicorn starts another; its counts stay in the totals
+            victim = max(result["pids"])
+            os.kill(victim, signal.SIGKILL)
+            wait_until(
+                lambda: sum(r.get("message", "").startswith("Booting worker") for r in records(out)) == 3,
+                30,
+                "a new worker",
+            )
+            result["after_kill"] = [parse(call("GET", "/metrics", (200,)).text) for _ in range(4)]
             deadline = time.monotonic() + 30
             while prometheus.alert_state("HighErrorRate") is None:  # errors flowing, scraped each second
                 assert time.monotonic() < deadline, "HighErrorRate not pending within 30 s"
@@ -237,7 +247,7 @@ def test_every_counter_equals_what_happened_summed_over_both_workers(scenario):
     assert len(scenario["pids"]) == 2  # the requests were served by both workers
     recs = scenario["records"]
     answered = Counter(r["answered"] for r in scenario["subscriber"] if r.get("message") == "order_received")
-    for samples in scenario["scrapes"]:  # whichever worker answered
+    for samples in scenario["scrapes"] + scenario["after_kill"]:  # whichever worker answered, killed one included
         assert value(samples, "amebo_events_published_total", application="shop", action="order.created") == ACCEPTED
         assert value(samples, "amebo_schema_validation_failures_total", action="order.created") == REJECTED
         assert value(samples, "amebo_webhook_deliveries_total", outcome="delivered") == answered[200]
