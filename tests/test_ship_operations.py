@@ -222,7 +222,7 @@ def test_prometheus_rules_parse_and_name_only_real_metrics():
         scrape = yaml.safe_load(f)
     assert scrape["scrape_configs"][0]["metrics_path"] == "/metrics"
     assert scrape["rule_files"] == ["alerts.yml", "amebo.yml"]
-    assert [job["job_name"] for job in scrape["scrape_configs"]] == ["amebo-logship", "amebo"]
+    assert [job["job_name"] for job in scrape["scrape_configs"]] == ["amebo-logship", "amebo", "node"]
     names = set()
     exprs = []
     for group in rules["groups"]:
