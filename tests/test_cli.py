@@ -115,6 +115,9 @@ def test_2_only_for_click_usage_errors():
         ({"AMEBO_LOG_LEVEL": "verbose"}, [], "unknown log level"),
         ({"AMEBO_LOGSHIP_BATCH_SIZE": "lots"}, [], "AMEBO_LOGSHIP_BATCH_SIZE: 'lots' is not a valid integer"),
         ({"AMEBO_LOGSHIP_BATCH_BYTES": "huge"}, [], "AMEBO_LOGSHIP_BATCH_BYTES: 'huge' is not a size"),
+        ({}, ["--batch-bytes", "lots"], "--batch-bytes: 'lots' is not a size"),  # the same code from the flag
+        ({}, ["--batch-size", "x"], "--batch-size: 'x' is not a valid integer"),
+        ({}, ["--config", "/"], "--config: File '/' is a directory"),
         ({}, ["--data-stream", "Bad Name"], "data stream name 'Bad Name' must be lowercase"),
         ({}, ["--index", "a", "--data-stream", "logs-b-c"], "give --data-stream or --index, not both"),
     ],
@@ -295,6 +298,15 @@ def test_a_bad_config_file_names_the_file_and_the_key(tmp_path):
     assert code == 3 and f"{config}: batch-size: 'many' is not a valid integer" in error_line(err)
 
 
+def test_the_config_file_takes_one_es_url_as_a_string(es, logs, tmp_path):
+    write_lines(logs / "app.log", [record(i) for i in range(3)])
+    config = tmp_path / "c.toml"
+    config.write_text(f'es-url = "{es.url}"\n')  # as people write it: not a list
+    argv = ["ship", str(logs / "*.log"), "--once", "--state-dir", str(logs.parent / "state"), "--config", str(config)]
+    code, out, err = cli(*argv)
+    assert code == 0 and "delivered 23 documents" in out, out + err  # the fixture's 20, and these 3
+
+
 # --- reset-state and status -------------------------------------------------------------------------
 
 
@@ -305,6 +317,8 @@ def test_reset_state_answers_truthfully(es, logs):
     assert cli(*ship_args(es.url, logs))[0] == 0
     code, out, err = cli("reset-state", "--state-dir", str(state), stdin="n\n")
     assert code == 0 and "nothing was reset" in out and (state / "state.sqlite3").exists()
+    code, out, err = cli("reset-state", "--state-dir", str(state), stdin="")  # no terminal, no answer
+    assert code == 3 and "pass --yes" in error_line(err) and (state / "state.sqlite3").exists()
     from amebo_logging.ship.state import StateStore
 
     holder = StateStore(state)  # a running shipper holds the directory

@@ -158,8 +158,18 @@ def test_status_table_and_json(es, ship_dir):
 def test_check_healthy_setup(es):
     code, out, err = run_ship(["check", "--es-url", es.url])
     assert code == 0, out + err
-    assert [line.split()[0] for line in out.splitlines()] == ["ok"] * 5
-    assert "will be created on the first write (template logs)" in out
+    # without `setup`, the stack's generic logs template would take the documents: said, not fatal
+    marks = {line.split()[1].rstrip(":"): line.split()[0] for line in out.splitlines()}
+    assert marks["target"] == "warn" and sorted(marks.values()) == ["ok"] * 4 + ["warn"], out
+    assert "with template logs, not this project's amebo-logs: run `amebo-logship setup` first" in out
+    from elasticsearch import Elasticsearch
+
+    from amebo_logging.ship.elastic_setup import apply
+
+    apply(Elasticsearch(es.url), "90d", report=lambda change: None)
+    code, out, err = run_ship(["check", "--es-url", es.url])
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["ok"] * 5, out + err
+    assert "will be created on the first write (template amebo-logs)" in out
 
 
 def test_check_broken_setups():

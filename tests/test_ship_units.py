@@ -423,3 +423,22 @@ def test_a_single_line_at_low_load_is_sent_without_waiting_for_the_flush_interva
         shipper.request_stop()
         runner.join(10)
     assert not runner.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("path", "pattern", "skipped"),
+    [
+        ("/var/log/amebo/x.tmp", "*.tmp", True),  # a base name, wherever the file is
+        ("/var/log/amebo/x.log", "*.tmp", False),
+        ("/var/log/amebo/archive/x.log", "archive/*.log", True),  # the path's last parts
+        ("/var/log/amebo/x.log", "archive/*.log", False),
+        ("/var/log/amebo/archive/x.log", "./archive/*.log", True),
+        ("/var/log/amebo/x.log", "/var/log/amebo/*.log", True),  # absolute: the whole path
+        ("/srv/amebo/x.log", "/var/log/amebo/*.log", False),
+        ("/var/log/amebo/.hidden/x.log", ".hidden/*", True),
+    ],
+)
+def test_exclude_patterns_never_depend_on_the_working_directory(path, pattern, skipped):
+    from amebo_logging.ship.discover import excluded
+
+    assert excluded(path, pattern) is skipped

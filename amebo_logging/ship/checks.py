@@ -14,6 +14,7 @@ from typing import Any
 from elasticsearch import ApiError, TransportError
 
 from .connection import ClusterAnswer, ConnectionSettings, ask_cluster, explain, make_client
+from .elastic_setup import INDEX_TEMPLATE
 from .errors import EXIT_AUTH, EXIT_CONFIG
 
 __all__ = ["CheckResult", "LiveCluster", "data_quality", "live_client", "preflight", "run_checks", "target_problem"]
@@ -271,6 +272,18 @@ def _target(client: Any, target: str, is_index: bool) -> tuple[CheckResult, bool
     ]
     if matching:
         best = max(matching, key=lambda t: t["index_template"].get("priority", 0))
+        if best["name"] != INDEX_TEMPLATE:
+            # Elasticsearch takes the documents, but with another template's mappings: the
+            # Kibana objects, the ILM policy and the failure store set-up are not this project's
+            return CheckResult(
+                "target",
+                True,
+                f"data stream {target} will be created on the first write with template {best['name']}, "
+                f"not this project's {INDEX_TEMPLATE}: run `amebo-logship setup` first, or its documents "
+                "get generic mappings (keyword and text guessed per value), no ILM policy of ours, and "
+                "Kibana's Amebo objects find fields missing",
+                warning=True,
+            ), False
         return CheckResult(
             "target", True, f"data stream {target} will be created on the first write (template {best['name']})"
         ), False

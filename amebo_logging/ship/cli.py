@@ -213,7 +213,16 @@ def main() -> None:
     metavar="FILE",
     help="NDJSON file for refused documents  [default: STATE_DIR/dead-letter.ndjson]",
 )
-@option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Skip paths matching this; repeatable.")
+@option(
+    "--exclude",
+    "excludes",
+    multiple=True,
+    metavar="GLOB",
+    help=(
+        "Skip files matching this; repeatable. Without a '/' it matches the base name (*.tmp); an absolute "
+        "pattern, the whole path; a relative one with a '/', the path's last parts (archive/*.log)."
+    ),
+)
 @option(
     "--container",
     "containers",
@@ -738,11 +747,22 @@ def reset_state_command(state_dir: Path, yes: bool) -> None:
     if not any((state_dir / name).exists() for name in (DB_NAME, MARKER)):
         click.echo(f"nothing to reset: no offsets in {state_dir}")
         return
-    if not yes and not click.confirm(
-        f"Forget every offset in {state_dir}? Every file will be shipped again from its start", default=False
-    ):
-        click.echo("nothing was reset")
-        return
+    if not yes:
+        try:
+            answer = click.confirm(
+                f"Forget every offset in {state_dir}? Every file will be shipped again from its start", default=False
+            )
+        except click.exceptions.Abort:
+            if sys.stdin is not None and sys.stdin.isatty():
+                raise  # Ctrl-C or Ctrl-D at the prompt: interrupted
+            raise OperatorError(
+                EXIT_CONFIG,
+                "reset-state asks before forgetting the offsets, and no terminal answered: "
+                "pass --yes to reset without asking",
+            ) from None
+        if not answer:
+            click.echo("nothing was reset")
+            return
     reset_state(state_dir)
     click.echo(f"offsets in {state_dir} were reset: the next run ships every file from its start")
 

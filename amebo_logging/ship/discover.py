@@ -104,6 +104,18 @@ class _File:
         return Waiting(self.path, self.reason, self.detail)
 
 
+def excluded(path: str, pattern: str) -> bool:
+    """Whether *pattern* (``--exclude``) excludes *path* (absolute): a pattern without a ``/``
+    matches the file's base name (``*.tmp``, wherever the file is); an absolute one the whole
+    path; a relative one with a ``/`` the path's last components (``archive/*.log`` excludes
+    ``/var/log/amebo/archive/x.log``).  Never resolved against the working directory."""
+    if "/" not in pattern:
+        return fnmatch.fnmatchcase(os.path.basename(path), pattern)
+    if pattern.startswith("/"):
+        return fnmatch.fnmatchcase(path, pattern)
+    return fnmatch.fnmatchcase(path, "*/" + pattern.removeprefix("./"))
+
+
 class Discovery:
     """Finds the files matching *patterns* (less *excludes*) and reads their new lines."""
 
@@ -121,7 +133,7 @@ class Discovery:
         containers: Iterable[str] = (),
     ) -> None:
         self.patterns = [os.path.abspath(os.path.expanduser(p)) for p in patterns]
-        self.excludes = [os.path.abspath(os.path.expanduser(p)) for p in excludes]
+        self.excludes = [os.path.expanduser(p) for p in excludes]
         self.offsets = offsets
         self.max_line_bytes = max_line_bytes
         self.close_inactive = close_inactive
@@ -231,7 +243,7 @@ class Discovery:
         found: dict[str, None] = {}
         for pattern in self.patterns:
             for path in sorted(glob.glob(pattern, recursive=True)):
-                if not any(fnmatch.fnmatchcase(path, ex) for ex in self.excludes):
+                if not any(excluded(path, ex) for ex in self.excludes):
                     found[path] = None
         return list(found)
 

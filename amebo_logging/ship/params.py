@@ -2,9 +2,10 @@
 
 Each option is taken from the command line, else its ``AMEBO_LOGSHIP_*`` variable, else the
 ``--config`` file, else its default (click's own order: command line > environment >
-``default_map`` > default).  A bad value from the command line is a usage error (exit 2, as
-click reports it); a bad value from a variable or the config file is a configuration error
-(exit 3) that names the variable or the file and key, since that is where the fix goes.
+``default_map`` > default).  A bad value is a configuration error (exit 3) wherever it came
+from, in one line that names where the fix goes: the flag, the variable, or the file and key.
+A malformed command line (an unknown option, a missing argument) stays click's usage error
+(exit 2).
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ SIZE = Size
 
 class EnvOption(click.Option):
     """An option with an ``AMEBO_LOGSHIP_*`` variable shown in ``--help``; a list option's
-    variable may separate values by commas or blanks; a bad value from the variable or the
-    config file is an :class:`OperatorError` (exit 3) naming where it came from."""
+    variable may separate values by commas or blanks; a bad value, from the command line, the
+    variable or the config file, is an :class:`OperatorError` (exit 3) naming where it came
+    from."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("show_envvar", True)
@@ -96,6 +98,8 @@ class EnvOption(click.Option):
             if source == ParameterSource.DEFAULT_MAP:
                 where = ctx.meta.get("amebo_logship.config", "the --config file")
                 raise OperatorError(EXIT_CONFIG, f"{where}: {flag_name(self)}: {exc.message}") from None
+            if source == ParameterSource.COMMANDLINE:
+                raise OperatorError(EXIT_CONFIG, f"--{flag_name(self)}: {exc.message}") from None
             raise
 
 
@@ -164,10 +168,19 @@ def config_option(command: str) -> Any:
         for sub in getattr(group, "commands", {}).values():
             every.update(flag_name(p) for p in sub.params if p.name)
         ctx.meta["amebo_logship.config"] = str(value)
-        ctx.default_map = {**(ctx.default_map or {}), **load_config(value, command, params, every)}
+        loaded = load_config(value, command, params, every)
+        for p in ctx.command.params:  # `es-url = "http://..."` for a list of one, as people write it
+            if (
+                p.name in loaded
+                and (getattr(p, "multiple", False) or p.nargs == -1)
+                and isinstance(loaded[p.name], str)
+            ):
+                loaded[p.name] = [loaded[p.name]]
+        ctx.default_map = {**(ctx.default_map or {}), **loaded}
 
     return click.option(
         "--config",
+        cls=EnvOption,  # a bad value (a directory) is exit 3, as an unreadable file is
         type=click.Path(path_type=Path, dir_okay=False),
         is_eager=True,
         expose_value=False,
