@@ -585,7 +585,7 @@ def _serve_gunicorn(host: str, port: int, workers: int) -> None:
     except ImportError:
         raise SystemExit(
             "python -m amebo_logging.amebo: --workers above 1 runs gunicorn, which is not installed: "
-            "pip install 'amebo-logging[amebo]' (or gunicorn and uvicorn-worker)"
+            "pip install gunicorn uvicorn-worker (or, from amebo-logging's checkout, pip install '.[amebo]')"
         ) from None
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     sys.argv = [

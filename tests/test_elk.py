@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 import yaml
 
@@ -17,6 +14,7 @@ from amebo_logging import schema
 from amebo_logging.ship import elastic_setup, kibana
 
 from .fake_es import FakeElasticsearch, flatten_properties
+from .fake_kibana import FakeKibana
 from .saved_objects import fields_used, ndjson_objects, on_failures_view
 from .shipper_proc import record, run_ship, write_lines
 
@@ -121,54 +119,6 @@ def test_setup_refusals_are_one_line():
         assert len([x for x in err.splitlines() if x.startswith("amebo-logship: error:")]) == 1
     code, _, err = run_ship(["setup", "--es-url", es.url])
     assert code == 3 and "is unreachable" in err
-
-
-class FakeKibana:
-    """Kibana's saved objects import API, as far as `setup` uses it."""
-
-    def __init__(self, status: int = 200) -> None:
-        self.status = status
-        self.imports: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                boundary = self.headers["Content-Type"].split("boundary=", 1)[1].encode()
-                part = body.split(b"--" + boundary)[1]
-                headers, _, content = part.partition(b"\r\n\r\n")
-                lines = [orjson.loads(x) for x in content.rstrip(b"\r\n").splitlines()]
-                outer.imports.append(
-                    {
-                        "path": self.path,
-                        "xsrf": self.headers.get("kbn-xsrf"),
-                        "auth": self.headers.get("Authorization"),
-                        "objects": lines,
-                        "disposition": headers,
-                    }
-                )
-                answer = (
-                    {"success": True, "successCount": len(lines), "successResults": []}
-                    if outer.status == 200
-                    else {"statusCode": outer.status, "message": "no"}
-                )
-                data = json.dumps(answer).encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.mark.slow

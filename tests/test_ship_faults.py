@@ -45,6 +45,12 @@ def test_elasticsearch_down_mid_ship(es, ship_dir):
     finally:
         proc.kill()
     assert_exactly_once(es, 2000)
+    # the follow-mode log says when shipping waits, why, and when Elasticsearch answers again
+    said = [r for r in proc.records if r.get("message", "").startswith("elasticsearch_")]
+    waits = [r for r in said if r["message"] == "elasticsearch_waiting"]
+    assert waits and "Connection refused" in waits[0]["reason"] and waits[0]["log.level"] == "warning"
+    answering = [r for r in said if r["message"] == "elasticsearch_answering"]
+    assert answering and said.index(answering[-1]) > said.index(waits[-1]) and answering[-1]["waited_seconds"] > 0
 
 
 def test_429_and_503_storms_on_whole_requests(es, ship_dir):

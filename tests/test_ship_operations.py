@@ -155,13 +155,21 @@ def test_status_table_and_json(es, ship_dir):
     }
 
 
-def test_check_healthy_setup(es):
+def test_check_healthy_setup(es, ship_dir):
     code, out, err = run_ship(["check", "--es-url", es.url])
     assert code == 0, out + err
     # without `setup`, the stack's generic logs template would take the documents: said, not fatal
     marks = {line.split()[1].rstrip(":"): line.split()[0] for line in out.splitlines()}
     assert marks["target"] == "warn" and sorted(marks.values()) == ["ok"] * 4 + ["warn"], out
     assert "with template logs, not this project's amebo-logs: run `amebo-logship setup` first" in out
+    # the first ship says the same, and what the documents will miss, and still ships
+    log = ship_dir / "first.log"
+    write_lines(log, [record(i) for i in range(3)], "wb")
+    args = ["ship", str(log), "--once", "--es-url", es.url, "--data-stream", "logs-first-default"]
+    code, out, err = run_ship([*args, "--state-dir", str(ship_dir.parent / "state")])
+    [warned] = [orjson.loads(x) for x in err.splitlines() if '"preflight_warning"' in x]
+    assert code == 0 and warned["log.level"] == "warning" and warned["check"] == "target"
+    assert "run `amebo-logship setup` first" in warned["reason"] and "generic mappings" in warned["reason"]
     from elasticsearch import Elasticsearch
 
     from amebo_logging.ship.elastic_setup import apply

@@ -531,3 +531,35 @@ def test_the_original_line_of_every_kind_of_document_is_given_back():
     [batch] = batches
     assert [batch.original_line(i) for i in range(len(batch))] == lines + lines
     assert {batch.source(i).uid for i in range(5)} == {plain.uid} and batch.source(7).uid == framed.uid
+
+
+def test_a_dry_run_after_a_real_one_says_what_it_does_not_print(tmp_path):
+    """A dry run starts from the saved offsets: what was shipped before is not printed, and
+    the summary says so, and how to print everything."""
+    import io
+
+    from amebo_logging.ship.dryrun import ConsoleTransport
+    from amebo_logging.ship.report import summary_lines
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_numbered(logs / "app.log", 300)
+    opts = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", once=True)
+    first = Shipper(opts, lambda: MockTransport(accepted), get_logger("test")).run()
+    assert first.snapshot.delivery.delivered == 300 and not first.resumed_bytes
+    assert not any(line.startswith(("not printed", "skipped")) for line in summary_lines(first))
+    with (logs / "app.log").open("ab") as f:
+        f.write(b'{"@timestamp":"2026-12-02T00:00:01Z","seq":300}\n')
+    out = io.BytesIO()
+    dry = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", once=True, dry_run=True)
+    console = ConsoleTransport(out)
+    summary = Shipper(dry, lambda: console, get_logger("test")).run()
+    assert summary.snapshot.delivery.delivered == 1 and Request(out.getvalue(), "").ids[0].endswith(f"-{300 * LINE}")
+    said = summary_lines(summary)
+    assert said[1] == (
+        f"not printed: {300 * LINE / 1024:.1f} KiB of 1 file shipped by an earlier run (the offsets saved in "
+        f"{tmp_path / 'state'}); a dry run starts where shipping would. To print every line, give it an empty "
+        'state directory: --state-dir "$(mktemp -d)"'
+    )
+    again = Shipper(opts, lambda: MockTransport(accepted), get_logger("test")).run()  # the dry run saved nothing
+    assert again.snapshot.delivery.delivered == 1 and summary_lines(again)[1].startswith("skipped: ")

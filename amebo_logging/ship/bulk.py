@@ -153,6 +153,7 @@ class DeliveryStats:
     last_delivery: float | None = None  # wall-clock time of the last settled item
     last_ok: float | None = None  # wall-clock time of the last request Elasticsearch answered 2xx
     last_failure: tuple[float, str, str] | None = None  # (time, kind, reason) of the last failed request
+    failing_since: float | None = None  # wall-clock time of the first failure since the last 2xx
 
     def add(self, a: Attempt) -> None:
         """Count one request."""
@@ -172,7 +173,11 @@ class DeliveryStats:
         if a.ok:
             self.last_ok = a.at
         if a.failure is not None:
+            if not self.failing:
+                self.failing_since = a.at
             self.last_failure = (a.at, *a.failure)
+        if not self.failing:  # answers may come back out of order from several senders
+            self.failing_since = None
 
     @property
     def failing(self) -> bool:

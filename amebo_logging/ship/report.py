@@ -13,6 +13,7 @@ import threading
 import time
 from typing import IO
 
+from .bulk import DeliveryStats
 from .errors import EXIT_AUTH, EXIT_CONFIG, EXIT_OK, EXIT_STATE, EXIT_UNFINISHED
 from .shipper import Snapshot, Summary
 
@@ -26,6 +27,20 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def waiting_line(d: DeliveryStats, filled: int, width: int, done: int, total: int) -> str:
+    """The bar while Elasticsearch does not answer: since when, and its last error."""
+    assert d.last_failure is not None
+    since = d.failing_since or d.last_failure[0]
+    waited = max(0.0, time.time() - since)
+    reason = d.last_failure[2]
+    if len(reason) > 80:
+        reason = reason[:77] + "..."
+    return (
+        f"[{'#' * filled}{'.' * (width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
+        f"waiting for Elasticsearch for {waited:.0f}s: {reason}"
+    )
 
 
 class Progress:
@@ -60,6 +75,9 @@ class Progress:
         eta = (total - done) / (done / elapsed) if done else float("inf")
         filled = int(self.width * done / total)
         eta_text = f"{eta:4.0f}s" if eta != float("inf") else "   ?"
+        if d.failing and d.last_failure is not None:
+            self.draw(waiting_line(d, filled, self.width, done, total))
+            return
         self.draw(
             f"[{'#' * filled}{'.' * (self.width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
             f"{rate:,.0f} docs/s  ETA {eta_text}  {snap.in_flight}/{snap.concurrency_limit} requests in flight  "
@@ -137,6 +155,18 @@ def summary_lines(s: Summary) -> list[str]:
         f"{r.truncated} truncated, {r.empty} empty skipped)"
     )
     lines = [head]
+    if s.resumed_bytes:
+        earlier = (
+            f"{human_bytes(s.resumed_bytes)} of {_files(s.resumed_files)} shipped by an earlier run "
+            f"(the offsets saved in {s.state_dir})"
+        )
+        if s.dry_run:
+            lines.append(
+                f"not printed: {earlier}; a dry run starts where shipping would. To print every line, "
+                'give it an empty state directory: --state-dir "$(mktemp -d)"'
+            )
+        else:
+            lines.append(f"skipped: {earlier}, so not sent again")
     if d.dead_lettered:
         lines.append(f"dead letters: {d.dead_lettered} refused documents are kept with their reason in {s.dead_letter}")
     if d.failure_store:

@@ -48,7 +48,7 @@ from .concurrency import AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
 from .errors import EXIT_CONFIG, OperatorError
-from .items import Chunk, Framed, Item, LongLine, Notice
+from .items import Chunk, Framed, Item, LongLine, Notice, Opened
 from .offsets import Ack, Offsets
 from .senders import Crashed, Done, SenderPool, Work
 from .state import StateError
@@ -185,6 +185,9 @@ class Summary:
     dead_letter: str = ""
     dry_run: bool = False
     target: str = ""
+    resumed_bytes: int = 0  # bytes skipped because saved offsets said they were shipped before
+    resumed_files: int = 0
+    state_dir: str = ""
 
     @property
     def partial_lines(self) -> dict[str, int]:
@@ -215,6 +218,7 @@ class Shipper:
         self.hard_stop = threading.Event()
         self.read_stats = ReadStats()
         self.delivery = DeliveryStats()  # added up here, from the senders' values
+        self.resumed: dict[str, int] = {}  # generation uid -> the saved offset reading began at
         # A dry run writes nothing under the state directory (its transport refuses nothing).
         dead_path = (
             Path(os.devnull) if options.dry_run else (options.dead_letter or (options.state_dir / "dead-letter.ndjson"))
@@ -345,6 +349,8 @@ class Shipper:
             elif isinstance(item, Notice):
                 getattr(self.log, item.level)(item.event, **item.fields)
             else:
+                if isinstance(item, Opened) and item.decision.position and item.source.uid not in self.resumed:
+                    self.resumed[item.source.uid] = item.decision.position
                 self.offsets.apply(item)
         return lines
 
@@ -382,6 +388,9 @@ class Shipper:
             str(self.dead_letter.path),
             opts.dry_run,
             opts.target,
+            sum(self.resumed.values()),
+            len(self.resumed),
+            str(opts.state_dir),
         )
         self.close()
         return summary
@@ -461,7 +470,17 @@ class Shipper:
                 ) from item.error
 
     def _attempted(self, attempt: Attempt) -> None:
+        was_failing, since = self.delivery.failing, self.delivery.failing_since
         self.delivery.add(attempt)
+        if self.delivery.failing and not was_failing and self.delivery.last_failure is not None:
+            self.log.warning(
+                "elasticsearch_waiting",
+                reason=self.delivery.last_failure[2],
+                kind=self.delivery.last_failure[1],
+                detail="shipping waits and retries; nothing is lost: lines are read again from their offsets",
+            )
+        elif was_failing and not self.delivery.failing and since is not None:
+            self.log.info("elasticsearch_answering", waited_seconds=round(max(0.0, attempt.at - since), 3))
         concurrency = self.concurrency
         before = concurrency.limit
         concurrency.observe(attempt, time.monotonic())
