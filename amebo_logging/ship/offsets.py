@@ -128,9 +128,16 @@ class Offsets:
 
     # --- the pipeline -----------------------------------------------------------------------
     def sent(self, seq: int, ends: dict[str, int]) -> None:
-        """Batch *seq* carries lines of each uid up to its end (empty lines included)."""
+        """Batch *seq* carries lines of each uid up to its end (empty lines included).
+
+        A uid no longer tracked was settled and let go after the batch took it in: every end
+        a batch holds was handed out first, and a track is dropped only once everything
+        handed out is committed, so the batch carries nothing of it left to commit (a
+        container file whose last read only covered a line still being joined)."""
         for uid, end in ends.items():
-            track = self._tracks[uid]
+            track = self._tracks.get(uid)
+            if track is None:
+                continue
             track.outstanding.append([seq, end, 0, 0])
             if end > track.emitted:
                 track.emitted = end

@@ -48,6 +48,7 @@ from .concurrency import AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
 from .errors import EXIT_CONFIG, OperatorError
+from .identity import How
 from .items import Chunk, Framed, Item, LongLine, Notice, Opened
 from .offsets import Ack, Offsets
 from .senders import Crashed, Done, SenderPool, Work
@@ -218,7 +219,7 @@ class Shipper:
         self.hard_stop = threading.Event()
         self.read_stats = ReadStats()
         self.delivery = DeliveryStats()  # added up here, from the senders' values
-        self.resumed: dict[str, int] = {}  # generation uid -> the saved offset reading began at
+        self.resumed: dict[str, int] = {}  # generation uid -> the offset this run began reading it at
         # A dry run writes nothing under the state directory (its transport refuses nothing).
         dead_path = (
             Path(os.devnull) if options.dry_run else (options.dead_letter or (options.state_dir / "dead-letter.ndjson"))
@@ -349,8 +350,9 @@ class Shipper:
             elif isinstance(item, Notice):
                 getattr(self.log, item.level)(item.event, **item.fields)
             else:
-                if isinstance(item, Opened) and item.decision.position and item.source.uid not in self.resumed:
-                    self.resumed[item.source.uid] = item.decision.position
+                if isinstance(item, Opened) and item.decision.how is not How.HELD:
+                    # where this run first read the generation from: past 0, an earlier run shipped it
+                    self.resumed.setdefault(item.source.uid, item.decision.position)
                 self.offsets.apply(item)
         return lines
 
@@ -389,7 +391,7 @@ class Shipper:
             opts.dry_run,
             opts.target,
             sum(self.resumed.values()),
-            len(self.resumed),
+            sum(1 for start in self.resumed.values() if start),
             str(opts.state_dir),
         )
         self.close()
