@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,3 +56,17 @@ def serve(
                 proc.kill()
                 raise AssertionError(f"{argv[:3]} did not answer within 30 s: {diagnose()}") from None
             time.sleep(0.1)
+
+
+def serve_subscriber(port: int, stdout: Path, stderr: Path) -> subprocess.Popen[bytes]:
+    """The test subscriber (``tests/subscriber_app.py``) under uvicorn on *port*, its
+    records to *stdout*."""
+    return serve(
+        [sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1", "--port", str(port)],
+        ROOT,
+        {"PYTHONPATH": str(ROOT)},
+        port,
+        stdout.open("wb"),
+        stderr.open("wb"),
+        lambda: stderr.read_text()[-2000:],
+    )

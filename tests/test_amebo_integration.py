@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .amebo_proc import ROOT, free_port, records, serve, wait_until
+from .amebo_proc import free_port, records, serve, serve_subscriber, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -53,15 +53,7 @@ def scenario(tmp_path_factory) -> Scenario:
     base = tmp_path_factory.mktemp("amebo")
     sc = Scenario(base)
     amebo_port, sub_port = free_port(), free_port()
-    subscriber = serve(
-        [sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1", "--port", str(sub_port)],
-        ROOT,
-        {"PYTHONPATH": str(ROOT)},
-        sub_port,
-        sc.sub_out.open("wb"),
-        (base / "subscriber.stderr").open("wb"),
-        lambda: (base / "subscriber.stderr").read_text()[-2000:],
-    )
+    subscriber = serve_subscriber(sub_port, sc.sub_out, base / "subscriber.stderr")
     workdir = base / "amebo-home"  # SQLite: ./amebo.db in the working directory
     workdir.mkdir()
     env = {

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from .amebo_proc import ROOT, free_port, records, serve, wait_until
+from .amebo_proc import ROOT, free_port, records, serve, serve_subscriber, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -146,14 +146,7 @@ class Prometheus:
 def scenario(tmp_path_factory) -> dict[str, Any]:
     base = tmp_path_factory.mktemp("metrics")
     port, sub_port = free_port(), free_port()
-    subscriber = serve(
-        [sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1", "--port", str(sub_port)],
-        ROOT,
-        {"PYTHONPATH": str(ROOT)},
-        sub_port,
-        (base / "subscriber.stdout").open("wb"),
-        (base / "subscriber.stderr").open("wb"),
-    )
+    subscriber = serve_subscriber(sub_port, base / "subscriber.stdout", base / "subscriber.stderr")
     home = base / "amebo-home"
     home.mkdir()
     out, err = base / "amebo.stdout", base / "amebo.stderr"

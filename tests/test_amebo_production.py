@@ -27,7 +27,7 @@ import httpx
 import orjson
 import pytest
 
-from .amebo_proc import ROOT, free_port, records, serve, wait_until
+from .amebo_proc import ROOT, free_port, records, serve, serve_subscriber, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -129,14 +129,7 @@ def scenario(tmp_path_factory) -> Scenario:
     sc = Scenario(base)
     rng = random.Random(18)
     port, sub_port = free_port(), free_port()
-    subscriber = serve(
-        [sys.executable, "-m", "uvicorn", "tests.subscriber_app:app", "--host", "127.0.0.1", "--port", str(sub_port)],
-        ROOT,
-        {"PYTHONPATH": str(ROOT)},
-        sub_port,
-        sc.sub_out.open("wb"),
-        (base / "subscriber.stderr").open("wb"),
-    )
+    subscriber = serve_subscriber(sub_port, sc.sub_out, base / "subscriber.stderr")
     workdir = base / "amebo-home"
     workdir.mkdir()
     out_r, out_w = os.pipe()
