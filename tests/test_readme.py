@@ -179,9 +179,12 @@ class World:
         dotenv = self.clone / ".env"
         password = None
         if here.startswith(FIRST_HOUR) and dotenv.exists():
-            password = dict(line.split("=", 1) for line in dotenv.read_text().splitlines() if "=" in line)[
-                "ELASTIC_PASSWORD"
-            ]
+            values = dict(line.split("=", 1) for line in dotenv.read_text().splitlines() if "=" in line)
+            # what compose refuses to start without (it reads the whole file, whichever services start)
+            required = set(re.findall(r"\$\{([A-Z_]+):\?", (self.clone / "docker-compose.elk.yml").read_text()))
+            missing = sorted(name for name in required if not values.get(name))
+            assert required and not missing, f".env leaves {missing} empty: docker compose would refuse to start"
+            password = values["ELASTIC_PASSWORD"]
         self.es.credentials = ("elastic", password) if password else None
 
     def close(self) -> None:
