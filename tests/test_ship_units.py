@@ -464,7 +464,7 @@ def test_the_progress_bar_says_when_shipping_waits_for_elasticsearch():
     import time as _time
 
     from amebo_logging.ship.bulk import Attempt, DeliveryStats
-    from amebo_logging.ship.report import waiting_line
+    from amebo_logging.ship.report import waiting_text
 
     d = DeliveryStats()
     now = _time.time()
@@ -472,7 +472,7 @@ def test_the_progress_bar_says_when_shipping_waits_for_elasticsearch():
     d.add(Attempt(seconds=0.01, at=now - 40, status=None, ok=False, failure=refused))
     d.add(Attempt(seconds=0.01, at=now - 5, status=None, ok=False, failure=("http", "HTTP 503: unavailable")))
     assert d.failing and d.failing_since == now - 40  # since the first failure, the last error
-    line = waiting_line(d, 3, 10, 1024, 4096)
+    line = waiting_text(d)
     assert "waiting for Elasticsearch for 40s: HTTP 503: unavailable" in line and "docs/s" not in line
     d.add(Attempt(seconds=0.01, at=now, status=200, ok=True))
     assert not d.failing and d.failing_since is None

@@ -29,18 +29,21 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def waiting_line(d: DeliveryStats, filled: int, width: int, done: int, total: int) -> str:
-    """The bar while Elasticsearch does not answer: since when, and its last error."""
+def bar(done: int, total: int, width: int) -> str:
+    """``[###.....] 1.0 KiB / 4.0 KiB``: *done* bytes of *total*, *width* cells."""
+    filled = int(width * done / total)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {human_bytes(done)} / {human_bytes(total)}"
+
+
+def waiting_text(d: DeliveryStats) -> str:
+    """What the bar says while Elasticsearch does not answer: since when, and its last error."""
     assert d.last_failure is not None
     since = d.failing_since or d.last_failure[0]
     waited = max(0.0, time.time() - since)
     reason = d.last_failure[2]
     if len(reason) > 80:
         reason = reason[:77] + "..."
-    return (
-        f"[{'#' * filled}{'.' * (width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
-        f"waiting for Elasticsearch for {waited:.0f}s: {reason}"
-    )
+    return f"waiting for Elasticsearch for {waited:.0f}s: {reason}"
 
 
 class Progress:
@@ -71,15 +74,14 @@ class Progress:
         done = max(0, committed - c0)
         total = max(self.total, done, 1)
         elapsed = max(now - t0, 1e-6)
+        if d.failing:
+            self.draw(f"{bar(done, total, self.width)}  {waiting_text(d)}")
+            return
         rate = (settled - n0) / elapsed
         eta = (total - done) / (done / elapsed) if done else float("inf")
-        filled = int(self.width * done / total)
         eta_text = f"{eta:4.0f}s" if eta != float("inf") else "   ?"
-        if d.failing and d.last_failure is not None:
-            self.draw(waiting_line(d, filled, self.width, done, total))
-            return
         self.draw(
-            f"[{'#' * filled}{'.' * (self.width - filled)}] {human_bytes(done)} / {human_bytes(total)}  "
+            f"{bar(done, total, self.width)}  "
             f"{rate:,.0f} docs/s  ETA {eta_text}  {snap.in_flight}/{snap.concurrency_limit} requests in flight  "
             f"dead letters {d.dead_lettered}"
         )
