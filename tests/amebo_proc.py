@@ -45,16 +45,30 @@ def serve(
 ) -> subprocess.Popen[bytes]:
     """Start *argv* and return once it answers ``/health`` on *port* (at most 30 s)."""
     proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **env}, stdout=stdout, stderr=stderr)
-    deadline = time.monotonic() + 30
+    wait_answering(proc, f"http://127.0.0.1:{port}/health", 30, str(argv[:3]), diagnose, subprocess.Popen.kill)
+    return proc
+
+
+def wait_answering(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    what: str,
+    diagnose: Callable[[], str],
+    stop: Callable[[subprocess.Popen[bytes]], object],
+) -> None:
+    """Return once *url* answers (any status); fail when *proc* exits first, or, after
+    *stop*-ping it, when *timeout* seconds pass."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-            return proc
+            httpx.get(url, timeout=1)
+            return
         except httpx.HTTPError:
-            assert proc.poll() is None, diagnose()
+            assert proc.poll() is None, f"{what} stopped: {diagnose()}"
             if time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(f"{argv[:3]} did not answer within 30 s: {diagnose()}") from None
+                stop(proc)
+                raise AssertionError(f"{what} did not answer at {url} within {timeout:g} s: {diagnose()}") from None
             time.sleep(0.1)
 
 

@@ -37,12 +37,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import orjson
 import pytest
 
 from amebo_logging import schema
 
+from .amebo_proc import wait_answering
 from .fake_es import FakeElasticsearch
 from .fake_kibana import FakeKibana
 
@@ -221,18 +221,8 @@ def _start(world: World, block: Block, url: str) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             world.argv(block), cwd=world.clone, env=world.env, stdout=sink, stderr=sink, start_new_session=True
         )
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"{block} stopped: {out.read_text()[-2000:]}")
-        try:
-            httpx.get(url, timeout=2)
-            return proc
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                _stop(proc)
-                raise AssertionError(f"{block} did not answer at {url}") from None
-            time.sleep(0.2)
+    wait_answering(proc, url, 60, str(block), lambda: out.read_text()[-2000:], _stop)
+    return proc
 
 
 def _serves(world: World, block: Block, url: str) -> None:
