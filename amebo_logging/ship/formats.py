@@ -148,7 +148,7 @@ class DockerFramer(Framer):
         append = out.append
         loads = orjson.loads
         partial = self._partial
-        max_bytes = self.max_bytes
+        short = self.max_bytes // 4  # (a str of this many characters encodes within the limit)
         careful = False
         pos = offset
         for raw in data.split(b"\n")[:-1]:
@@ -157,7 +157,7 @@ class DockerFramer(Framer):
                 try:
                     entry = loads(raw)
                     log = entry["log"]
-                    if log[-1] == "\n" and log[-2:] != "\r\n" and len(log) <= max_bytes // 4:
+                    if log[-1] == "\n" and log[-2] != "\r" and len(log) <= short:
                         append((pos, end, log[:-1].encode(), entry["time"], entry["stream"], 0))
                         pos = end
                         continue

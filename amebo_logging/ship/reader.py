@@ -168,7 +168,9 @@ class FileReader:
             records += framer.feed(lines, lines_start)
         covered = framer.covered(self.line_start)
         if records or covered > covered_before:  # (parts skipped after a cut line move it on too)
-            if len(records) > 1 and any(records[i][0] > records[i + 1][0] for i in range(len(records) - 1)):
+            # (the framer hands its own records out in order; a cut line's record, put first, may
+            # start after some of them: then they are sorted, in linear time, nearly in order)
+            if long is not None and len(records) > 1:
                 records.sort(key=lambda rec: rec[0])
             out.append(Framed(self.source, records, covered, self.line_start - before))
 
