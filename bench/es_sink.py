@@ -23,6 +23,7 @@ each accepted ``_bulk`` body before it is answered.
 from __future__ import annotations
 
 import argparse
+import gzip
 import itertools
 import json
 import sys
@@ -48,6 +49,7 @@ class Stats:
         self.lock = threading.Lock()
         self.docs = 0
         self.requests = 0
+        self.gzipped = 0  # requests whose body came gzipped
         self.rejected = 0
         self.active = 0
         self.max_active = 0
@@ -55,7 +57,13 @@ class Stats:
     def as_json(self) -> bytes:
         with self.lock:
             return json.dumps(
-                {"docs": self.docs, "requests": self.requests, "rejected": self.rejected, "max_active": self.max_active}
+                {
+                    "docs": self.docs,
+                    "requests": self.requests,
+                    "gzipped": self.gzipped,
+                    "rejected": self.rejected,
+                    "max_active": self.max_active,
+                }
             ).encode()
 
 
@@ -96,6 +104,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         parts = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        gzipped = self.headers.get("Content-Encoding", "").lower() == "gzip"
+        if gzipped:  # as Elasticsearch takes it
+            body = gzip.decompress(body)
         if parts.path.endswith("/_has_privileges"):  # the shipper's preflight: the credentials may write
             self._reply(b'{"has_all_requested":true,"index":{}}')
             return
@@ -105,6 +116,7 @@ class Handler(BaseHTTPRequestHandler):
         stats = self.stats
         with stats.lock:
             stats.requests += 1
+            stats.gzipped += gzipped
             if self.reject_beyond is not None and stats.active >= self.reject_beyond:
                 stats.rejected += 1
                 rejected = True

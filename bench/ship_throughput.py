@@ -16,7 +16,9 @@ against Fluent Bit behind a cluster that answers late or pushes back.
    under ``containers/<id>/<id>-json.log`` with its ``config.v2.json``), ``--format docker``.
 5. **The network's speed**: for each ``--delays`` D, a sink that answers every bulk D seconds
    late (a distant or busy cluster), amebo-logship with its defaults and Fluent Bit 5.1 tuned
-   (bench/fluent_bit.py), same file, same sink: docs/s, CPU and peak RSS of each, and ratios.
+   (bench/fluent_bit.py), same file, same sink: docs/s, CPU and peak RSS of each, and ratios
+   (and how many of amebo-logship's requests went gzipped: ``--compress auto`` does unless
+   the sink answers within 50 ms; the sink takes ``Content-Encoding: gzip`` as Elasticsearch does).
    Then a sink that answers 429 to any bulk arriving while ``--reject-beyond`` K are being
    handled (each taking 0.05 s): every line must arrive once, and few requests be refused.
 6. Prints docs/s, MB/s, CPU seconds and peak RSS for each, and the ratios; then ships a file
@@ -214,7 +216,8 @@ def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
         sink = Sink("--delay", str(delay))
         try:
             ours = ship(sink.url, data, work / "state-net")
-            assert sink.stats()["docs"] == args.lines, sink.stats()
+            mine = sink.stats()
+            assert mine["docs"] == args.lines, mine
             theirs = fluent_bit_run(binary, data, sink, work / "fluent-bit", args.lines) if binary else None
         finally:
             sink.close()
@@ -225,7 +228,7 @@ def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
                 f"{theirs['wall'] / ours['wall']:>5.2f}x {ours['cpu'] / theirs['cpu']:>5.2f} "
                 f"{ours['rss_mb'] / theirs['rss_mb']:>5.2f}"
             ) + _fluent_bit_lost(theirs, args.lines)
-        print(line)
+        print(line + f"   (amebo-logship gzipped {mine['gzipped']} of its {mine['requests']} requests)")
     k = args.reject_beyond
     sink = Sink("--delay", "0.05", "--reject-beyond", str(k))
     try:

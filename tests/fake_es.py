@@ -682,14 +682,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("HEAD")
 
     # --- plumbing --------------------------------------------------------------------------
-    def _too_large(self) -> bool:
+    def _too_large(self, decompressed: int | None = None) -> bool:
         """Answer 413 when the body is over the limit, as Elasticsearch's HTTP layer (or a proxy)
-        does: before any handler, without the product header."""
+        does: before any handler, without the product header.  A proxy limits the bytes sent;
+        Elasticsearch the request as its aggregator sees it, after its decompressor (a gzipped
+        body is refused by its size uncompressed, *decompressed*, once it is read)."""
         limit = self.es.max_content_length
-        length = int(self.headers.get("Content-Length") or 0)
-        if limit is None or length <= limit:
+        if limit is None:
             return False
-        self.rfile.read(length)
+        if decompressed is not None:
+            if self.es.too_large_style == "proxy" or decompressed <= limit:
+                return False
+        else:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length <= limit:
+                return False
+            self.rfile.read(length)
         if self.es.too_large_style == "proxy":
             body = (
                 b"<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n<center><h1>"
@@ -756,6 +764,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = self._body()
         except (OSError, EOFError, gzip.BadGzipFile) as exc:
             self._send(400, EsError(400, "parse_exception", f"request body: {exc}").body())
+            return
+        if self._too_large(len(body)):
             return
         self.es.requests.append((method, path))
         if not self._authorized():

@@ -4,6 +4,7 @@ helper): the sender's classification, retries, backoff and 413 split, tested wit
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,8 +16,9 @@ from amebo_logging.ship.transport import Answer
 
 @dataclass(frozen=True)
 class Request:
-    body: bytes
+    body: bytes  # as the shipper built it (uncompressed, when it was sent gzipped)
     target: str
+    gzipped: bool = False
 
     @property
     def ids(self) -> list[str]:
@@ -40,8 +42,8 @@ class MockTransport:
         self.requests: list[Request] = []
         self._lock = threading.Lock()
 
-    def send(self, body: bytes, target: str) -> Answer:
-        request = Request(body, target)
+    def send(self, body: bytes, target: str, *, gzipped: bool = False) -> Answer:
+        request = Request(zlib.decompress(body, 31) if gzipped else body, target, gzipped)
         with self._lock:
             self.requests.append(request)
         return self.handler(request)

@@ -54,6 +54,26 @@ def test_every_line_once_with_metadata(es, ship_dir):
     assert {int(i.rsplit("-", 1)[1]) for i in ids} == set(docs)
 
 
+def test_gzipped_bodies_arrive_once_through_push_back_and_item_retries(es, ship_dir):
+    """--compress gzip: whole requests refused (429, 503) are sent again as they are held,
+    gzipped; the documents refused one by one go again alone, plain; each arrives once."""
+    write_lines(ship_dir / "app.log", [record(i) for i in range(3000)])
+    es.fail_requests(429, 503)
+    refused_once: set[str] = set()
+
+    def rule(doc_id, doc):
+        if doc.get("seq", 1) % 97 == 0 and doc_id not in refused_once:
+            refused_once.add(doc_id)
+            return 429
+        return None
+
+    es.fail_items(rule)
+    code, out, err = ship_once(es, ship_dir, "--compress", "gzip", "--batch-size", "300")
+    assert code == 0, err
+    assert sorted(d["seq"] for d in es.docs(TARGET)) == list(range(3000))
+    assert len(refused_once) == 31 and es.gzip_requests >= 12  # ten batches, two sent twice
+
+
 def test_bad_lines_are_shipped_never_dropped(es, ship_dir):
     big = b'{"message":"' + b"x" * (5 * 1024 * 1024) + b'"}'
     content = [

@@ -244,8 +244,10 @@ def test_413_splits_requests_and_dead_letters_only_a_document_too_big_alone(es, 
     lines.insert(7000, record(-1, padding="y" * (2 << 20)))  # one document over the limit on its own
     write_lines(ship_dir / "app.log", lines)
     dead = ship_dir.parent / "dead.ndjson"
+    # (a proxy limits the bytes sent: gzipped, the batches and the big document would fit)
+    plain = ["--compress", "off"] if style == "proxy" else []
     code, out, err = run_ship(
-        args(es, ship_dir, "*.log", "--once", "--dead-letter", str(dead), "--max-line-bytes", str(4 << 20))
+        args(es, ship_dir, "*.log", "--once", "--dead-letter", str(dead), "--max-line-bytes", str(4 << 20), *plain)
     )
     assert code == 0, err
     assert "set --batch-bytes below" in err

@@ -260,9 +260,9 @@ class BulkSender:
         self._last_failure = "no answer"
 
     # --- one request -----------------------------------------------------------------------
-    def _request(self, body: bytes) -> tuple[Answer, float]:
+    def _request(self, body: bytes, gzipped: bool) -> tuple[Answer, float]:
         started = time.perf_counter()
-        answer = self.transport.send(body, self.target)
+        answer = self.transport.send(body, self.target, gzipped=gzipped)
         seconds = time.perf_counter() - started
         if answer.body is not None:
             self._failing_since = None
@@ -330,14 +330,15 @@ class BulkSender:
         work: deque[list[int]] = deque([list(range(n))]) if n else deque()
         while work:
             group = work.popleft()
-            body = batch.body_of(group)
-            if self.max_body is not None and len(body) > self.max_body and len(group) > 1:
+            body, gzipped, size = batch.request(group)  # (size: uncompressed, what 413 limits)
+            if self.max_body is not None and size > self.max_body and len(group) > 1:
                 half = len(group) // 2
                 work.extendleft([group[half:], group[:half]])
                 continue
-            answer, seconds = self._request(body)
+            answer, seconds = self._request(body, gzipped)
+            del body
             if answer.body is None:
-                go_on, fatal = self._request_failed(batch, group, answer, seconds, len(body), settled, work)
+                go_on, fatal = self._request_failed(batch, group, answer, seconds, size, settled, work)
                 if not go_on:
                     return Outcome(settled, fatal)
                 continue

@@ -8,15 +8,17 @@ flight.  Time is cut into *windows* about one round-trip time long; at the end o
 
 * **push-back** (a 429, a 503, a request that timed out) in the window, or a mean round-trip
   time above the baseline by more than *deviation_scale* standard deviations: the limit is
-  cut to *decrease* of itself (at least 1), at most once per window.  After push-back it is
+  cut to *decrease* of itself (at least 1), at most once per window; push-back to requests
+  sent before a cut is the overload that cut answered, not more of it.  After push-back it is
   then held for *hold_windows* windows, twice as long each time push-back comes back soon
   after a hold (up to *max_hold_windows*): a cluster that just said "too much" is not asked
   for more at once, so at a hard limit only a few requests in a hundred are refused, where
   growing by one every window would be refused every few;
 * otherwise, when the limit was reached in the window (more work waited than it allowed) and
   the round-trip time stayed near the baseline: the limit grows by one, up to *maximum*;
-  until the first cut, it doubles instead (TCP's slow start): a cluster 500 ms away gets 32
-  requests in flight after 5 windows, not 31.
+  until the first cut, it doubles instead (TCP's slow start): a cluster 500 ms away gets 64
+  requests in flight after 4 windows (from 4), not 60.  The first window ends with the first
+  answer (it began with the first request).
 
 "Near the baseline" is within *deviation_scale* standard deviations, and never less than
 *min_rise* of it: the first windows have no variance to speak of.
@@ -26,7 +28,10 @@ times, so a cluster that is slower for good becomes the new normal instead of ho
 limit down for ever.  A request that got no answer at all (refused, reset) says nothing of
 the cluster's capacity: it is neither a sample nor push-back (the sender backs off).
 
-It starts at *initial* (1) requests: the limit is earned, never assumed.
+It starts at *initial* requests (the shipper starts at 4, as TCP starts with a window of
+several segments: one request at a time would spend the first round trips to a distant cluster
+on almost nothing; a cluster that cannot take 4 answers 429 and is sent fewer at once).  Beyond
+that the limit is earned, never assumed.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class AdaptiveConcurrency:
         self._samples = 0
         self._pressure = False
         self._reached = False
+        self._cut_at: float | None = None  # when push-back last cut the limit
 
     @property
     def limit(self) -> int:
@@ -88,16 +94,18 @@ class AdaptiveConcurrency:
 
     def observe(self, attempt: Attempt, now: float) -> None:
         """A request came back (*now*: a monotonic clock); it counts in the window it came
-        back in (the first after a window's end closes that window, and opens the next)."""
-        if self._window_end is None:
-            self._window_end = now + max(self.min_window, attempt.seconds)
-        elif now >= self._window_end:
-            self._end_window(now)
+        back in, and the first after a window's end closes that window (and opens the next)."""
         if attempt.pressure:
-            self._pressure = True
+            # (push-back to a request sent before the last cut is the same overload: the cut
+            # answered it already, as TCP cuts once per loss event)
+            if self._cut_at is None or now - attempt.seconds >= self._cut_at:
+                self._pressure = True
         elif attempt.status is not None:
             self._sum += attempt.seconds
             self._samples += 1
+        # (the first window began with the first request: its first answer ends it)
+        if self._window_end is None or now >= self._window_end:
+            self._end_window(now)
 
     def _end_window(self, now: float) -> None:
         current = self._sum / self._samples if self._samples else None
@@ -114,6 +122,7 @@ class AdaptiveConcurrency:
             self._limit = cut
             self.slow_start = False
             if self._pressure:
+                self._cut_at = now
                 soon = self._since_pressure <= 2 * self._hold_length
                 self._hold_length = min(self.max_hold_windows, self._hold_length * 2) if soon else self.hold_windows
                 self._hold = self._hold_length

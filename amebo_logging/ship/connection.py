@@ -32,7 +32,7 @@ class ConnectionSettings:
     password: str | None = field(default=None, repr=False)
     ca_certs: str | None = None
     insecure: bool = False
-    compress: bool = False
+    compress: str = "auto"  # --compress: auto, gzip, off (the bulk bodies' business: see pack.py)
     request_timeout: float = 60.0
 
     def shown_urls(self) -> str:
@@ -92,7 +92,7 @@ def make_client(settings: ConnectionSettings) -> Elasticsearch:
         "request_timeout": settings.request_timeout,
         "max_retries": 0,  # the shipper retries, with its own backoff
         "retry_on_timeout": False,
-        "http_compress": settings.compress,
+        "http_compress": settings.compress == "gzip",
     }
     if settings.api_key:
         kwargs["api_key"] = settings.api_key

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import zlib
 from typing import IO
 
 from .transport import Answer
@@ -27,7 +28,9 @@ class ConsoleTransport:
         self.out = out if out is not None else sys.stdout.buffer
         self._lock = threading.Lock()
 
-    def send(self, body: bytes, target: str) -> Answer:
+    def send(self, body: bytes, target: str, *, gzipped: bool = False) -> Answer:
+        if gzipped:  # (a dry run never packs its batches; printed readable all the same)
+            body = zlib.decompress(body, 31)
         with self._lock:
             self.out.write(body)
             self.out.flush()

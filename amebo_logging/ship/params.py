@@ -14,14 +14,24 @@ import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from click.core import ParameterSource
 
 from .errors import EXIT_CONFIG, OperatorError
 
-__all__ = ["ENV_PREFIX", "SIZE", "EnvOption", "Size", "config_option", "env", "human_size", "load_config"]
+__all__ = [
+    "COMPRESSION",
+    "ENV_PREFIX",
+    "SIZE",
+    "EnvOption",
+    "Size",
+    "config_option",
+    "env",
+    "human_size",
+    "load_config",
+]
 
 ENV_PREFIX = "AMEBO_LOGSHIP_"
 
@@ -65,6 +75,29 @@ class Size(click.ParamType):
 
 
 SIZE = Size
+
+
+class Compression(click.ParamType):
+    """``--compress``: ``auto``, ``gzip`` or ``off``; the words a boolean variable or config
+    key is written with (``true``, ``1``, ``on``, ``false``, ``0``...) say gzip or off."""
+
+    name = "compression"
+    _WORDS: ClassVar[dict[str, str]] = {
+        "auto": "auto",
+        **dict.fromkeys(("gzip", "true", "1", "on", "yes"), "gzip"),
+        **dict.fromkeys(("off", "false", "0", "no", "none"), "off"),
+    }
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, bool):
+            return "gzip" if value else "off"
+        found = self._WORDS.get(str(value).strip().lower())
+        if found is None:
+            self.fail(f"{value!r} is not one of auto, gzip, off", param, ctx)
+        return found
+
+
+COMPRESSION = Compression()
 
 
 class EnvOption(click.Option):

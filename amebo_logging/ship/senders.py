@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ..logger import AmeboLogger
 from .batch import Batch
 from .bulk import Attempt, BulkSender, Outcome
+from .pack import Packed, PackFailed
 
 __all__ = ["Crashed", "Done", "SenderPool", "Work"]
 
@@ -51,7 +52,7 @@ class Crashed:
     error: BaseException
 
 
-Report = Attempt | Done | Crashed
+Report = Attempt | Done | Crashed | Packed | PackFailed  # (the packer reports on the same queue)
 
 
 class SenderPool:

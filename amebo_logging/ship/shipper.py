@@ -20,9 +20,14 @@ offset only advances over the contiguous prefix of settled batches (:mod:`.offse
 
 **Latency first.**  A partial batch goes out as soon as nothing is in flight; while requests
 are in flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and
-leaves when a request may be sent (or after ``--flush-interval`` at most).  Reading pauses
-while a full batch waits for a free slot, so memory stays bounded: at most ``--max-in-flight``
-batches in flight, one waiting and one filling, each at most ``--batch-bytes``.
+leaves when a request may be sent (or after ``--flush-interval`` at most).
+
+**Memory stays bounded.**  Reading runs ahead of sending by as many batches as the limit lets
+be in flight (so a limit that doubles finds them ready), in two ``--batch-bytes`` at most, and
+pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each at most
+``--batch-bytes``.  Unless the cluster is near (``--compress auto``, :mod:`.pack`) batches are
+held gzipped, a fifteenth of the size: two packing threads compress each as it is frozen,
+beside the reading, and reading waits when more than two are at them.
 
 Everything else (metrics, ``/health``, the progress bar, the summary) reads
 :meth:`Shipper.snapshot`, a value published by the main loop; nothing reads the internals.
@@ -51,6 +56,7 @@ from .errors import EXIT_CONFIG, OperatorError
 from .identity import How
 from .items import Chunk, Framed, Item, LongLine, Notice, Opened
 from .offsets import Ack, Offsets
+from .pack import Packed, Packer, PackFailed, worth_gzipping
 from .senders import Crashed, Done, SenderPool, Work
 from .state import StateError
 from .transport import BulkTransport
@@ -58,6 +64,7 @@ from .transport import BulkTransport
 __all__ = ["FileState", "ShipOptions", "Shipper", "Snapshot", "Summary"]
 
 POLL_INTERVAL = 0.05
+PACKER_BACKLOG = 2  # batches at the packer beyond which reading waits for it
 SNAPSHOT_EVERY = 0.2
 
 
@@ -75,8 +82,9 @@ class ShipOptions:
     scan_interval: float = 1.0
     shutdown_timeout: float = 30.0
     close_inactive: float = 300.0
-    max_in_flight: int = 32
-    initial_in_flight: int = 1  # where the learned limit starts (tests start it higher)
+    max_in_flight: int = 64
+    compress: str = "auto"  # --compress: auto (gzip unless the cluster is near), gzip, off
+    initial_in_flight: int = 4  # where the learned limit starts (at most --max-in-flight)
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     once: bool = False
@@ -111,7 +119,8 @@ class ShipOptions:
             wait_for_files=params["wait_for_files"],
             give_up_after=params["give_up_after"],
             max_open_files=params["max_open_files"],
-            max_in_flight=params.get("max_in_flight") or 32,
+            max_in_flight=params.get("max_in_flight") or 64,
+            compress=params.get("compress") or "auto",
             dry_run=params["dry_run"],
             file_format=params.get("file_format", "auto"),
             containers=list(params.get("containers") or ()),
@@ -246,7 +255,7 @@ class Shipper:
         )
         self.ready: deque[Batch] = deque()
         self.batcher = Batcher(
-            self.ready.append,
+            self._emitted,
             host_name=options.host_name,
             batch_size=options.batch_size,
             batch_bytes=options.batch_bytes,
@@ -271,6 +280,12 @@ class Shipper:
             )
 
         self.pool = SenderPool(cap, make_sender, self.hard_stop, log)
+        # A dry run prints what it would send: plain.
+        self.packer = None if options.dry_run or options.compress == "off" else Packer(self.pool.reports.put, log)
+        self.packing = 0  # batches at the packer
+        self._packed: dict[int, Batch] = {}  # back from the packer before one emitted earlier
+        self._emitted_n = self._ready_n = 0  # batches emitted; batches put in ready, in order
+        self._ready_bytes = 0  # bytes of the batches in ready, as held
         self._seq = 0
         self.in_flight = 0
         self.unsettled = 0
@@ -369,11 +384,15 @@ class Shipper:
                 "not expand them), or pass --wait-for-files to wait for files to appear",
             )
         self.pool.start()
+        if self.packer is not None:
+            self.packer.start()
         try:
             ended = self._loop()
         except BaseException:
             self.hard_stop.set()
             self.pool.stop()
+            if self.packer is not None:
+                self.packer.stop()
             self.close()
             raise
         self._finish()
@@ -411,7 +430,7 @@ class Shipper:
             if self.stopping.is_set():
                 self.batcher.flush()
                 self._dispatch()
-                if self.in_flight == 0 and not self.ready:
+                if self.in_flight == 0 and not self.ready and not self.packing:
                     return "stopped"
                 self._publish()
                 self._take_reports(POLL_INTERVAL)
@@ -421,30 +440,74 @@ class Shipper:
                 self._feed(self.discovery.retire())
                 last_scan = now
             read = 0
-            if not self.ready:  # (a full batch waiting for a free slot pauses reading)
+            if self._room():  # (batches enough waiting to be sent pause reading)
                 read = self._feed(self.discovery.poll(budget))
             if (
                 self.batcher.pending()
                 and not self.ready
-                and (self.in_flight == 0 or now - self.batcher.batch.created >= opts.flush_interval)
+                and not self.packing
+                and (
+                    self.in_flight == 0
+                    or now - self.batcher.batch.created >= opts.flush_interval
+                    or (opts.once and not read and self.discovery.all_read())
+                )
             ):
-                self.batcher.flush()  # nothing is in flight (or the batch is old): send now
+                self.batcher.flush()  # nothing is in flight (or the batch is old, or the last): send now
             self._dispatch()
             if not read and opts.once:
                 self._feed(self.discovery.retire())
                 if self._once_done():
                     return "done"
             self._publish()
-            if not read or self.ready:
+            if not read or not self._room():
                 self._take_reports(POLL_INTERVAL)
 
+    def _room(self) -> bool:
+        """Whether reading may go on: fewer batches wait to be sent than may be in flight, in
+        less than two batches' worth of bytes as they are held (gzipped, when packed), and the
+        packer is not behind (the batches at it are not compressed yet)."""
+        return (
+            self.packing <= PACKER_BACKLOG
+            and len(self.ready) + self.packing < self.concurrency.limit
+            and self._ready_bytes < 2 * self.options.batch_bytes
+        )
+
+    def _make_ready(self, batch: Batch) -> None:
+        self.ready.append(batch)
+        self._ready_bytes += batch.nbytes
+
+    def _emitted(self, batch: Batch) -> None:
+        """A batch the batcher froze: to the packer (which hands it back as :class:`Packed`,
+        in order), or straight to the queue of batches ready to send."""
+        if self.packer is None:
+            self._make_ready(batch)
+            return
+        self.packing += 1
+        self._emitted_n += 1
+        self.packer.submit(self._emitted_n, batch, worth_gzipping(self.options.compress, self.concurrency.baseline))
+
+    def _unpacked(self, packed: Packed) -> None:
+        """A batch back from the packer: to ready, in the order the batches were emitted."""
+        self.packing -= 1
+        self._packed[packed.n] = packed.batch
+        while self._ready_n + 1 in self._packed:
+            self._ready_n += 1
+            self._make_ready(self._packed.pop(self._ready_n))
+
     def _once_done(self) -> bool:
-        return self.discovery.all_read() and not self.batcher.pending() and not self.ready and self.in_flight == 0
+        return (
+            self.discovery.all_read()
+            and not self.batcher.pending()
+            and not self.ready
+            and not self.packing
+            and self.in_flight == 0
+        )
 
     def _dispatch(self) -> None:
         concurrency = self.concurrency
         while self.ready and self.in_flight < concurrency.limit:
             batch = self.ready.popleft()
+            self._ready_bytes -= batch.nbytes
             self._seq += 1
             self.offsets.sent(self._seq, batch.source_ends)
             self.in_flight += 1
@@ -466,6 +529,12 @@ class Shipper:
                 self._attempted(item)
             elif isinstance(item, Done):
                 self._done(item)
+            elif isinstance(item, Packed):
+                self._unpacked(item)
+            elif isinstance(item, PackFailed):  # a bug
+                raise RuntimeError(
+                    "the packing thread stopped unexpectedly (see the packer_crashed record)"
+                ) from item.error
             elif isinstance(item, Crashed):  # a sender thread crashed: a bug
                 raise RuntimeError(
                     "a sending thread stopped unexpectedly (see the sender_crashed record)"
@@ -546,6 +615,9 @@ class Shipper:
         """Stop the senders; settle what they still report; say what was not acknowledged."""
         self.batcher.flush()
         self.pool.stop()
+        if self.packer is not None:
+            self.packer.stop()
+            self.packer.join(5.0)
         if self.fatal is not None or self.state_error is not None:
             self.hard_stop.set()
         grace: float | None = None
@@ -562,9 +634,11 @@ class Shipper:
                 if time.monotonic() > grace:
                     break
         self._drain_reports()
+        self.packing = 0
         for batch in self.ready:
             self.unsettled += len(batch)
         self.ready.clear()
+        self._ready_bytes = 0
         if self.in_flight:
             self.unsettled += sum(len(w.batch) for w in self.pool.unsent())
             self.in_flight = 0

@@ -56,9 +56,10 @@ class Answer:
 
 
 class BulkTransport(Protocol):
-    """Send a bulk body to *target*; the answer, never an exception for what the cluster does."""
+    """Send a bulk body to *target* (*gzipped*: a gzip stream of it); the answer, never an
+    exception for what the cluster does."""
 
-    def send(self, body: bytes, target: str) -> Answer: ...
+    def send(self, body: bytes, target: str, *, gzipped: bool = False) -> Answer: ...
 
     def close(self) -> None: ...
 
@@ -109,6 +110,7 @@ class ElasticsearchTransport:
     _nodes: list[_Node] = field(default_factory=list, init=False)
     _next: int = field(default=0, init=False)
     _headers: HttpHeaders = field(default_factory=HttpHeaders, init=False)
+    _gzip_headers: HttpHeaders = field(default_factory=HttpHeaders, init=False)
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -120,6 +122,7 @@ class ElasticsearchTransport:
             token = base64.b64encode(f"{s.username}:{s.password or ''}".encode()).decode()
             headers["authorization"] = f"Basic {token}"
         self._headers = HttpHeaders(headers)
+        self._gzip_headers = HttpHeaders({**headers, "content-encoding": "gzip"})
         for url in s.urls:
             parts = urlsplit(url)
             config = NodeConfig(
@@ -129,21 +132,22 @@ class ElasticsearchTransport:
                 path_prefix=parts.path.rstrip("/"),
                 connections_per_node=1,  # one sender, one request at a time
                 request_timeout=s.request_timeout,
-                http_compress=s.compress,
+                http_compress=False,  # bodies come gzipped, or not, as the shipper chose (Batch.packed)
                 verify_certs=not s.insecure,
                 ca_certs=s.ca_certs,
                 ssl_show_warn=False,
             )
             self._nodes.append(_Node(url, scrub_url_password(url), Urllib3HttpNode(config)))
 
-    def send(self, body: bytes, target: str) -> Answer:
+    def send(self, body: bytes, target: str, *, gzipped: bool = False) -> Answer:
         path = f"/{quote(target, safe='')}/_bulk?filter_path={FILTER_PATH}"
+        headers = self._gzip_headers if gzipped else self._headers
         timeout = urllib3.Timeout(connect=min(self.connect_timeout, self.settings.request_timeout),
                                   read=self.settings.request_timeout)  # fmt: skip
         down: list[tuple[str, str]] = []
         for node in self._order(time.monotonic()):
             try:
-                meta, data = node.http.perform_request("POST", path, body=body, headers=self._headers,
+                meta, data = node.http.perform_request("POST", path, body=body, headers=headers,
                                                        request_timeout=timeout)  # type: ignore[arg-type]  # fmt: skip
             except TransportError as exc:
                 reason = f"{type(exc).__name__}: {exc.message}"
