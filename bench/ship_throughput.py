@@ -17,8 +17,8 @@ against Fluent Bit behind a cluster that answers late or pushes back.
 5. **The network's speed**: for each ``--delays`` D, a sink that answers every bulk D seconds
    late (a distant or busy cluster), amebo-logship with its defaults and Fluent Bit 5.1 tuned
    (bench/fluent_bit.py), same file, same sink: docs/s, CPU and peak RSS of each, and ratios
-   (and how many of amebo-logship's requests went gzipped: ``--compress auto`` does unless
-   the sink answers within 50 ms; the sink takes ``Content-Encoding: gzip`` as Elasticsearch does).
+   (and how many of amebo-logship's requests went gzipped: ``--compress auto`` does when round
+   trips take 0.2 s or more; the sink takes ``Content-Encoding: gzip`` as Elasticsearch does).
    Then a sink that answers 429 to any bulk arriving while ``--reject-beyond`` K are being
    handled (each taking 0.05 s): every line must arrive once, and few requests be refused.
 6. Prints docs/s, MB/s, CPU seconds and peak RSS for each, and the ratios; then ships a file

@@ -231,7 +231,8 @@ def test_a_packed_batch_refused_as_too_large_is_split_by_its_uncompressed_size()
         ("off", 2.0, False),
         ("auto", None, True),  # no answer yet: held small until the cluster shows it is near
         ("auto", 0.01, False),  # the same host: CPU is what runs short
-        ("auto", 0.05, True),
+        ("auto", 0.1, False),  # under 32 MB of plain bodies in flight, even at one core's rate
+        ("auto", 0.2, True),
         ("auto", 0.5, True),
     ],
 )

@@ -35,6 +35,11 @@ from typing import Any
 import msgspec
 import orjson
 
+try:  # ISA-L: gzip streams the size of zlib's level 1 at about five times its speed
+    from isal.isal_zlib import compress as _gzip_compress
+except ImportError:  # (a platform without its wheel: zlib's, the same format)
+    from zlib import compress as _gzip_compress
+
 from ..render import timestamp_now
 from .items import Chunk, Framed, LongLine, Source
 
@@ -185,16 +190,17 @@ class Batch:
         raise AttributeError(f"a Batch is a value: {name} cannot be changed")
 
     def packed(self, level: int = 1) -> Batch:
-        """This batch with its body gzipped at *level* (1, Filebeat's and Logstash's default:
-        the fastest, and 15x smaller for Amebo's records).  A new value: this one is left as
-        it is.  Retries, splits and dead letters of the packed batch decompress it first."""
+        """This batch with its body gzipped at *level* (1, as Filebeat's and Logstash's
+        default: 15x smaller for Amebo's records; with ISA-L, about 2.6 GB/s).  A new value:
+        this one is left as it is.  Retries, splits and dead letters of the packed batch
+        decompress it first."""
         if self.gzipped:
             return self
         out = object.__new__(Batch)
         set_ = object.__setattr__
         for name in Batch.__slots__:
             set_(out, name, getattr(self, name))
-        set_(out, "body", zlib.compress(self.body, level, wbits=31))  # 31: the gzip container
+        set_(out, "body", _gzip_compress(self.body, level, wbits=31))  # 31: the gzip container
         set_(out, "gzipped", True)
         set_(out, "_raw", None)
         return out

@@ -117,8 +117,8 @@ def connection_options(fn: Any) -> Any:
             flag_value="gzip",
             show_default=True,
             metavar="[auto|gzip|off]",
-            help="gzip bulk bodies (level 1, as Filebeat and Logstash): auto does unless the cluster answers "
-            "bulk requests within 50 ms (the same host), where it would cost CPU and save little; "
+            help="gzip bulk bodies (level 1, as Filebeat and Logstash): auto does when bulk round trips take "
+            "0.2 s or more (many requests in flight), not nearer, where it would cost CPU and save little; "
             "--compress alone means gzip.",
         ),
     ]

@@ -7,17 +7,20 @@ Logstash's default) Amebo's records take a fifteenth of that, on the wire as in 
 
 :class:`Packer` is two threads: the loop hands it each frozen batch, numbered, with whether
 to gzip it, and takes back, on the senders' report queue, a :class:`Packed` value carrying
-the number (zlib leaves the interpreter lock while it works, so packing goes on beside the
-reading; two threads, because each waits for the lock on the way in and out of zlib).  The
+the number (ISA-L's gzip, or zlib's, leaves the interpreter lock while it works, so packing
+goes on beside the reading; two threads, because each waits for the lock on the way in and
+out).  The
 loop puts them back in order.  Nothing is shared but the two queues.
 
-:func:`worth_gzipping` is the ``--compress auto`` rule: gzip, as Filebeat and Logstash do by
-default, unless the cluster has shown it answers bulk requests within :data:`NEAR` (on the
-same host, or a fast LAN and lightly loaded): there one to a few requests are out at once, the
-shipper runs short of CPU rather than of memory or bandwidth, and gzip would cost about a third
-of its CPU to save a few megabytes.  A real cluster, a network away and indexing, takes longer
-than that, and many requests are out: gzipped, the bodies held in memory and sent are 15x
-smaller.  Until the first answers say how near the cluster is, bodies are gzipped.
+:func:`worth_gzipping` is the ``--compress auto`` rule, a memory bound by Little's law: the
+bodies in flight are the rate they are sent at times the round trip.  One shipper sends at
+most about 160 MB/s of bodies (what one core reads and batches), so with round trips under
+:data:`NEAR` (0.2 s) at most about 32 MB of plain bodies are in flight, and they go plain:
+there gzip would cost the shipper and the cluster CPU (a tenth or more of the shipper's,
+measured, and an inflate per byte on the cluster) to save little.  Longer round trips (a
+distant cluster, a busy one, or a slow link, whose transfer time is part of the round trip)
+mean more in flight: those bodies are gzipped, 15x smaller in memory and on the wire.  Until
+the first answers say how far the cluster is, bodies are gzipped.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from .batch import Batch
 __all__ = ["NEAR", "Packed", "Packer", "worth_gzipping"]
 
 #: A cluster whose bulk round trip (as learned, seconds) is under this is sent plain bodies (auto).
-NEAR = 0.05
+NEAR = 0.2
 
 
 def worth_gzipping(mode: str, rtt_baseline: float | None) -> bool:

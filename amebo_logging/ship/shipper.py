@@ -25,9 +25,9 @@ leaves when a request may be sent (or after ``--flush-interval`` at most).
 **Memory stays bounded.**  Reading runs ahead of sending by as many batches as the limit lets
 be in flight (so a limit that doubles finds them ready), in two ``--batch-bytes`` at most, and
 pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each at most
-``--batch-bytes``.  Unless the cluster is near (``--compress auto``, :mod:`.pack`) batches are
-held gzipped, a fifteenth of the size: two packing threads compress each as it is frozen,
-beside the reading, and reading waits when more than two are at them.
+``--batch-bytes``.  When round trips take 0.2 s or more (``--compress auto``, :mod:`.pack`),
+batches are held gzipped, a fifteenth of the size: two packing threads compress each as it is
+frozen, beside the reading, and reading waits when more than two are at them.
 
 Everything else (metrics, ``/health``, the progress bar, the summary) reads
 :meth:`Shipper.snapshot`, a value published by the main loop; nothing reads the internals.
@@ -83,7 +83,7 @@ class ShipOptions:
     shutdown_timeout: float = 30.0
     close_inactive: float = 300.0
     max_in_flight: int = 64
-    compress: str = "auto"  # --compress: auto (gzip unless the cluster is near), gzip, off
+    compress: str = "auto"  # --compress: auto (gzip when round trips are long), gzip, off
     initial_in_flight: int = 4  # where the learned limit starts (at most --max-in-flight)
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
