@@ -39,9 +39,14 @@ class LogFile:
     def lines(self) -> list[bytes]:
         return self.path.read_bytes().splitlines(keepends=True)
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self, writing: bool = False) -> list[dict[str, Any]]:
+        """Every record; *writing*: the server may be writing one now, so a last line without
+        its newline yet is left for the next look (a reader can see a write() half done)."""
+        lines = self.lines()
+        if writing and lines and not lines[-1].endswith(b"\n"):
+            lines.pop()
         out = []
-        for line in self.lines():
+        for line in lines:
             assert line.endswith(b"\n"), line
             out.append(orjson.loads(line))
         return out
@@ -54,7 +59,7 @@ class LogFile:
         """
         deadline = time.monotonic() + timeout
         while True:
-            found = [r for r in self.records() if r.get("message") == message]
+            found = [r for r in self.records(writing=True) if r.get("message") == message]
             if len(found) >= count or time.monotonic() > deadline:
                 assert len(found) >= count, f"{len(found)} of {count} {message!r} records after {timeout}s"
                 return found
