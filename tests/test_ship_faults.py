@@ -148,7 +148,9 @@ def test_kill_9_at_random_moments_then_every_line_exactly_once(es, ship_dir):
 
 
 def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
-    write_lines(ship_dir / "app.log", [record(i) for i in range(20_000)])
+    # (reading runs ahead of sending by the limit's batches and reads 4 MiB at a time: a file
+    # of several times that, so that the stop comes mid-way)
+    write_lines(ship_dir / "app.log", [record(i) for i in range(100_000)])
     es.faults.delay = 0.05  # slow enough to stop it mid-way
     proc = ShipperProcess(ship_args(es, ship_dir, "--batch-size", "1000"))
     try:
@@ -161,14 +163,14 @@ def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
     finally:
         proc.kill()
     delivered = len(es.docs(TARGET))
-    assert 0 < delivered < 20_000
+    assert 0 < delivered < 100_000
     es.faults.delay = 0
     code, out, err = run_ship(ship_args(es, ship_dir, "--once"))
     assert code == 0, err
     assert (
-        f"delivered {20_000 - delivered} documents" in out and "0 already there" in out
+        f"delivered {100_000 - delivered} documents" in out and "0 already there" in out
     )  # resumed exactly where it stopped
-    assert_exactly_once(es, 20_000)
+    assert_exactly_once(es, 100_000)
 
 
 def test_shutdown_timeout_bounds_the_stop_during_an_outage(es, ship_dir):
