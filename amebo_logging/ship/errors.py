@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EXIT_STATE",
     "EXIT_UNFINISHED",
     "EXIT_USAGE",
+    "Crashed",
     "OperatorError",
 ]
 
@@ -47,6 +49,20 @@ EXIT_CODES: Final = (
     (6, "--once: Elasticsearch accepted nothing for --give-up-after seconds (run again to resume)"),
     (130, "--once interrupted by SIGINT with lines left (143: SIGTERM); run again to resume"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Crashed:
+    """A shipping thread (*thread*: ``sending``, ``packing``) stopped on a bug, logged as the
+    *event* record; the loop that gets this value stops the run (exit 1)."""
+
+    error: BaseException
+    thread: str
+    event: str
+
+    @property
+    def message(self) -> str:
+        return f"a {self.thread} thread stopped unexpectedly (see the {self.event} record)"
 
 
 class OperatorError(Exception):

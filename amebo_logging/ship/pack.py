@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from ..logger import AmeboLogger
 from .batch import Batch
+from .errors import Crashed
 
 __all__ = ["NEAR", "Packed", "Packer", "worth_gzipping"]
 
@@ -57,19 +58,12 @@ class Packed:
     batch: Batch
 
 
-@dataclass(frozen=True, slots=True)
-class PackFailed:
-    """The packing thread stopped on a bug."""
-
-    error: BaseException
-
-
 class Packer:
     """*threads* threads turning numbered batches into :class:`Packed` values, handed to *out*
     (in any order)."""
 
     def __init__(
-        self, out: Callable[[Packed | PackFailed], None], log: AmeboLogger, level: int = 1, threads: int = 2
+        self, out: Callable[[Packed | Crashed], None], log: AmeboLogger, level: int = 1, threads: int = 2
     ) -> None:
         self.out = out
         self.log = log
@@ -97,7 +91,7 @@ class Packer:
                 del item, batch  # the unpacked body is let go at once
         except BaseException as exc:  # a bug: say so; the main loop stops the run
             self.log.critical("packer_crashed", exc_info=exc)
-            self.out(PackFailed(exc))
+            self.out(Crashed(exc, "packing", "packer_crashed"))
 
     def stop(self) -> None:
         for _ in self._threads:

@@ -8,7 +8,7 @@ transport of its own, takes one batch at a time, and puts back what happened, as
 * an :class:`~.bulk.Attempt` per request, as it happens (the loop counts it, and the
   concurrency limit learns from its round-trip time and any push-back);
 * a :class:`Done` per batch, carrying its :class:`~.bulk.Outcome`;
-* a :class:`Crashed` if a sender thread met a bug (the loop stops the run).
+* a :class:`~.errors.Crashed` if a sender thread met a bug (the loop stops the run).
 
 Batches finish in any order; what that means for offsets is :mod:`.offsets`' business.
 Nothing here is shared between threads but the two queues and the stop event.
@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from ..logger import AmeboLogger
 from .batch import Batch
 from .bulk import Attempt, BulkSender, Outcome
-from .pack import Packed, PackFailed
+from .errors import Crashed
+from .pack import Packed
 
-__all__ = ["Crashed", "Done", "SenderPool", "Work"]
+__all__ = ["Done", "SenderPool", "Work"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +46,7 @@ class Done:
     outcome: Outcome
 
 
-@dataclass(frozen=True, slots=True)
-class Crashed:
-    """A sender thread stopped on a bug."""
-
-    error: BaseException
-
-
-Report = Attempt | Done | Crashed | Packed | PackFailed  # (the packer reports on the same queue)
+Report = Attempt | Done | Crashed | Packed  # (the packer reports on the same queue)
 
 
 class SenderPool:
@@ -101,7 +95,7 @@ class SenderPool:
                 del work, outcome
         except BaseException as exc:  # a bug: say so; the main loop stops the run
             self.log.critical("sender_crashed", exc_info=exc)
-            self.reports.put(Crashed(exc))
+            self.reports.put(Crashed(exc, "sending", "sender_crashed"))
 
     def stop(self) -> None:
         """Ask every sender to finish (after the work already queued)."""

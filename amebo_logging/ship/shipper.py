@@ -52,12 +52,12 @@ from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal
 from .concurrency import AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
-from .errors import EXIT_CONFIG, OperatorError
+from .errors import EXIT_CONFIG, Crashed, OperatorError
 from .identity import How
 from .items import Chunk, Framed, Item, LongLine, Notice, Opened
 from .offsets import Ack, Offsets
-from .pack import Packed, Packer, PackFailed, worth_gzipping
-from .senders import Crashed, Done, SenderPool, Work
+from .pack import Packed, Packer, worth_gzipping
+from .senders import Done, SenderPool, Work
 from .state import StateError
 from .transport import BulkTransport
 
@@ -531,14 +531,8 @@ class Shipper:
                 self._done(item)
             elif isinstance(item, Packed):
                 self._unpacked(item)
-            elif isinstance(item, PackFailed):  # a bug
-                raise RuntimeError(
-                    "the packing thread stopped unexpectedly (see the packer_crashed record)"
-                ) from item.error
-            elif isinstance(item, Crashed):  # a sender thread crashed: a bug
-                raise RuntimeError(
-                    "a sending thread stopped unexpectedly (see the sender_crashed record)"
-                ) from item.error
+            elif isinstance(item, Crashed):  # a sender or packing thread crashed: a bug
+                raise RuntimeError(item.message) from item.error
 
     def _attempted(self, attempt: Attempt) -> None:
         was_failing, since = self.delivery.failing, self.delivery.failing_since
