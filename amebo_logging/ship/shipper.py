@@ -285,7 +285,6 @@ class Shipper:
         self.packing = 0  # batches at the packer
         self._packed: dict[int, Batch] = {}  # back from the packer before one emitted earlier
         self._emitted_n = self._ready_n = 0  # batches emitted; batches put in ready, in order
-        self._ready_bytes = 0  # bytes of the batches in ready, as held
         self._seq = 0
         self.in_flight = 0
         self.unsettled = 0
@@ -469,18 +468,14 @@ class Shipper:
         return (
             self.packing <= PACKER_BACKLOG
             and len(self.ready) + self.packing < self.concurrency.limit
-            and self._ready_bytes < 2 * self.options.batch_bytes
+            and sum(b.nbytes for b in self.ready) < 2 * self.options.batch_bytes  # (64 at most)
         )
-
-    def _make_ready(self, batch: Batch) -> None:
-        self.ready.append(batch)
-        self._ready_bytes += batch.nbytes
 
     def _emitted(self, batch: Batch) -> None:
         """A batch the batcher froze: to the packer (which hands it back as :class:`Packed`,
         in order), or straight to the queue of batches ready to send."""
         if self.packer is None:
-            self._make_ready(batch)
+            self.ready.append(batch)
             return
         self.packing += 1
         self._emitted_n += 1
@@ -492,7 +487,7 @@ class Shipper:
         self._packed[packed.n] = packed.batch
         while self._ready_n + 1 in self._packed:
             self._ready_n += 1
-            self._make_ready(self._packed.pop(self._ready_n))
+            self.ready.append(self._packed.pop(self._ready_n))
 
     def _once_done(self) -> bool:
         return (
@@ -507,7 +502,6 @@ class Shipper:
         concurrency = self.concurrency
         while self.ready and self.in_flight < concurrency.limit:
             batch = self.ready.popleft()
-            self._ready_bytes -= batch.nbytes
             self._seq += 1
             self.offsets.sent(self._seq, batch.source_ends)
             self.in_flight += 1
@@ -632,7 +626,6 @@ class Shipper:
         for batch in self.ready:
             self.unsettled += len(batch)
         self.ready.clear()
-        self._ready_bytes = 0
         if self.in_flight:
             self.unsettled += sum(len(w.batch) for w in self.pool.unsent())
             self.in_flight = 0
