@@ -46,6 +46,7 @@ import gzip
 import ipaddress
 import re
 import socket
+import ssl
 import threading
 import time
 import uuid
@@ -516,8 +517,10 @@ class FakeElasticsearch:
         builtin_logs_template: bool = True,
         version: str = VERSION,
         node_of: FakeElasticsearch | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.version = version
+        self.tls = tls  # serve HTTPS with this (server-side) context
         self.store = node_of.store if node_of is not None else Store(builtin_logs_template, version)
         self.faults = Faults()
         self.credentials = (username, password) if username else None
@@ -549,12 +552,14 @@ class FakeElasticsearch:
     # --- lifecycle ---------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> FakeElasticsearch:
         """Start serving (again, on the same port after :meth:`stop`)."""
         handler = type("Handler", (_Handler,), {"es": self})
         server = _Server(("127.0.0.1", self.port), handler)
+        if self.tls is not None:  # (the handshake happens as a connection is accepted)
+            server.socket = self.tls.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -211,6 +211,56 @@ def test_https_against_plain_http_says_use_http(es, logs):
     assert code == 3 and "speaks plain HTTP, not TLS" in err and f"use {es.url}" in error_line(err)
 
 
+@pytest.fixture
+def tls_es(tmp_path):
+    """The test cluster over TLS, its certificate (for localhost and 127.0.0.1) signed by a CA
+    of the test's own, whose certificate is at tmp_path/'ca.pem'."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    other = trustme.CA()  # a CA that did not sign it
+    other.cert_pem.write_to_path(str(tmp_path / "other-ca.pem"))
+    with FakeElasticsearch(tls=context) as server:
+        yield server
+
+
+def test_tls_is_verified_by_default_and_ca_certs_or_insecure_are_the_ways_in(tls_es, logs, tmp_path):
+    """TLS verification is on unless --insecure: an unknown CA is refused, naming --ca-certs;
+    the right CA ships (every line, over TLS); the wrong CA is named; --insecure ships too."""
+    code, out, err = cli(*ship_args(tls_es.url, logs))
+    assert code == 3 and "certificate verify failed" in err and "--ca-certs FILE" in error_line(err), err
+    assert tls_es.bulk_requests == 0
+    code, out, err = cli(*ship_args(tls_es.url, logs, "--ca-certs", str(tmp_path / "other-ca.pem")))
+    assert code == 3 and f"not signed by the CA in --ca-certs {tmp_path / 'other-ca.pem'}" in error_line(err)
+    code, out, err = cli("check", "--es-url", tls_es.url, "--ca-certs", str(tmp_path / "ca.pem"))
+    assert code == 0 and "over TLS, verified" in out, out + err
+    code, out, err = cli(*ship_args(tls_es.url, logs, "--ca-certs", str(tmp_path / "ca.pem")))
+    assert code == 0, err
+    assert sorted(d["seq"] for d in tls_es.docs()) == list(range(20))
+    code, out, err = cli(*ship_args(tls_es.url.replace("127.0.0.1", "localhost"), logs, "--insecure"))
+    assert code == 0, err
+
+
+def test_a_certificate_for_another_host_is_refused_naming_the_host(tmp_path, logs):
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("es.example.com").configure_cert(context)
+    with FakeElasticsearch(tls=context) as server:
+        code, out, err = cli(*ship_args(server.url, logs, "--ca-certs", str(tmp_path / "ca.pem")))
+        assert code == 3 and "is not issued for that host name" in error_line(err), err
+        assert server.bulk_requests == 0
+
+
 def test_missing_ca_file_says_so(es, logs):
     code, out, err = cli(*ship_args(es.url, logs, "--ca-certs", "/missing.pem"))
     assert code == 3 and "--ca-certs /missing.pem: no such file" in error_line(err)

@@ -10,14 +10,23 @@ import fnmatch
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
-from elasticsearch import ApiError, TransportError
-
-from .connection import ClusterAnswer, ConnectionSettings, ask_cluster, explain, make_client
+from .connection import ClusterAnswer, ConnectionSettings, explain
 from .elastic_setup import INDEX_TEMPLATE
 from .errors import EXIT_AUTH, EXIT_CONFIG
+from .http import HttpError, HttpNode, NetworkError
 
-__all__ = ["CheckResult", "LiveCluster", "data_quality", "live_client", "preflight", "run_checks", "target_problem"]
+__all__ = [
+    "CheckResult",
+    "LiveCluster",
+    "ask_cluster",
+    "data_quality",
+    "live_cluster",
+    "preflight",
+    "run_checks",
+    "target_problem",
+]
 
 MIN_MAJOR = 8
 _FORBIDDEN_CHARS = set('\\/*?"<>| ,#:')
@@ -34,16 +43,34 @@ class CheckResult:
 
 @dataclass
 class LiveCluster:
-    """The node questions go to: a client for it, its answer to ``GET /``, the settings that
-    name it, and the nodes that could not be reached (shown URL, why)."""
+    """The node questions go to, its answer to ``GET /``, the settings that name it, and the
+    nodes that could not be reached (shown URL, why)."""
 
-    client: Any
+    node: HttpNode
     answer: ClusterAnswer
     settings: ConnectionSettings
     down: list[tuple[str, str]]
 
 
-def live_client(settings: ConnectionSettings) -> LiveCluster:
+def ask_cluster(node: HttpNode) -> ClusterAnswer:
+    """``GET /``, with every way it can fail sorted into a :class:`ClusterAnswer`."""
+    try:
+        reply = node.request("GET", "/")
+    except NetworkError as exc:
+        return ClusterAnswer(None, "tls" if exc.tls else "unreachable", exc.message)
+    if reply.status == 401:
+        return ClusterAnswer(None, "credentials", "HTTP 401")
+    if not reply.ok:
+        reason, _ = reply.error()
+        return ClusterAnswer(None, "forbidden" if reply.status == 403 else "http", f"HTTP {reply.status}: {reason}")
+    # (what Elasticsearch's own clients check: every answer of Elasticsearch 7.14+ says so)
+    info = reply.json()
+    if reply.headers.get("x-elastic-product") != "Elasticsearch" or not isinstance(info, dict):
+        return ClusterAnswer(None, "not_elasticsearch")
+    return ClusterAnswer(info)
+
+
+def live_cluster(settings: ConnectionSettings) -> LiveCluster:
     """Ask the nodes of *settings* in turn who they are; the first that answers (even to refuse
     the credentials) is the one the other questions go to.  When none answers, all of them,
     with the last answer."""
@@ -54,14 +81,19 @@ def live_client(settings: ConnectionSettings) -> LiveCluster:
     if len(settings.urls) > 1:
         for url in settings.urls:
             one = replace(settings, urls=[url])
-            client = make_client(one)
-            answer = ask_cluster(client)
+            node = HttpNode(url, one)
+            answer = ask_cluster(node)
             if answer.problem != "unreachable":
-                return LiveCluster(client, answer, one, down)
+                return LiveCluster(node, answer, one, down)
+            node.close()
             down.append((one.shown_urls(), answer.detail))
-        return LiveCluster(make_client(settings), answer, settings, down)
-    client = make_client(settings)
-    return LiveCluster(client, ask_cluster(client), settings, down)
+        return LiveCluster(HttpNode(settings.urls[-1], settings), answer, settings, down)
+    node = HttpNode(settings.urls[0], settings)
+    return LiveCluster(node, ask_cluster(node), settings, down)
+
+
+def _path(name: str) -> str:
+    return quote(name, safe="")
 
 
 def target_problem(name: str, *, is_index: bool = False) -> str | None:
@@ -114,7 +146,7 @@ def _cluster(answer: ClusterAnswer, settings: ConnectionSettings) -> Iterator[Ch
 
 
 def run_checks(
-    client: Any,
+    node: HttpNode,
     settings: ConnectionSettings,
     target: str,
     *,
@@ -125,7 +157,7 @@ def run_checks(
     """Connection and TLS, credentials, version, target, privileges (and with *quality*, the
     last day's failure store and ignored fields); stops at the first check the others depend on.
     *answer* is the cluster's to ``GET /``, when it was asked already."""
-    answer = answer if answer is not None else ask_cluster(client)
+    answer = answer if answer is not None else ask_cluster(node)
     results = list(_cluster(answer, settings))
     yield from results
     if not all(r.ok for r in results):
@@ -136,29 +168,29 @@ def run_checks(
             "target", False, f"{problem}: choose another --{'index' if is_index else 'data-stream'}", EXIT_CONFIG
         )
         return
-    target_result, exists = _target(client, target, is_index)
+    target_result, exists = _target(node, target, is_index)
     yield target_result
-    yield _privileges(client, target, exists)
+    yield _privileges(node, target, exists)
     if quality and exists:
-        yield from data_quality(client, target, answer.version, is_index=is_index)
+        yield from data_quality(node, target, answer.version, is_index=is_index)
 
 
 #: The window ``check`` counts refused and partly indexed documents over.
 LAST_DAY = {"range": {"@timestamp": {"gte": "now-1d"}}}
 
 
-def _count(client: Any, target: str, *clauses: dict[str, Any]) -> int:
-    answer = client.count(index=target, query={"bool": {"filter": [LAST_DAY, *clauses]}})
-    return int(answer.body["count"])
+def _count(node: HttpNode, target: str, *clauses: dict[str, Any]) -> int:
+    answer = node.json("POST", f"/{_path(target)}/_count", {"query": {"bool": {"filter": [LAST_DAY, *clauses]}}})
+    return int(answer["count"])
 
 
-def _failure_store_enabled(client: Any, target: str) -> bool | None:
-    streams = client.indices.get_data_stream(name=target).body.get("data_streams", [])
+def _failure_store_enabled(node: HttpNode, target: str) -> bool | None:
+    streams = (node.json("GET", f"/_data_stream/{_path(target)}") or {}).get("data_streams", [])
     found = streams[0].get("failure_store") if streams else None
     return None if found is None else bool(found.get("enabled"))
 
 
-def data_quality(client: Any, target: str, version: str, *, is_index: bool = False) -> Iterator[CheckResult]:
+def data_quality(node: HttpNode, target: str, version: str, *, is_index: bool = False) -> Iterator[CheckResult]:
     """The last day of *target*: documents in its failure store, documents with ignored fields.
     Warnings, never failures: shipping works, the data or the mapping needs a look."""
     from .elastic_setup import has_failure_store
@@ -172,17 +204,17 @@ def data_quality(client: Any, target: str, version: str, *, is_index: bool = Fal
             )
         else:
             try:
-                enabled = _failure_store_enabled(client, target)
-                stored = _count(client, f"{target}::failures") if enabled else 0
-            except ApiError as exc:
+                enabled = _failure_store_enabled(node, target)
+                stored = _count(node, f"{target}::failures") if enabled else 0
+            except HttpError as exc:
                 yield CheckResult(
                     "failure store",
                     True,
-                    f"not checked (HTTP {exc.status_code}): reading {target}::failures needs the "
+                    f"not checked (HTTP {exc.status}): reading {target}::failures needs the "
                     "read_failure_store index privilege",
                     warning=True,
                 )
-            except TransportError as exc:
+            except NetworkError as exc:
                 yield CheckResult("failure store", True, f"not checked ({exc})", warning=True)
             else:
                 if not enabled:
@@ -203,8 +235,8 @@ def data_quality(client: Any, target: str, version: str, *, is_index: bool = Fal
                 else:
                     yield CheckResult("failure store", True, "on; no document of the last day is in it")
     try:
-        ignored = _count(client, target, {"exists": {"field": "_ignored"}})
-    except (ApiError, TransportError) as exc:
+        ignored = _count(node, target, {"exists": {"field": "_ignored"}})
+    except (HttpError, NetworkError) as exc:
         yield CheckResult("ignored fields", True, f"not counted ({exc})", warning=True)
         return
     if ignored:
@@ -220,7 +252,7 @@ def data_quality(client: Any, target: str, version: str, *, is_index: bool = Fal
 
 
 def preflight(
-    client: Any,
+    node: HttpNode,
     settings: ConnectionSettings,
     target: str,
     *,
@@ -229,40 +261,42 @@ def preflight(
 ) -> Iterator[CheckResult]:
     """What ``ship`` asks before reading: :func:`run_checks`, except that a missing template
     is a warning (Elasticsearch still takes the documents, with dynamic mappings)."""
-    for result in run_checks(client, settings, target, is_index=is_index, answer=answer):
+    for result in run_checks(node, settings, target, is_index=is_index, answer=answer):
         if result.name == "target" and not result.ok and "amebo-logship setup" in result.detail:
             yield CheckResult("target", True, result.detail, warning=True)
         else:
             yield result
 
 
-def _target(client: Any, target: str, is_index: bool) -> tuple[CheckResult, bool]:
+def _target(node: HttpNode, target: str, is_index: bool) -> tuple[CheckResult, bool]:
     """(the verdict on *target*, whether it exists already)."""
     if is_index:
         try:
-            exists = bool(client.options(ignore_status=404).indices.exists(index=target))
-        except (ApiError, TransportError) as exc:
+            status = node.request("HEAD", f"/{_path(target)}").status
+        except NetworkError as exc:
             return CheckResult("target", True, f"index {target}: not checked ({exc})", warning=True), True
+        if status not in (200, 404):
+            return CheckResult("target", True, f"index {target}: not checked (HTTP {status})", warning=True), True
+        exists = status == 200
         return CheckResult(
             "target", True, f"index {target} " + ("exists" if exists else "will be created on the first write")
         ), exists
     try:
-        client.indices.get_data_stream(name=target)
+        node.json("GET", f"/_data_stream/{_path(target)}")
         return CheckResult("target", True, f"data stream {target} exists"), True
-    except ApiError as exc:
-        if exc.status_code != 404:
+    except HttpError as exc:
+        if exc.status != 404:
             return CheckResult(
                 "target",
                 True,
-                f"data stream {target}: not checked (HTTP {exc.status_code}: the "
-                "credentials may not read its metadata)",
+                f"data stream {target}: not checked (HTTP {exc.status}: the credentials may not read its metadata)",
                 warning=True,
             ), True
-    except TransportError as exc:
+    except NetworkError as exc:
         return CheckResult("target", True, f"data stream {target}: not checked ({exc})", warning=True), True
     try:
-        templates = client.indices.get_index_template(name="*").body.get("index_templates", [])
-    except (ApiError, TransportError):
+        templates = (node.json("GET", "/_index_template/*") or {}).get("index_templates", [])
+    except (HttpError, NetworkError):
         templates = []
     matching = [
         t
@@ -296,19 +330,21 @@ def _target(client: Any, target: str, is_index: bool) -> tuple[CheckResult, bool
     ), False
 
 
-def _privileges(client: Any, target: str, exists: bool) -> CheckResult:
+def _privileges(node: HttpNode, target: str, exists: bool) -> CheckResult:
     wanted = ["create_doc"] if exists else ["create_doc", "auto_configure"]
     try:
-        answer = client.security.has_privileges(index=[{"names": [target], "privileges": wanted}])
-    except ApiError as exc:
-        if exc.status_code in (400, 500) or "security" in str(exc.message).lower():
+        asked = {"index": [{"names": [target], "privileges": wanted}]}
+        answer = node.json("POST", "/_security/user/_has_privileges", asked)
+    except HttpError as exc:
+        if exc.status in (400, 500) or "security" in f"{exc.error_type} {exc.reason}".lower():
             return CheckResult("privileges", True, "not checked: security is off on this cluster")
-        return CheckResult("privileges", False, f"cannot check privileges (HTTP {exc.status_code})", EXIT_AUTH)
-    except TransportError as exc:
+        return CheckResult("privileges", False, f"cannot check privileges (HTTP {exc.status})", EXIT_AUTH)
+    except NetworkError as exc:
         return CheckResult("privileges", True, f"not checked ({exc})", warning=True)
-    if answer.body.get("has_all_requested"):
+    answer = answer if isinstance(answer, dict) else {}
+    if answer.get("has_all_requested"):
         return CheckResult("privileges", True, f"may {' and '.join(wanted)} in {target}")
-    granted = answer.body.get("index", {}).get(target, {})
+    granted = answer.get("index", {}).get(target, {})
     missing = [p for p in wanted if not granted.get(p)] or wanted
     return CheckResult(
         "privileges",

@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from .. import configure_logging, get_logger
-from .connection import ConnectionSettings, ask_cluster, explain, make_client, validate
+from .connection import ConnectionSettings, explain, make_client, validate
 from .errors import EXIT_AUTH, EXIT_CODES, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
 from .params import COMPRESSION, SIZE, EnvOption, config_option, env
 from .state import StateError
@@ -479,7 +479,7 @@ def _ship_client(
 ) -> Callable[[], Any]:
     """What makes the transports ``ship`` sends with, after the preflight: what ``check``
     asks, asked of any node that answers first (the ones that do not are a warning)."""
-    from .checks import live_client, preflight, target_problem
+    from .checks import live_cluster, preflight, target_problem
 
     problem = target_problem(options.target, is_index=is_index)
     if problem is not None:
@@ -492,7 +492,7 @@ def _ship_client(
     from .transport import ElasticsearchTransport
 
     validate(settings)  # before anything is asked
-    found = live_client(settings)
+    found = live_cluster(settings)
     for url, reason in found.down:
         log.warning(
             "elasticsearch_node_down",
@@ -500,7 +500,7 @@ def _ship_client(
             reason=reason,
             action="skipped until it answers; the other nodes take its requests",
         )
-    client, answer = found.client, found.answer
+    answer = found.answer
     meaning = explain(answer, found.settings)
     if not meaning.ok:
         if not meaning.retry:
@@ -512,11 +512,14 @@ def _ship_client(
         )
     else:
         log.info("elasticsearch_reachable", version=answer.version, **{"url.full": found.settings.shown_urls()})
-        for result in preflight(client, found.settings, options.target, is_index=is_index, answer=answer):
-            if not result.ok:
-                raise OperatorError(result.exit_code, f"{result.name}: {result.detail}")
-            if result.warning:
-                log.warning("preflight_warning", check=result.name, reason=result.detail)
+        try:
+            for result in preflight(found.node, found.settings, options.target, is_index=is_index, answer=answer):
+                if not result.ok:
+                    raise OperatorError(result.exit_code, f"{result.name}: {result.detail}")
+                if result.warning:
+                    log.warning("preflight_warning", check=result.name, reason=result.detail)
+        finally:
+            found.node.close()
     return lambda: ElasticsearchTransport(settings)
 
 
@@ -604,14 +607,13 @@ def check(ctx: click.Context, **params: Any) -> None:
       amebo-logship check --es-url https://es.example.com:9200 --api-key-file /run/secrets/es-key
       AMEBO_LOGSHIP_ES_URL=http://localhost:9200 amebo-logship check --data-stream logs-amebo-prod
     """
-    from .checks import CheckResult, live_client, run_checks
+    from .checks import CheckResult, live_cluster, run_checks
 
     if params["data_stream"] and params["index"]:
         raise OperatorError(EXIT_CONFIG, "give --data-stream or --index, not both")
-    logging.getLogger("elastic_transport").setLevel(logging.CRITICAL)
     settings = build_connection(ctx, params)
     validate(settings)  # before anything is asked
-    found = live_client(settings)
+    found = live_cluster(settings)
     target = params["index"] or params["data_stream"] or "logs-amebo-default"
     code = 0
     results = [
@@ -620,7 +622,7 @@ def check(ctx: click.Context, **params: Any) -> None:
         if found.answer.problem != "unreachable"
     ]
     checks = run_checks(
-        found.client, found.settings, target, is_index=bool(params["index"]), quality=True, answer=found.answer
+        found.node, found.settings, target, is_index=bool(params["index"]), quality=True, answer=found.answer
     )
     for result in [*results, *checks]:
         mark = "ok  " if result.ok and not result.warning else ("warn" if result.ok else "FAIL")
@@ -668,6 +670,7 @@ def setup(
     from elasticsearch import ApiError, AuthenticationException, TransportError
 
     from . import elastic_setup, kibana
+    from .http import auth_headers
 
     if not _TIME_UNIT.match(ilm_delete_after):
         raise OperatorError(
@@ -689,7 +692,7 @@ def setup(
         )
         click.echo(elastic_setup.failure_store_stance(version, failure_store))
     except AuthenticationException:
-        raise OperatorError(EXIT_AUTH, explain(ask_cluster(client), settings).message) from None
+        raise OperatorError(EXIT_AUTH, _cluster_problem(settings)) from None
     except ApiError as exc:
         hint = (
             ": the user needs the manage_ilm and manage_index_templates cluster privileges"
@@ -701,13 +704,13 @@ def setup(
             f"Elasticsearch refused the set-up (HTTP {exc.status_code}: {_reason(exc)}){hint}",
         ) from None
     except TransportError:
-        raise OperatorError(EXIT_CONFIG, explain(ask_cluster(client), settings).message) from None
+        raise OperatorError(EXIT_CONFIG, _cluster_problem(settings)) from None
     if kibana_url:
         try:
             answer = kibana.import_objects(
                 kibana_url,
                 kibana.ndjson().encode(),
-                headers=_auth_headers(settings),
+                headers=auth_headers(settings),
                 ca_certs=settings.ca_certs,
                 verify=not settings.insecure,
             )
@@ -725,15 +728,13 @@ def _reason(exc: Any) -> str:
     return str(exc.message)
 
 
-def _auth_headers(settings: ConnectionSettings) -> dict[str, str]:
-    import base64
+def _cluster_problem(settings: ConnectionSettings) -> str:
+    """What is wrong with the cluster of *settings*, as ``check`` would say it."""
+    from .checks import live_cluster
 
-    if settings.api_key:
-        return {"Authorization": f"ApiKey {settings.api_key}"}
-    if settings.username is not None:
-        token = base64.b64encode(f"{settings.username}:{settings.password or ''}".encode()).decode()
-        return {"Authorization": f"Basic {token}"}
-    return {}
+    found = live_cluster(settings)
+    found.node.close()
+    return explain(found.answer, found.settings).message
 
 
 @main.command("reset-state", context_settings=CONTEXT, epilog=PRECEDENCE)

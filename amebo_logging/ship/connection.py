@@ -1,5 +1,5 @@
-"""Connection settings -> an Elasticsearch client; asking the cluster who it is, and saying
-what its answer means.
+"""Connection settings; what the cluster's answer to ``GET /`` means; the Elasticsearch
+client (``setup`` only: ``ship`` and ``check`` speak HTTP, :mod:`.http`).
 
 TLS verification is on unless ``insecure`` is set.  Secrets come from the settings only
 (options, environment variables or files), are never logged, and URLs are logged with any
@@ -10,18 +10,16 @@ userinfo password redacted.  :func:`explain` is the one place an answer becomes 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from elastic_transport import ConnectionError as TransportConnectionError
-from elastic_transport import ConnectionTimeout, TlsError
-from elasticsearch import ApiError, AuthenticationException, Elasticsearch, UnsupportedProductError
-from elasticsearch.serializer import OrjsonSerializer
 
 from ..redaction import scrub_url_password
 from .errors import EXIT_AUTH, EXIT_CONFIG, OperatorError
 
-__all__ = ["ClusterAnswer", "ConnectionSettings", "Explanation", "ask_cluster", "explain", "make_client", "validate"]
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+__all__ = ["ClusterAnswer", "ConnectionSettings", "Explanation", "explain", "make_client", "validate"]
 
 
 @dataclass
@@ -86,6 +84,9 @@ def validate(settings: ConnectionSettings) -> None:
 
 def make_client(settings: ConnectionSettings) -> Elasticsearch:
     """The client for *settings*; raises OperatorError for unusable settings."""
+    from elasticsearch import Elasticsearch
+    from elasticsearch.serializer import OrjsonSerializer
+
     validate(settings)
     kwargs: dict[str, Any] = {
         "serializers": {"application/json": OrjsonSerializer()},
@@ -123,24 +124,6 @@ class ClusterAnswer:
     @property
     def version(self) -> str:
         return str((self.info or {}).get("version", {}).get("number", "unknown"))
-
-
-def ask_cluster(client: Elasticsearch) -> ClusterAnswer:
-    """``GET /``, with every way it can fail sorted into a :class:`ClusterAnswer`."""
-    try:
-        return ClusterAnswer(client.info().body)
-    except AuthenticationException:
-        return ClusterAnswer(None, "credentials", "HTTP 401")
-    except UnsupportedProductError:
-        return ClusterAnswer(None, "not_elasticsearch")
-    except TlsError as exc:
-        return ClusterAnswer(None, "tls", str(exc.message))
-    except (TransportConnectionError, ConnectionTimeout) as exc:
-        return ClusterAnswer(None, "unreachable", f"{type(exc).__name__}: {exc.message}")
-    except ApiError as exc:
-        return ClusterAnswer(
-            None, "forbidden" if exc.status_code == 403 else "http", f"HTTP {exc.status_code}: {exc.message}"
-        )
 
 
 @dataclass(frozen=True)
@@ -204,7 +187,7 @@ def explain(answer: ClusterAnswer, settings: ConnectionSettings) -> Explanation:
             return Explanation(
                 False, f"the server at {urls} speaks plain HTTP, not TLS ({detail}): use {plain}", EXIT_CONFIG
             )
-        if "hostname mismatch" in low or "doesn't match" in low:
+        if "hostname mismatch" in low or "address mismatch" in low or "doesn't match" in low:
             return Explanation(
                 False,
                 f"the certificate of {urls} is not issued for that host name ({detail}): use "

@@ -195,9 +195,10 @@ class HealthCheck:
         """Ask the nodes in turn (a short timeout each): any that answers will do."""
         from dataclasses import replace
 
-        from .checks import live_client
+        from .checks import live_cluster
 
-        found = live_client(replace(self.settings, request_timeout=min(5.0, self.probe_every)))
+        found = live_cluster(replace(self.settings, request_timeout=min(5.0, self.probe_every)))
+        found.node.close()
         meaning = explain(found.answer, found.settings)
         return None if meaning.ok else meaning.message
 

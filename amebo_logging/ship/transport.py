@@ -17,18 +17,16 @@ a cluster or a network does (a status, a refused connection, a timeout); those a
 
 from __future__ import annotations
 
-import base64
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 import urllib3
-from elastic_transport import ConnectionTimeout, HttpHeaders, NodeConfig, TransportError, Urllib3HttpNode
 
-from ..redaction import scrub_url_password
 from .connection import ConnectionSettings, validate
+from .http import HttpNode, NetworkError, Reply
 
 __all__ = ["FILTER_PATH", "Answer", "BulkTransport", "ElasticsearchTransport", "parse_bulk_answer"]
 
@@ -77,28 +75,21 @@ def parse_bulk_answer(data: bytes) -> dict[str, Any]:
     return parsed
 
 
-def _reason(status: int, data: bytes) -> tuple[str, str]:
+def _reason(reply: Reply) -> tuple[str, str]:
     """(reason, error type) of an error answer."""
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        parsed = None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        return f"HTTP {status} {error.get('reason') or error.get('type') or error}", str(error.get("type") or "")
-    if isinstance(error, str):
-        return f"HTTP {status} {error}", ""
-    text = data[:200].decode("utf-8", "replace").strip()
-    return f"HTTP {status} {text or 'with no body'}", ""
+    reason, error_type = reply.error()
+    return f"HTTP {reply.status} {reason}", error_type
 
 
 @dataclass(eq=False)
 class _Node:
-    url: str
-    shown: str
-    http: Urllib3HttpNode
+    http: HttpNode
     dead_until: float = 0.0
     failures: int = 0
+
+    @property
+    def shown(self) -> str:
+        return self.http.shown
 
 
 @dataclass(eq=False)
@@ -109,35 +100,16 @@ class ElasticsearchTransport:
     connect_timeout: float = 10.0
     _nodes: list[_Node] = field(default_factory=list, init=False)
     _next: int = field(default=0, init=False)
-    _headers: HttpHeaders = field(default_factory=HttpHeaders, init=False)
-    _gzip_headers: HttpHeaders = field(default_factory=HttpHeaders, init=False)
+    _headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/x-ndjson"}, init=False)
+    _gzip_headers: dict[str, str] = field(
+        default_factory=lambda: {"content-type": "application/x-ndjson", "content-encoding": "gzip"}, init=False
+    )
 
     def __post_init__(self) -> None:
-        s = self.settings
-        validate(s)
-        headers = {"content-type": "application/x-ndjson", "accept": "application/json"}
-        if s.api_key:
-            headers["authorization"] = f"ApiKey {s.api_key}"
-        elif s.username is not None:
-            token = base64.b64encode(f"{s.username}:{s.password or ''}".encode()).decode()
-            headers["authorization"] = f"Basic {token}"
-        self._headers = HttpHeaders(headers)
-        self._gzip_headers = HttpHeaders({**headers, "content-encoding": "gzip"})
-        for url in s.urls:
-            parts = urlsplit(url)
-            config = NodeConfig(
-                scheme=parts.scheme,
-                host=parts.hostname or "localhost",
-                port=parts.port or (443 if parts.scheme == "https" else 9200),
-                path_prefix=parts.path.rstrip("/"),
-                connections_per_node=1,  # one sender, one request at a time
-                request_timeout=s.request_timeout,
-                http_compress=False,  # bodies come gzipped, or not, as the shipper chose (Batch.packed)
-                verify_certs=not s.insecure,
-                ca_certs=s.ca_certs,
-                ssl_show_warn=False,
-            )
-            self._nodes.append(_Node(url, scrub_url_password(url), Urllib3HttpNode(config)))
+        validate(self.settings)
+        # one connection per node: one sender, one request at a time; bodies come gzipped,
+        # or not, as the shipper chose (Batch.packed)
+        self._nodes = [_Node(HttpNode(url, self.settings)) for url in self.settings.urls]
 
     def send(self, body: bytes, target: str, *, gzipped: bool = False) -> Answer:
         path = f"/{quote(target, safe='')}/_bulk?filter_path={FILTER_PATH}"
@@ -147,29 +119,25 @@ class ElasticsearchTransport:
         down: list[tuple[str, str]] = []
         for node in self._order(time.monotonic()):
             try:
-                meta, data = node.http.perform_request("POST", path, body=body, headers=headers,
-                                                       request_timeout=timeout)  # type: ignore[arg-type]  # fmt: skip
-            except TransportError as exc:
-                reason = f"{type(exc).__name__}: {exc.message}"
-                if isinstance(exc, ConnectionTimeout) and not any(
-                    isinstance(e, urllib3.exceptions.ConnectTimeoutError) for e in exc.errors
-                ):
+                reply = node.http.request("POST", path, body, headers, timeout)
+            except NetworkError as exc:
+                if exc.read_timeout:
                     # It took the body and did not answer in time (busy, not gone): another node
                     # would be sent the same documents at once; the sender backs off instead.
-                    return Answer(None, None, reason, timeout=True, node=node.shown, unreachable=tuple(down))
-                down.append((node.shown, reason))
+                    return Answer(None, None, exc.message, timeout=True, node=node.shown, unreachable=tuple(down))
+                down.append((node.shown, exc.message))
                 self._down(node)  # not reached (refused, reset, TLS): the next node, now
                 continue
             node.failures, node.dead_until = 0, 0.0
-            status = meta.status
+            status = reply.status
             gone = tuple(down)
-            if 200 <= status < 300:
+            if reply.ok:
                 try:
-                    return Answer(parse_bulk_answer(data), status, node=node.shown, unreachable=gone)
+                    return Answer(parse_bulk_answer(reply.data), status, node=node.shown, unreachable=gone)
                 except ValueError as exc:
                     reason = f"HTTP {status} with an unreadable answer ({exc})"
                     return Answer(None, status, reason, node=node.shown, unreachable=gone)
-            reason, error_type = _reason(status, data)
+            reason, error_type = _reason(reply)
             return Answer(None, status, reason, error_type, node=node.shown, unreachable=gone)
         return Answer(None, None, down[-1][1], node=down[-1][0], unreachable=tuple(down))
 
