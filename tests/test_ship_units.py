@@ -32,6 +32,8 @@ line_values = st.one_of(
     ).map(lambda d: orjson.dumps(d)),
     st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")),
     st.just(b'{"@timestamp":"2026-11-27T00:00:00Z","a":1}'),
+    st.just(b'{ "@timestamp":"2026-11-27T00:00:00Z"}'),  # a blank inside: spliced as it is
+    st.just(b' {"@timestamp":"2026-11-27T00:00:00Z"}'),  # a blank before: not spliced
     st.just(b'{"a":"no timestamp"}'),
     st.just(b'{"log.offset":5}'),
     st.just(b"{}"),
@@ -41,9 +43,14 @@ line_values = st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(lines=st.lists(line_values, max_size=30), crlf=st.booleans(), batch_size=st.integers(1, 7))
-def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, batch_size):
-    src = source()
+@given(
+    lines=st.lists(line_values, max_size=30),
+    crlf=st.booleans(),
+    batch_size=st.integers(1, 7),
+    path=st.sampled_from(["/var/log/amebo/app.log", "/logs/100%d%s%%.log"]),  # (operations are %-formatted)
+)
+def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, batch_size, path):
+    src = source(path)
     batches: list[Batch] = []
     stats = ReadStats()
     batcher = Batcher(

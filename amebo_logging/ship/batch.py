@@ -24,6 +24,7 @@ requests in flight in little memory.
 
 from __future__ import annotations
 
+import operator
 import time
 import zlib
 from array import array
@@ -103,6 +104,7 @@ class _PlainContainer(_Plain, gc=False):
 
 
 _UNSET = msgspec.UNSET
+_FIRST = operator.itemgetter(0)
 
 
 @dataclass
@@ -393,31 +395,38 @@ class Batcher:
         self.max_line_bytes = max_line_bytes
         self.stats = stats
         self.batch = _Filling()
-        self._path_cache: dict[tuple[str, bytes], bytes] = {}
+        self._format_cache: dict[Source, tuple[bytes, bytes]] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
         self._plain = msgspec.json.Decoder(_Plain).decode
         self._container_probe = msgspec.json.Decoder(_ContainerProbe).decode
         self._plain_container = msgspec.json.Decoder(_PlainContainer).decode
         self._streams: dict[str, bytes] = {}  # stream -> its "stream":"..." member
 
-    def _meta_prefix(self, source: Source) -> bytes:
-        """``{"log.file.path":...,"host.name":...,<container metadata>"log.offset":`` for
-        *source*."""
-        key = (source.path, source.meta)
-        prefix = self._path_cache.get(key)
-        if prefix is None:
-            prefix = (
-                b'{"log.file.path":'
-                + orjson.dumps(source.path)
-                + b',"host.name":'
-                + self.host_json
-                + (b"," + source.meta[:-1] if source.meta else b"")
-                + _OFFSET_KEY
+    def _formats(self, source: Source) -> tuple[bytes, bytes]:
+        """The %-formats of *source*'s operations: ``(offset, offset, line after its {)`` and
+        ``(offset, offset, members added, line after its {)``: its action, then
+        ``{"log.file.path":...,"host.name":...,<container metadata>"log.offset":N,``."""
+        formats = self._format_cache.get(source)
+        if formats is None:
+            head = (
+                source.action_prefix.replace(b"%", b"%%")
+                + b"%d"
+                + (
+                    _ACTION_END
+                    + b'{"log.file.path":'
+                    + orjson.dumps(source.path)
+                    + b',"host.name":'
+                    + self.host_json
+                    + (b"," + source.meta[:-1] if source.meta else b"")
+                    + _OFFSET_KEY
+                ).replace(b"%", b"%%")
+                + b"%d,"
             )
-            if len(self._path_cache) > 4096:
-                self._path_cache.clear()
-            self._path_cache[key] = prefix
-        return prefix
+            formats = (head + b"%s\n", head + b"%s%s\n")
+            if len(self._format_cache) > 4096:
+                self._format_cache.clear()
+            self._format_cache[source] = formats
+        return formats
 
     def pending(self) -> bool:
         """Whether the batch being filled holds anything to emit."""
@@ -471,14 +480,20 @@ class Batcher:
             return
         data = chunk.data
         self.stats.bytes += len(data)
-        # The common chunk, told by a few tests over all of it: UTF-8, every line starting
-        # with {" (so none empty), no \r, none over the limit.  Its lines need one decode each.
-        if data.startswith(b'{"') and b"\r" not in data and (data.isascii() or _is_utf8(data)):
+        # The common chunk, told by a few tests over all of it: UTF-8, no \r, every line
+        # starting with { (so none empty), none over the limit.  Its lines need one decode each.
+        if data.startswith(b"{") and b"\r" not in data and (data.isascii() or _is_utf8(data)):
             lines = data.split(b"\n")
             del lines[-1]  # (after the last newline)
-            if data.count(b'\n{"') == len(lines) - 1 and (
+            try:  # (the first bytes of all lines, as one string: 10x faster than counting "\n{")
+                firsts = bytes(map(_FIRST, lines))
+            except IndexError:  # an empty line
+                firsts = b""
+            if (
+                firsts
+                and not firsts.strip(b"{")
                 # (a chunk is a read of 1 MiB and the line it began in: often over the limit)
-                len(data) <= self.max_line_bytes or max(map(len, lines)) <= self.max_line_bytes
+                and (len(data) <= self.max_line_bytes or max(map(len, lines)) <= self.max_line_bytes)
             ):
                 self._add_plain_lines(chunk, lines)
                 return
@@ -490,8 +505,7 @@ class Batcher:
         re-serialized; a line that is not gets the careful way (:meth:`_line_op`)."""
         src = chunk.source
         offset = chunk.offset
-        action = src.action_prefix
-        middle = _ACTION_END + self._meta_prefix(src)
+        fmt = self._formats(src)[0]
         plain = self._plain
         limit_n, limit_b = self.batch_size, self.batch_bytes
         b = self.batch
@@ -504,7 +518,7 @@ class Batcher:
             offset += len(line) + 1
             try:
                 plain(line)
-                op = b"%s%d%s%d,%s\n" % (action, start, middle, start, line[1:])
+                op = fmt % (start, start, line[1:])
             except Exception:  # not the common line (ValidationError, DecodeError, too deep...)
                 op = self._line_op(b, src, start, line, size)
             ops.append(op)
@@ -544,8 +558,7 @@ class Batcher:
             ):
                 read_time = b'"@timestamp":"' + timestamp_now().encode() + b'",'
                 b.stamped[index] = len(read_time)
-                middle = _ACTION_END + self._meta_prefix(src)
-                return b"%s%d%s%d,%s%s\n" % (src.action_prefix, start, middle, start, read_time, line[1:])
+                return self._formats(src)[1] % (start, start, read_time, line[1:])
         b.originals[index] = line
         return self._slow_op(src, start, line, self.max_line_bytes)
 
@@ -576,8 +589,7 @@ class Batcher:
             except Exception:
                 plain_line = False
             if plain_line:
-                middle = _ACTION_END + self._meta_prefix(src)
-                op = b"%s%d%s%d,%s\n" % (src.action_prefix, start, middle, start, line[1:])
+                op = self._formats(src)[0] % (start, start, line[1:])
             else:
                 op = self._line_op(b, src, start, line, index)
             self._append(src, start, offset, op)
@@ -595,8 +607,7 @@ class Batcher:
         gets, UTF-8, not cut) takes one decode; any other goes to :meth:`_framed_op`."""
         src = item.source
         self.stats.bytes += item.nbytes
-        action = src.action_prefix
-        middle = _ACTION_END + self._meta_prefix(src)
+        fmt = self._formats(src)[1]
         plain = self._plain_container
         max_len = self.max_line_bytes
         limit_n, limit_b = self.batch_size, self.batch_bytes
@@ -622,7 +633,7 @@ class Batcher:
                 plain(line)
                 if not line.isascii():
                     line.decode("utf-8")
-                op = b"%s%d%s%d,%s%s\n" % (action, start, middle, start, added, line[1:])
+                op = fmt % (start, start, added, line[1:])
             except Exception:  # not the common line: the careful way
                 op = self._framed_op(b, src, start, line, when, stream, cut, added, len(ops))
             ops.append(op)
@@ -690,8 +701,7 @@ class Batcher:
             ):
                 added += b'"@timestamp":' + orjson.dumps(when or timestamp_now()) + b","
                 b.stamped[index] = len(added)
-                middle = _ACTION_END + self._meta_prefix(src)
-                return b"%s%d%s%d,%s%s\n" % (src.action_prefix, start, middle, start, added, line[1:])
+                return self._formats(src)[1] % (start, start, added, line[1:])
         b.originals[index] = line
         return self._slow_op(src, start, line, self.max_line_bytes, when, stream)
 
