@@ -148,7 +148,7 @@ def test_kill_9_at_random_moments_then_every_line_exactly_once(es, ship_dir):
 
 
 def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
-    # (reading runs ahead of sending by the limit's batches and reads 4 MiB at a time: a file
+    # (reading runs ahead of sending by --max-in-flight batches and reads 4 MiB at a time: a file
     # of several times that, so that the stop comes mid-way)
     write_lines(ship_dir / "app.log", [record(i) for i in range(100_000)])
     es.faults.delay = 0.05  # slow enough to stop it mid-way

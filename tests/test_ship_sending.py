@@ -465,7 +465,9 @@ def first_line(request: Request) -> int:
 
 
 class Gate:
-    """A transport that holds back its first request until released; the others answer at once."""
+    """A transport that holds back the request of the first batch (its first line at offset 0)
+    until released; the others answer at once.  (Not the first request to arrive: with several
+    senders, the second batch's may reach the transport first.)"""
 
     def __init__(self) -> None:
         self.release = threading.Event()
@@ -480,7 +482,7 @@ class Gate:
         with self.cond:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
-            hold = self.held is None
+            hold = self.held is None and start == 0
             if hold:
                 self.held = start
         if hold:
@@ -540,6 +542,40 @@ def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
     summary = result["summary"]
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 3000
     assert committed_in_state(tmp_path) == [3000 * LINE]
+
+
+def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_allow(tmp_path):
+    """A cluster far away: while the limit is 4 and all four wait for their answer, reading
+    goes on (up to --max-in-flight batches waiting, in two --batch-bytes held), so that when
+    the limit grows they go at once, not a round trip of reading later."""
+    release = threading.Event()
+    active = []
+
+    def far(request: Request) -> Answer:
+        active.append(1)
+        assert release.wait(30)
+        return accepted(request)
+
+    logs, shipper, published, snapshots = run_shipper(
+        tmp_path, MockTransport(far), batch_size=100, batch_bytes=64 << 10, max_in_flight=64, initial_in_flight=4
+    )
+    write_numbered(logs / "app.log", 20_000)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
+    runner.start()
+    try:
+        # (waiting for the limit, 4 at most would wait beside the 4 in flight, 3 at the packer:
+        # with a 64 KiB read and a batch filling, under 2,700 lines)
+        with published:
+            assert published.wait_for(lambda: snapshots and snapshots[-1].read.lines >= 4_000, 10)
+            seen = len(snapshots)
+            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)  # (time to read on, if it would)
+            most = max(s.read.lines for s in snapshots)
+        assert len(active) == 4 and most <= (64 + 4 + 3) * 100 + 1_500 + 100, most  # and no further
+    finally:
+        release.set()
+        runner.join(30)
+    assert result["summary"].ended == "done" and result["summary"].snapshot.delivery.delivered == 20_000
 
 
 def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):

@@ -22,9 +22,10 @@ offset only advances over the contiguous prefix of settled batches (:mod:`.offse
 are in flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and
 leaves when a request may be sent (or after ``--flush-interval`` at most).
 
-**Memory stays bounded.**  Reading runs ahead of sending by as many batches as the limit lets
-be in flight (so a limit that doubles finds them ready), in two ``--batch-bytes`` at most, and
-pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each at most
+**Memory stays bounded.**  Reading runs ahead of sending by as many batches as
+``--max-in-flight``, whatever the limit is now (so a limit that doubles finds them ready: the
+reading is done while the first round trips are out), in two ``--batch-bytes`` at most as they
+are held, and pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each at most
 ``--batch-bytes``.  When round trips take 0.2 s or more (``--compress auto``, :mod:`.pack`),
 batches are held gzipped, a fifteenth of the size: two packing threads compress each as it is
 frozen, beside the reading, and reading waits when more than two are at them.
@@ -462,12 +463,14 @@ class Shipper:
                 self._take_reports(POLL_INTERVAL)
 
     def _room(self) -> bool:
-        """Whether reading may go on: fewer batches wait to be sent than may be in flight, in
-        less than two batches' worth of bytes as they are held (gzipped, when packed), and the
-        packer is not behind (the batches at it are not compressed yet)."""
+        """Whether reading may go on: fewer batches wait to be sent than --max-in-flight (not
+        the limit now: while it is low and the round trips long, reading goes on, and the
+        batches are ready when it grows), in less than two batches' worth of bytes as they are
+        held (gzipped, when packed), and the packer is not behind (the batches at it are not
+        compressed yet)."""
         return (
             self.packing <= PACKER_BACKLOG
-            and len(self.ready) + self.packing < self.concurrency.limit
+            and len(self.ready) + self.packing < self.concurrency.maximum
             and sum(b.nbytes for b in self.ready) < 2 * self.options.batch_bytes  # (64 at most)
         )
 
