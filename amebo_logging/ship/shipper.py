@@ -25,8 +25,8 @@ leaves when a request may be sent (or after ``--flush-interval`` at most).
 **Memory stays bounded.**  Reading runs ahead of sending by as many batches as
 ``--max-in-flight``, whatever the limit is now (so a limit that doubles finds them ready: the
 reading is done while the first round trips are out), in two ``--batch-bytes`` at most as they
-are held, and pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each at most
-``--batch-bytes``.  When round trips take 0.2 s or more (``--compress auto``, :mod:`.pack`),
+are held, and pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each
+at most ``--batch-bytes``.  When round trips take 0.2 s or more (``--compress auto``, :mod:`.pack`),
 batches are held gzipped, a fifteenth of the size: two packing threads compress each as it is
 frozen, beside the reading, and reading waits when more than two are at them.
 
