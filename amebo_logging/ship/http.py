@@ -92,7 +92,7 @@ class NetworkError(Exception):
         self.read_timeout = read_timeout
 
 
-_OBJECT_REPR = re.compile(r"^(<[^>]*>|HTTPS?ConnectionPool\([^)]*\)): ")
+_OBJECT_REPR = re.compile(r"^(<[^>]*>|HTTPS?Connection(Pool)?\([^)]*\)): ")
 
 
 def _why(exc: BaseException) -> str:
