@@ -2,7 +2,7 @@
 against Fluent Bit behind a cluster that answers late or pushes back.
 
     python bench/ship_throughput.py [--lines 1000000] [--growth-lines 4000000] [--keep DIR]
-                                    [--delays 0,0.1,0.5] [--reject-beyond 3] [--no-fluent-bit]
+                                    [--delays 0,0.1,0.5] [--reject-beyond 3] [--repeat 3] [--no-fluent-bit]
 
 1. Writes a file of realistic Amebo records (about 345 bytes each) with amebo_logging.
 2. Starts bench/es_sink.py, which answers ``_bulk`` like Elasticsearch and stores nothing.
@@ -16,7 +16,8 @@ against Fluent Bit behind a cluster that answers late or pushes back.
    under ``containers/<id>/<id>-json.log`` with its ``config.v2.json``), ``--format docker``.
 5. **The network's speed**: for each ``--delays`` D, a sink that answers every bulk D seconds
    late (a distant or busy cluster), amebo-logship with its defaults and Fluent Bit 5.1 tuned
-   (bench/fluent_bit.py), same file, same sink: docs/s, CPU and peak RSS of each, and ratios
+   (bench/fluent_bit.py), same file, same sink, ``--repeat`` runs of each interleaved (the
+   median shown, and the range of the pairs' ratios): docs/s, CPU and peak RSS of each, and ratios
    (and how many of amebo-logship's requests went gzipped: ``--compress auto`` does when round
    trips take 0.2 s or more; the sink takes ``Content-Encoding: gzip`` as Elasticsearch does).
    Then a sink that answers 429 to any bulk arriving while ``--reject-beyond`` K are being
@@ -203,6 +204,11 @@ def _fluent_bit_lost(theirs: dict[str, float], lines: int) -> str:
     return "" if got >= lines else f" (fluent-bit delivered only {got:,} of {lines:,} lines in {theirs['wall']:.0f}s)"
 
 
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The run of median wall time (its CPU and RSS with it)."""
+    return sorted(runs, key=lambda m: m["wall"])[len(runs) // 2]
+
+
 def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
     """amebo-logship and Fluent Bit against a sink D seconds away, then against push-back."""
     binary = None if args.no_fluent_bit else fluent_bit.find()
@@ -213,22 +219,37 @@ def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
         f"{'fluent-bit':>10} {'CPU s':>6} {'RSS MB':>7}   {'docs/s':>6} {'CPU':>5} {'RSS':>5}"
     )
     for delay in args.delays:
-        sink = Sink("--delay", str(delay))
-        try:
-            ours = ship(sink.url, data, work / "state-net")
-            mine = sink.stats()
-            assert mine["docs"] == args.lines, mine
-            theirs = fluent_bit_run(binary, data, sink, work / "fluent-bit", args.lines) if binary else None
-        finally:
-            sink.close()
+        # --repeat pairs, each a fresh sink per run, the order swapped every pair (this
+        # machine's speed moves between minutes): the median run of each, and the pairs' range
+        runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
+        for r in range(args.repeat):
+            for who in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+                if who == "theirs" and not binary:
+                    continue
+                sink = Sink("--delay", str(delay))
+                try:
+                    if who == "ours":
+                        m = ship(sink.url, data, work / "state-net")
+                        m.update(sink.stats())
+                        assert m["docs"] == args.lines, m
+                    else:
+                        m = fluent_bit_run(binary, data, sink, work / "fluent-bit", args.lines)
+                finally:
+                    sink.close()
+                runs[who].append(m)
+        ours = _median(runs["ours"])
         line = f"{delay:>11g}s  {args.lines / ours['wall']:>14,.0f} {ours['cpu']:>6.2f} {ours['rss_mb']:>7.1f}   "
-        if theirs is not None:
+        if runs["theirs"]:
+            theirs = _median(runs["theirs"])
+            pairs = sorted(t["wall"] / o["wall"] for o, t in zip(runs["ours"], runs["theirs"], strict=True))
             line += (
                 f"{args.lines / theirs['wall']:>10,.0f} {theirs['cpu']:>6.2f} {theirs['rss_mb']:>7.1f}   "
                 f"{theirs['wall'] / ours['wall']:>5.2f}x {ours['cpu'] / theirs['cpu']:>5.2f} "
                 f"{ours['rss_mb'] / theirs['rss_mb']:>5.2f}"
             ) + _fluent_bit_lost(theirs, args.lines)
-        print(line + f"   (amebo-logship gzipped {mine['gzipped']} of its {mine['requests']} requests)")
+            if len(pairs) > 1:
+                line += f"   (pairs {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
+        print(line + f"   (amebo-logship gzipped {int(ours['gzipped'])} of its {int(ours['requests'])} requests)")
     k = args.reject_beyond
     sink = Sink("--delay", "0.05", "--reject-beyond", str(k))
     try:
@@ -268,6 +289,9 @@ def main() -> None:
         help="Bulk latencies (seconds) of the network rows, comma-separated ('' skips them).",
     )  # fmt: skip
     parser.add_argument("--reject-beyond", type=int, default=3)
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Runs of each shipper per bulk latency, interleaved (the median shown)."
+    )
     parser.add_argument("--no-fluent-bit", action="store_true", help="Skip Fluent Bit's rows.")
     args = parser.parse_args()
 
