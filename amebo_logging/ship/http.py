@@ -3,8 +3,9 @@
 
 Everything ``ship`` and ``check`` say to a cluster goes through :class:`HttpNode`: the bulk
 requests (:mod:`.transport`) and the questions asked before shipping (:mod:`.checks`), so
-a shipping run never loads the Elasticsearch client (0.25 s of imports, more than the
-whole of a small ``--once`` run's work).  ``setup`` still uses the client.
+a shipping run never loads the Elasticsearch client (with elastic_transport, httpx and
+asyncio under it: a 1,000-line ``--once`` run went from 0.55-0.7 s to 0.4 s, and 52 to 42 MB
+of RSS).  ``setup`` still uses the client.
 
 TLS: the system's CA certificates, or ``--ca-certs``; TLS 1.2 or later; the certificate
 must name the host (an IP address too).  Only ``--insecure`` turns verification off.
