@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from amebo_logging import get_logger
-from amebo_logging.ship.batch import Batcher, ReadStats
+from amebo_logging.ship.batch import Batch, Batcher, ReadStats
 from amebo_logging.ship.bulk import (
     DEAD_LETTERED,
     DELIVERED,
@@ -37,6 +37,7 @@ from amebo_logging.ship.transport import Answer
 from .mock_transport import MockTransport, Request, accepted, items, refused
 
 SRC = Source.make("00112233445566aa", "/var/log/amebo/app.log")
+SRC2 = Source.make("ffeeddccbbaa0011", "/var/log/amebo/other.log")
 
 
 def batch_of(n: int, start: int = 0):
@@ -189,6 +190,17 @@ def test_a_packed_batch_is_a_new_value_holding_the_gzip_stream_of_the_same_opera
     settled = bytearray(300)
     settled[:10] = b"\x01" * 10
     assert packed.settled_ends(settled) == batch.settled_ends(settled) and len(packed) == 300
+    # its positions held gzipped too (held by the dozen, they would be 40% of it), the same values
+    assert packed.offsets[299] == batch.offsets[299] and packed.ends[0] == batch.ends[0]
+    assert list(packed.offsets) == list(batch.offsets) and list(packed.ends) == list(batch.ends)
+    assert len(packed.offsets) == 300 and len(packed.offsets._packed) * 3 < 300 * 8
+
+
+def test_a_packed_batch_keeps_positions_past_4_gib_and_of_files_far_apart():
+    far = 5 << 30
+    wide = Batch([b"a\n", b"b\n", b"c\n"], [SRC, SRC2, SRC], [far, 0, far + 20], [far + 10, 10, far + 30], {})
+    packed = wide.packed()
+    assert list(packed.offsets) == [far, 0, far + 20] and packed.ends[2] == far + 30
 
 
 def test_a_packed_batch_is_sent_again_whole_after_push_back_and_plain_where_only_some_documents_are():
