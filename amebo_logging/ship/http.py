@@ -14,6 +14,7 @@ must name the host (an IP address too).  Only ``--insecure`` turns verification 
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import ssl
 from dataclasses import dataclass
@@ -103,13 +104,16 @@ def _why(exc: BaseException) -> str:
     return _OBJECT_REPR.sub("", text) or type(exc).__name__
 
 
-def _tls_context(settings: ConnectionSettings) -> ssl.SSLContext:
-    if settings.insecure:
+@functools.cache
+def _tls_context(ca_certs: str | None, insecure: bool) -> ssl.SSLContext:
+    """One context for every node and sender of a run (loading the system's CAs takes 35 ms:
+    64 senders each loading them was 2 s of a start over TLS); a context is safe to share."""
+    if insecure:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     else:
-        context = ssl.create_default_context(cafile=settings.ca_certs)  # (None: the system's CAs)
+        context = ssl.create_default_context(cafile=ca_certs)  # (None: the system's CAs)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
 
@@ -132,7 +136,7 @@ class HttpNode:
                 parts.port or 443,
                 maxsize=connections,
                 block=True,
-                ssl_context=_tls_context(settings),
+                ssl_context=_tls_context(settings.ca_certs, settings.insecure),
                 assert_hostname=False if settings.insecure else None,
             )
             if settings.insecure:
