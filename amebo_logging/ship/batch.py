@@ -432,7 +432,7 @@ class Batcher:
         self.max_line_bytes = max_line_bytes
         self.stats = stats
         self.batch = _Filling()
-        self._format_cache: dict[Source, tuple[bytes, bytes]] = {}
+        self._format_cache: dict[tuple[bytes, str, bytes], tuple[bytes, bytes]] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
         self._plain = msgspec.json.Decoder(_Plain).decode
         self._container_probe = msgspec.json.Decoder(_ContainerProbe).decode
@@ -443,7 +443,9 @@ class Batcher:
         """The %-formats of *source*'s operations: ``(offset, offset, line after its {)`` and
         ``(offset, offset, members added, line after its {)``: its action, then
         ``{"log.file.path":...,"host.name":...,<container metadata>"log.offset":N,``."""
-        formats = self._format_cache.get(source)
+        # (keyed by what they are made of: hashing the Source itself, a dataclass, costs 280 ns)
+        key = (source.action_prefix, source.path, source.meta)
+        formats = self._format_cache.get(key)
         if formats is None:
             head = (
                 source.action_prefix.replace(b"%", b"%%")
@@ -462,7 +464,7 @@ class Batcher:
             formats = (head + b"%s\n", head + b"%s%s\n")
             if len(self._format_cache) > 4096:
                 self._format_cache.clear()
-            self._format_cache[source] = formats
+            self._format_cache[key] = formats
         return formats
 
     def pending(self) -> bool:
@@ -604,6 +606,7 @@ class Batcher:
         src = chunk.source
         uid = src.uid
         offset = chunk.offset
+        fmt = self._formats(src)[0]
         b = self.batch
         lines = empty = 0
         for raw in chunk.data.split(b"\n")[:-1]:
@@ -625,10 +628,7 @@ class Batcher:
                         line.decode("utf-8")
             except Exception:
                 plain_line = False
-            if plain_line:
-                op = self._formats(src)[0] % (start, start, line[1:])
-            else:
-                op = self._line_op(b, src, start, line, index)
+            op = fmt % (start, start, line[1:]) if plain_line else self._line_op(b, src, start, line, index)
             self._append(src, start, offset, op)
         if lines:
             self.batch.source_ends[uid] = offset
