@@ -24,7 +24,10 @@ def free_port() -> int:
 
 
 def records(path: Path) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    """Every record of *path*; a last line still being written (no newline yet) is left for
+    the next look."""
+    data = path.read_bytes()
+    return [orjson.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
