@@ -241,7 +241,12 @@ def _follows(world: World, block: Block) -> None:
             assert time.monotonic() < deadline, f"{block} shipped nothing"
             time.sleep(0.1)
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, proc.communicate()[1].decode()[-2000:]
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = None  # (what it logged is the message below)
+        assert code == 0, f"{block} exit {code} after SIGTERM:\n{proc.communicate()[1].decode()[-2000:]}"
     finally:
         if proc.poll() is None:
             proc.kill()

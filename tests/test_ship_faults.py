@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import queue
 import random
 import signal
+import threading
 import time
 
 import psutil
 import pytest
+
+from amebo_logging import get_logger
+from amebo_logging.ship.senders import SenderPool
 
 from .far_end import TARGET, assert_exactly_once, wait_docs
 from .shipper_proc import ShipperProcess, record, run_ship, ship_args, write_lines
@@ -171,6 +176,33 @@ def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
         f"delivered {100_000 - delivered} documents" in out and "0 already there" in out
     )  # resumed exactly where it stopped
     assert_exactly_once(es, 100_000)
+
+
+def test_the_loops_timed_wait_ends_though_a_signal_handler_outlasts_it():
+    """What lets an idle follower see its SIGTERM: the loop waits for reports with a timeout,
+    and a signal that comes during the wait must not turn it into a wait for ever.  (CPython
+    3.11's SimpleQueue did, when the handler outlasted what was left of the wait: a follower
+    with nothing in flight then slept through SIGTERM until killed.)"""
+    reports = SenderPool(0, lambda report: None, threading.Event(), get_logger("test")).reports
+    watchdog = threading.Timer(5.0, reports.put, ("the wait did not end by itself",))
+    watchdog.start()
+
+    def slow_handler(_signum, _frame):
+        until = time.monotonic() + 0.2  # longer than what is left of the wait
+        while time.monotonic() < until:
+            pass
+
+    previous = signal.signal(signal.SIGALRM, slow_handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.01)
+        started = time.monotonic()
+        with pytest.raises(queue.Empty):
+            reports.get(timeout=0.05)
+        assert time.monotonic() - started < 2
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        watchdog.cancel()
 
 
 def test_shutdown_timeout_bounds_the_stop_during_an_outage(es, ship_dir):

@@ -425,13 +425,7 @@ def ship(ctx: click.Context, patterns: tuple[str, ...], verbose: int, quiet: int
         _serve_metrics(shipper, settings, params, log)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        log.info(
-            "stop_requested",
-            signal=signal.Signals(signum).name,
-            shutdown_timeout=options.shutdown_timeout,
-            action="delivering what was read; a second signal stops at once (offsets are safe)",
-        )
-        shipper.request_stop(signum)
+        shipper.request_stop(signum)  # (records it, no more: the loop logs and acts on it)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -63,7 +63,13 @@ class SenderPool:
         self.hard_stop = hard_stop
         self.log = log
         self._work: queue.SimpleQueue[Work | None] = queue.SimpleQueue()
-        self.reports: queue.SimpleQueue[Report] = queue.SimpleQueue()
+        # What the loop waits on with a timeout, on the thread signal handlers run on: a
+        # queue.Queue, not a SimpleQueue.  CPython 3.11's SimpleQueue.get(timeout=...), when a
+        # signal handler outlasts what was left of the wait, waits again with a negative
+        # timeout, which means for ever: the loop then sleeps until the next report, and a
+        # follower with nothing in flight never sees its SIGTERM.  (Locks' own timed waits,
+        # which Queue's are, check for that.)
+        self.reports: queue.Queue[Report] = queue.Queue()
         self._senders = [make_sender(self.reports.put) for _ in range(size)]
         self._threads = [
             threading.Thread(target=self._run, args=(sender,), name=f"amebo-logship-sender-{n}", daemon=True)

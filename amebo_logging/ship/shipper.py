@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import socket
 import threading
 import time
@@ -225,8 +226,11 @@ class Shipper:
         self.log = log
         self.progress = progress
         self.offsets = Offsets.open(options.state_dir, dry_run=options.dry_run)
-        self.stopping = threading.Event()
+        self.stopping = False  # (the loop's own: set from the stop requests it reads)
         self.hard_stop = threading.Event()
+        self._stop_requests: list[int | None] = []  # appended to by request_stop(), from anywhere
+        self._stops_seen = 0
+        self._stop_deadline: float | None = None
         self.read_stats = ReadStats()
         self.delivery = DeliveryStats()  # added up here, from the senders' values
         self.resumed: dict[str, int] = {}  # generation uid -> the offset this run began reading it at
@@ -297,29 +301,44 @@ class Shipper:
         self.started_at = time.time()
         self._snapshot = Snapshot(self.started_at, ReadStats(), DeliveryStats(), ())
         self._snapshot_at = 0.0
-        self._shutdown_timer: threading.Timer | None = None
 
     # --- control ---------------------------------------------------------------------------
     def request_stop(self, signum: int | None = None) -> None:
-        """Stop reading; deliver what was read within the shutdown timeout, then return.  A
-        second request stops at once (offsets stay where they were: nothing is lost)."""
-        if self.stopping.is_set():
-            self.hard_stop.set()
-            return
-        self.signal = signum
-        self.stopping.set()
-        # (called by the signal handler, which runs on the loop's own thread)
-        if self.delivery.failing:  # nothing can be delivered now: do not wait for it
-            self.hard_stop.set()
-            return
-        timer = threading.Timer(self.options.shutdown_timeout, self._time_out)
-        timer.daemon = True
-        timer.start()
-        self._shutdown_timer = timer
+        """Ask the run to stop: the first request stops reading and delivers what was read
+        within the shutdown timeout; a second stops at once (offsets stay where they were:
+        nothing is lost).
 
-    def _time_out(self) -> None:
-        self.timed_out = True
-        self.hard_stop.set()
+        Safe from a signal handler and from any thread: it only records the request, which
+        the loop acts on within :data:`POLL_INTERVAL`.  A handler that logged, took a lock
+        or started a thread could meet the loop holding that same lock or stream; and
+        whatever the handler costs, the loop's timed wait must still end (see
+        :class:`~.senders.SenderPool`'s queue of reports)."""
+        self._stop_requests.append(signum)
+
+    def _heed_stop_requests(self) -> None:
+        """Act on the stop requests made since the last look, and on the shutdown timeout."""
+        while self._stops_seen < len(self._stop_requests):
+            signum = self._stop_requests[self._stops_seen]
+            self._stops_seen += 1
+            if self.stopping:
+                self.log.info("stop_now_requested", action="stopping at once; offsets are safe")
+                self.hard_stop.set()
+                continue
+            self.stopping = True
+            self.signal = signum
+            self.log.info(
+                "stop_requested",
+                **({"signal": signal.Signals(signum).name} if signum else {}),
+                shutdown_timeout=self.options.shutdown_timeout,
+                action="delivering what was read; a second signal stops at once (offsets are safe)",
+            )
+            if self.delivery.failing:  # nothing can be delivered now: do not wait for it
+                self.hard_stop.set()
+            else:
+                self._stop_deadline = time.monotonic() + self.options.shutdown_timeout
+        if self._stop_deadline is not None and time.monotonic() >= self._stop_deadline and not self.hard_stop.is_set():
+            self.timed_out = True
+            self.hard_stop.set()
 
     def _problem(self, level: str, event: str, fields: dict[str, Any]) -> None:
         getattr(self.log, level)(event, **fields)
@@ -421,13 +440,14 @@ class Shipper:
         last_scan = time.monotonic()
         budget = min(4 << 20, max(opts.batch_bytes, 1 << 16))
         while True:
+            self._heed_stop_requests()
             self._take_reports(0.0)
             if self.fatal is not None or self.state_error is not None:
                 return "fatal"
             if self.hard_stop.is_set():
                 return "stopped"
             now = time.monotonic()
-            if self.stopping.is_set():
+            if self.stopping:
                 self.batcher.flush()
                 self._dispatch()
                 if self.in_flight == 0 and not self.ready and not self.packing:
@@ -614,6 +634,7 @@ class Shipper:
         grace: float | None = None
         while self.pool.alive():
             self.pool.join(0.1)
+            self._heed_stop_requests()
             self._drain_reports()
             self._publish()
             if self.delivery.failing and not self.hard_stop.is_set():
@@ -661,8 +682,6 @@ class Shipper:
         return left
 
     def close(self) -> None:
-        if self._shutdown_timer is not None:
-            self._shutdown_timer.cancel()
         self.discovery.close()
         self.pool.close()
         self.dead_letter.close()
