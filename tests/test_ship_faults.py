@@ -227,6 +227,42 @@ def test_shutdown_timeout_bounds_the_stop_during_an_outage(es, ship_dir):
     assert_exactly_once(es, 500)
 
 
+def test_a_second_signal_stops_at_once_and_the_shutdown_timeout_bounds_the_first(es, ship_dir):
+    """A cluster that holds every bulk: the first SIGTERM waits for what is in flight, a second
+    stops at once; alone, the first stops when --shutdown-timeout is out.  Nothing is lost."""
+    write_lines(ship_dir / "app.log", [record(i) for i in range(2000)])
+    release = threading.Event()
+    es.bulk_delay = lambda: release.wait(60) and 0.0  # each bulk held until released (bounded)
+    try:
+        for twice, timeout, ended in ((True, "30", "documents_unsettled"), (False, "1", "shutdown_timeout_reached")):
+            held = es.bulk_active  # (the requests of the run before are held still)
+            proc = ShipperProcess(ship_args(es, ship_dir, "--batch-size", "500", "--shutdown-timeout", timeout))
+            try:
+                deadline = time.monotonic() + 30
+                while es.bulk_active <= held:
+                    assert time.monotonic() < deadline and proc.proc.poll() is None, proc.stderr_text()[-2000:]
+                    time.sleep(0.005)
+                started = time.monotonic()
+                proc.signal(signal.SIGTERM)
+                proc.event("stop_requested")
+                if twice:
+                    proc.signal(signal.SIGTERM)
+                    proc.event("stop_now_requested")
+                assert proc.wait(timeout=30) == 0
+                took = time.monotonic() - started
+                assert took < 15, took  # not the 30 s timeout, not the held requests
+                assert twice or took >= 1.0, took  # alone, it waited out the timeout
+                assert proc.event(ended)["unsettled_documents"] > 0
+            finally:
+                proc.kill()
+    finally:
+        release.set()
+        es.bulk_delay = 0
+    code, out, err = run_ship(ship_args(es, ship_dir, "--once"))
+    assert code == 0, err[-2000:]
+    assert_exactly_once(es, 2000)
+
+
 def test_memory_stays_bounded_during_a_long_outage(es, ship_dir):
     """200 MB of lines while Elasticsearch is down: reading pauses at the in-flight limit."""
     path = ship_dir / "big.log"

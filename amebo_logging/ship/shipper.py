@@ -292,6 +292,7 @@ class Shipper:
         self._emitted_n = self._ready_n = 0  # batches emitted; batches put in ready, in order
         self._seq = 0
         self.in_flight = 0
+        self.in_flight_docs = 0  # the documents of those requests (and of those queued for a sender)
         self.unsettled = 0
         self.nodes: dict[str, NodeState] = {}
         self.fatal: Fatal | None = None
@@ -528,6 +529,7 @@ class Shipper:
             self._seq += 1
             self.offsets.sent(self._seq, batch.source_ends)
             self.in_flight += 1
+            self.in_flight_docs += len(batch)
             self.pool.submit(Work(self._seq, batch))
             concurrency.dispatched(self.in_flight)
 
@@ -598,6 +600,7 @@ class Shipper:
     def _done(self, done: Done) -> None:
         work, outcome = done.work, done.outcome
         self.in_flight -= 1
+        self.in_flight_docs -= len(work.batch)
         self.offsets.live = {
             "in_flight": str(self.in_flight),
             "concurrency_limit": str(self.concurrency.limit),
@@ -650,9 +653,10 @@ class Shipper:
         for batch in self.ready:
             self.unsettled += len(batch)
         self.ready.clear()
-        if self.in_flight:
-            self.unsettled += sum(len(w.batch) for w in self.pool.unsent())
-            self.in_flight = 0
+        if self.in_flight:  # queued for a sender, or on their way and abandoned after the grace
+            self.pool.unsent()  # (let the queued ones go)
+            self.unsettled += self.in_flight_docs
+            self.in_flight = self.in_flight_docs = 0
         if self.unsettled and self.fatal is None:
             self.log.warning(
                 "shutdown_timeout_reached" if self.timed_out else "documents_unsettled",
