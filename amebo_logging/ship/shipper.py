@@ -229,7 +229,6 @@ class Shipper:
         self.stopping = False  # (the loop's own: set from the stop requests it reads)
         self.hard_stop = threading.Event()
         self._stop_requests: list[int | None] = []  # appended to by request_stop(), from anywhere
-        self._stops_seen = 0
         self._stop_deadline: float | None = None
         self.read_stats = ReadStats()
         self.delivery = DeliveryStats()  # added up here, from the senders' values
@@ -318,9 +317,8 @@ class Shipper:
 
     def _heed_stop_requests(self) -> None:
         """Act on the stop requests made since the last look, and on the shutdown timeout."""
-        while self._stops_seen < len(self._stop_requests):
-            signum = self._stop_requests[self._stops_seen]
-            self._stops_seen += 1
+        while self._stop_requests:
+            signum = self._stop_requests.pop(0)  # (append and pop are each atomic)
             if self.stopping:
                 self.log.info("stop_now_requested", action="stopping at once; offsets are safe")
                 self.hard_stop.set()
