@@ -667,6 +667,10 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     es: FakeElasticsearch
     protocol_version = "HTTP/1.1"
+    # (TCP_NODELAY, as Elasticsearch sets on its HTTP sockets: else the headers and the body,
+    # written apart, wait out the client's delayed ACK, 40 ms on Linux, on every answer after
+    # the first on a connection)
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
         pass
