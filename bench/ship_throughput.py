@@ -13,7 +13,9 @@ against Fluent Bit behind a cluster that answers late or pushes back.
      otherwise.
 4. Ships the same records as a container's Docker json-file log (each line wrapped as
    ``{"log": ..., "stream": ..., "time": ...}``, the long ones split at 16 KiB as Docker does,
-   under ``containers/<id>/<id>-json.log`` with its ``config.v2.json``), ``--format docker``.
+   under ``containers/<id>/<id>-json.log`` with its ``config.v2.json``), ``--format docker``;
+   the plain file and the Docker one ``--repeat`` times each, interleaved (the median shown,
+   and the range of the pairs' ratios).
 5. **The network's speed**: for each ``--delays`` D, a sink that answers every bulk D seconds
    late (a distant or busy cluster), amebo-logship with its defaults and Fluent Bit 5.1 tuned
    (bench/fluent_bit.py), same file, same sink, ``--repeat`` runs of each interleaved (the
@@ -307,10 +309,20 @@ def main() -> None:
     try:
         port = int(sink.stdout.readline().split()[1])  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{port}"
-        ours = ship(url, data, work / "state")
         docker_log = write_docker_log(data, work)
         docker_mb = docker_log.stat().st_size / 1e6
-        docker = ship(url, docker_log, work / "state-docker", "--format", "docker")
+        # the plain file and its Docker json-file form, --repeat pairs, the order swapped
+        # every pair (this machine's speed moves between minutes): the median run of each
+        plain_runs: list[dict[str, float]] = []
+        docker_runs: list[dict[str, float]] = []
+        for r in range(args.repeat):
+            for which in ("plain", "docker") if r % 2 == 0 else ("docker", "plain"):
+                if which == "plain":
+                    plain_runs.append(ship(url, data, work / "state"))
+                else:
+                    docker_runs.append(ship(url, docker_log, work / "state-docker", "--format", "docker"))
+        ours, docker = _median(plain_runs), _median(docker_runs)
+        docker["pairs"] = sorted(p["wall"] / d["wall"] for p, d in zip(plain_runs, docker_runs, strict=True))
         theirs = measure([sys.executable, "-c", STREAMING_BULK, url, str(data)])
         assert int(theirs["out"]) == args.lines, theirs["out"]
         growth = None
@@ -355,6 +367,7 @@ def report(args, data, work, mean, megabytes, ours, docker, docker_mb, theirs, g
     print(
         f"Docker json-file: {ours['wall'] / docker['wall']:.2f} of the plain throughput "
         f"(the wrapper costs {100 * (1 - ours['wall'] / docker['wall']):.0f}%; target: under 30%)"
+        + (f"   (pairs {docker['pairs'][0]:.2f}-{docker['pairs'][-1]:.2f})" if len(docker["pairs"]) > 1 else "")
     )
     print(
         f"throughput ratio (ours / streaming_bulk): {theirs['wall'] / ours['wall']:.2f}x   "
