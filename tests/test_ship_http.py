@@ -100,7 +100,7 @@ def test_an_error_status_is_an_answer_with_elasticsearchs_reason(es):
     finally:
         transport.close()
     assert answer.status == 429 and answer.error_type == "es_rejected_execution_exception"
-    assert answer.reason.startswith("HTTP 429 ")
+    assert answer.reason.startswith("HTTP 429: ")
 
 
 def test_a_server_that_is_not_elasticsearch_is_told_apart(tmp_path):

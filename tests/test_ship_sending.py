@@ -154,7 +154,7 @@ def test_413_splits_until_the_requests_fit_and_a_document_too_big_alone_is_dead_
 
     def proxy(request: Request) -> Answer:
         if len(request.body) > limit:
-            return refused(413, reason="HTTP 413 Request Entity Too Large")
+            return refused(413, reason="HTTP 413: Request Entity Too Large")
         return accepted(request)
 
     transport = MockTransport(proxy)

@@ -78,7 +78,7 @@ def parse_bulk_answer(data: bytes) -> dict[str, Any]:
 def _reason(reply: Reply) -> tuple[str, str]:
     """(reason, error type) of an error answer."""
     reason, error_type = reply.error()
-    return f"HTTP {reply.status} {reason}", error_type
+    return f"HTTP {reply.status}: {reason}", error_type
 
 
 @dataclass(eq=False)
