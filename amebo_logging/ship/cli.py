@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -785,9 +785,37 @@ def _host_for_url(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def run() -> None:
+def run() -> NoReturn:
     """Console-script entry: every outcome mapped to the exit-code table; a traceback only for
     a bug (exit 1, with "please report it")."""
+    try:
+        _run()
+    except SystemExit as exc:
+        code = exc.code
+    else:
+        code = 0
+    if isinstance(code, str):  # (sys.exit("message"), as Python prints it)
+        click.echo(code, err=True)
+        code = EXIT_FAILURE
+    _leave(code or 0)
+
+
+def _leave(code: int) -> NoReturn:
+    """Exit with *code* without the interpreter's teardown: by now every file and connection
+    is closed (the state store and dead letters by the command, log lines are written whole
+    as they are made), and freeing every object a run made, one by one, took 70-160 ms of a
+    1,000,000-line ``--once`` run (measured: 7-20 ms from its last log line to its exit this
+    way).  What the streams still buffer is flushed first."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away, a closed stream: nothing to keep
+            pass
+    logging.shutdown()
+    os._exit(code)
+
+
+def _run() -> None:
     try:
         main(standalone_mode=False, prog_name="amebo-logship")
     except click.exceptions.Abort:
