@@ -13,8 +13,8 @@ Threads share nothing mutable; values cross between them on queues:
 * **The sender threads** (:mod:`.senders`, up to ``--max-in-flight``) each own a bulk sender
   and a transport: a batch in, values out.
 
-**Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at one
-request and grows while the round-trip time stays near its baseline and work waits; 429s,
+**Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at four
+requests (``ShipOptions.initial_in_flight``) and grows while the round-trip time stays near its baseline and work waits; 429s,
 503s, timeouts and a rising round-trip time cut it.  Batches complete in any order; a file's
 offset only advances over the contiguous prefix of settled batches (:mod:`.offsets`).
 
