@@ -14,9 +14,10 @@ Threads share nothing mutable; values cross between them on queues:
   and a transport: a batch in, values out.
 
 **Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at four
-requests (``ShipOptions.initial_in_flight``) and grows while the round-trip time stays near its baseline and work waits; 429s,
-503s, timeouts and a rising round-trip time cut it.  Batches complete in any order; a file's
-offset only advances over the contiguous prefix of settled batches (:mod:`.offsets`).
+requests (``ShipOptions.initial_in_flight``) and grows while the round-trip time stays near
+its baseline and work waits; 429s, 503s, timeouts and a rising round-trip time cut it.
+Batches complete in any order; a file's offset only advances over the contiguous prefix of
+settled batches (:mod:`.offsets`).
 
 **Latency first.**  A partial batch goes out as soon as nothing is in flight; while requests
 are in flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and
