@@ -590,6 +590,72 @@ def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_al
     assert result["summary"].ended == "done" and result["summary"].snapshot.delivery.delivered == 20_000
 
 
+def ship_options_from_command_line(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ShipOptions:
+    """The ShipOptions ``amebo-logship ship`` builds from *args* (parsed by click, nothing run)."""
+    from amebo_logging.ship.cli import main
+
+    pattern = str(tmp_path / "logs" / "*.log")
+    argv = [pattern, "--once", "--state-dir", str(tmp_path / "state"), *args]
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in (env or {}).items():
+            mp.setenv(key, value)
+        ctx = main.commands["ship"].make_context("ship", argv)
+    return ShipOptions.from_params([pattern], ctx.params)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        ((), None, 4),
+        (("--initial-in-flight", "16"), None, 16),
+        ((), {"AMEBO_LOGSHIP_INITIAL_IN_FLIGHT": "8"}, 8),
+        (("--initial-in-flight", "16", "--max-in-flight", "6"), None, 6),  # (never above the cap)
+    ],
+)
+def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, args, env, expected):
+    """A cluster far away: as many requests as --initial-in-flight (at most --max-in-flight)
+    are sent at the start, and no more until answers come back."""
+    options = ship_options_from_command_line(tmp_path, "--batch-size", "100", *args, env=env)
+    arrived = threading.Condition()
+    active = []
+    release = threading.Event()
+
+    def far(request: Request) -> Answer:
+        with arrived:
+            active.append(1)
+            arrived.notify_all()
+        assert release.wait(30)
+        return accepted(request)
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_numbered(logs / "app.log", 5_000)
+    published = threading.Condition()
+    snapshots = []
+
+    def progress(snap):
+        with published:
+            snapshots.append(snap)
+            published.notify_all()
+
+    shipper = Shipper(options, lambda: MockTransport(far), get_logger("test"), progress=progress)
+    result = {}
+    runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
+    runner.start()
+    try:
+        with arrived:
+            assert arrived.wait_for(lambda: len(active) >= expected, 10)
+        with published:  # the loop goes round a few more times: no request beyond the limit
+            seen = len(snapshots)
+            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
+            limits = {s.concurrency_limit for s in snapshots if s.in_flight}
+        assert len(active) == expected and limits == {expected}, (len(active), limits)
+    finally:
+        release.set()
+        runner.join(30)
+    assert result["summary"].ended == "done" and result["summary"].snapshot.delivery.delivered == 5_000
+
+
 def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):
     gate = Gate()
     gate.release.set()

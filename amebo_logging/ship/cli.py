@@ -292,7 +292,17 @@ def main() -> None:
     show_default=True,
     metavar="N",
     help="Bulk requests in flight at most; how many is learned from the cluster's round-trip times "
-    "and push-back (429, 503, timeouts), starting at 4. 1: one request at a time.",
+    "and push-back (429, 503, timeouts), starting at --initial-in-flight. 1: one request at a time.",
+)
+@option(
+    "--initial-in-flight",
+    type=click.IntRange(1, 256),
+    default=4,
+    show_default=True,
+    metavar="N",
+    help="Bulk requests in flight at the start, before the cluster's answers say more (at most "
+    "--max-in-flight): low, for shippers that start together against one cluster; a lone shipper "
+    "far from a large cluster ramps up sooner from 8 or 16.",
 )
 @option(
     "--flush-interval",

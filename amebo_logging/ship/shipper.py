@@ -87,7 +87,7 @@ class ShipOptions:
     close_inactive: float = 300.0
     max_in_flight: int = 64
     compress: str = "auto"  # --compress: auto (gzip when round trips are long), gzip, off
-    initial_in_flight: int = 4  # where the learned limit starts (at most --max-in-flight)
+    initial_in_flight: int = 4  # --initial-in-flight: where the learned limit starts (at most --max-in-flight)
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     once: bool = False
@@ -123,6 +123,7 @@ class ShipOptions:
             give_up_after=params["give_up_after"],
             max_open_files=params["max_open_files"],
             max_in_flight=params.get("max_in_flight") or 64,
+            initial_in_flight=params.get("initial_in_flight") or 4,
             compress=params.get("compress") or "auto",
             dry_run=params["dry_run"],
             file_format=params.get("file_format", "auto"),
