@@ -2,7 +2,8 @@
 against Fluent Bit behind a cluster that answers late or pushes back.
 
     python bench/ship_throughput.py [--lines 1000000] [--growth-lines 4000000] [--keep DIR]
-                                    [--delays 0,0.1,0.5] [--reject-beyond 3] [--repeat 3] [--no-fluent-bit]
+                                    [--delays 0,0.1,0.5] [--starts 4] [--reject-beyond 3] [--repeat 3]
+                                    [--no-fluent-bit]
 
 1. Writes a file of realistic Amebo records (about 345 bytes each) with amebo_logging.
 2. Starts bench/es_sink.py, which answers ``_bulk`` like Elasticsearch and stores nothing.
@@ -17,7 +18,8 @@ against Fluent Bit behind a cluster that answers late or pushes back.
    the plain file and the Docker one ``--repeat`` times each, interleaved (the median shown,
    and the range of the pairs' ratios).
 5. **The network's speed**: for each ``--delays`` D, a sink that answers every bulk D seconds
-   late (a distant or busy cluster), amebo-logship with its defaults and Fluent Bit 5.1 tuned
+   late (a distant or busy cluster), amebo-logship with its defaults (and from each
+   ``--starts`` value of ``--initial-in-flight``: ``--starts 4,8,16``) and Fluent Bit 5.1 tuned
    (bench/fluent_bit.py), same file, same sink, ``--repeat`` runs of each interleaved (the
    median shown, and the range of the pairs' ratios): docs/s, CPU and peak RSS of each, and ratios
    (and how many of amebo-logship's requests went gzipped: ``--compress auto`` does when round
@@ -221,17 +223,17 @@ def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
         f"{'fluent-bit':>10} {'CPU s':>6} {'RSS MB':>7}   {'docs/s':>6} {'CPU':>5} {'RSS':>5}"
     )
     for delay in args.delays:
-        # --repeat pairs, each a fresh sink per run, the order swapped every pair (this
-        # machine's speed moves between minutes): the median run of each, and the pairs' range
-        runs: dict[str, list[dict[str, float]]] = {"ours": [], "theirs": []}
+        # --repeat rounds, a fresh sink per run, each round amebo-logship from every --starts
+        # and Fluent Bit, the order reversed every round (this machine's speed moves between
+        # minutes): the median run of each, and the range of the rounds' ratios
+        whos: list[int | str] = [*args.starts, "theirs"] if binary else list(args.starts)
+        runs: dict[int | str, list[dict[str, float]]] = {who: [] for who in whos}
         for r in range(args.repeat):
-            for who in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
-                if who == "theirs" and not binary:
-                    continue
+            for who in whos if r % 2 == 0 else whos[::-1]:
                 sink = Sink("--delay", str(delay))
                 try:
-                    if who == "ours":
-                        m = ship(sink.url, data, work / "state-net")
+                    if isinstance(who, int):
+                        m = ship(sink.url, data, work / "state-net", "--initial-in-flight", str(who))
                         m.update(sink.stats())
                         assert m["docs"] == args.lines, m
                     else:
@@ -239,19 +241,21 @@ def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
                 finally:
                     sink.close()
                 runs[who].append(m)
-        ours = _median(runs["ours"])
-        line = f"{delay:>11g}s  {args.lines / ours['wall']:>14,.0f} {ours['cpu']:>6.2f} {ours['rss_mb']:>7.1f}   "
-        if runs["theirs"]:
-            theirs = _median(runs["theirs"])
-            pairs = sorted(t["wall"] / o["wall"] for o, t in zip(runs["ours"], runs["theirs"], strict=True))
-            line += (
-                f"{args.lines / theirs['wall']:>10,.0f} {theirs['cpu']:>6.2f} {theirs['rss_mb']:>7.1f}   "
-                f"{theirs['wall'] / ours['wall']:>5.2f}x {ours['cpu'] / theirs['cpu']:>5.2f} "
-                f"{ours['rss_mb'] / theirs['rss_mb']:>5.2f}"
-            ) + _fluent_bit_lost(theirs, args.lines)
-            if len(pairs) > 1:
-                line += f"   (pairs {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
-        print(line + f"   (amebo-logship gzipped {int(ours['gzipped'])} of its {int(ours['requests'])} requests)")
+        for start in args.starts:
+            ours = _median(runs[start])
+            label = f"{delay:g}s" + (f" from {start}" if args.starts != [4] else "")
+            line = f"{label:>12}  {args.lines / ours['wall']:>14,.0f} {ours['cpu']:>6.2f} {ours['rss_mb']:>7.1f}   "
+            if binary:
+                theirs = _median(runs["theirs"])
+                pairs = sorted(t["wall"] / o["wall"] for o, t in zip(runs[start], runs["theirs"], strict=True))
+                line += (
+                    f"{args.lines / theirs['wall']:>10,.0f} {theirs['cpu']:>6.2f} {theirs['rss_mb']:>7.1f}   "
+                    f"{theirs['wall'] / ours['wall']:>5.2f}x {ours['cpu'] / theirs['cpu']:>5.2f} "
+                    f"{ours['rss_mb'] / theirs['rss_mb']:>5.2f}"
+                ) + _fluent_bit_lost(theirs, args.lines)
+                if len(pairs) > 1:
+                    line += f"   (pairs {pairs[0]:.2f}-{pairs[-1]:.2f}x)"
+            print(line + f"   (amebo-logship gzipped {int(ours['gzipped'])} of its {int(ours['requests'])} requests)")
     k = args.reject_beyond
     sink = Sink("--delay", "0.05", "--reject-beyond", str(k))
     try:
@@ -289,6 +293,10 @@ def main() -> None:
     parser.add_argument(
         "--delays", type=lambda v: [float(x) for x in v.split(",") if x], default=[0.0, 0.1, 0.5],
         help="Bulk latencies (seconds) of the network rows, comma-separated ('' skips them).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--starts", type=lambda v: [int(x) for x in v.split(",") if x], default=[4],
+        help="--initial-in-flight values amebo-logship runs the network rows with, comma-separated.",
     )  # fmt: skip
     parser.add_argument("--reject-beyond", type=int, default=3)
     parser.add_argument(
