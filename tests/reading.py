@@ -20,7 +20,7 @@ class Reading:
 
     def __init__(self, patterns: Iterable[str], state_dir: Path, **kwargs: Any) -> None:
         self.store = StateStore(state_dir)
-        self.offsets = Offsets(self.store)
+        self.offsets = Offsets(self.store, save_every=0.0)  # (every commit written at once)
         self.discovery = Discovery(list(patterns), self.offsets.view(), **kwargs)
         self.notices: list[tuple[str, str, dict[str, Any]]] = []
         self.events: list[Item] = []  # file events, in order

@@ -108,9 +108,11 @@ def test_settled_ends_stop_at_the_first_unsettled_line_of_each_file():
 # --- the offsets owner: acknowledgements in, commits out -------------------------------------
 
 
-def offsets_with(tmp_path, *uids):
+def offsets_with(tmp_path, *uids, **kwargs):
+    """A store and its owner of offsets; each commit written at once (save_every 0: the
+    cadence of writes has tests of its own below), unless *kwargs* say otherwise."""
     store = StateStore(tmp_path / "state")
-    offsets = Offsets(store)
+    offsets = Offsets(store, **{"save_every": 0.0, **kwargs})
     made = [open_new(offsets, f"/f{i}.log", 1, i, f"head{i}") for i, _ in enumerate(uids)]
     return store, offsets, made
 
@@ -206,10 +208,75 @@ def test_state_never_moves_back_and_survives_reopening(tmp_path):
     again.close()
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_offsets_are_written_at_most_every_save_every_seconds_and_all_at_the_end(tmp_path):
+    """As Filebeat's registry flush: the first acknowledgement after a quiet spell is written
+    at once; those within save_every of a write wait for the next (the reader resumes from
+    them meanwhile); one write carries the offsets and counts of all of them."""
+    clock = Clock()
+    store, offsets, (u, v) = offsets_with(tmp_path, "a", "b", save_every=0.2, clock=clock)
+    for seq, (uid, end) in enumerate(((u, 100), (u, 200), (v, 50), (u, 300)), start=1):
+        offsets.handed(uid, end)
+        offsets.sent(seq, {uid: end})
+    offsets.acknowledge(Ack(1, {u: (100, True)}, {"delivered": 1}))
+    assert store.get(u).offset == 100 and offsets.commits == 1  # written at once
+    clock.now += 0.05
+    offsets.acknowledge(Ack(2, {u: (200, True)}, {"delivered": 2}))
+    offsets.acknowledge(Ack(3, {v: (50, True)}, {"delivered": 4}))
+    assert store.get(u).offset == 100 and store.get(v).offset == 0  # not yet written...
+    assert offsets.committed(u) == 200 and offsets.committed(v) == 50  # ... but committed
+    offsets.apply(Released(v))  # settled and let go: still resumed from where it was committed
+    assert offsets.resume("head1").offset == 50 and offsets.committed(v) == 50
+    clock.now += 0.1
+    offsets.save()  # 0.15 s after the last write: not due
+    assert store.get(u).offset == 100 and offsets.commits == 1
+    clock.now += 0.1
+    offsets.save()  # due: one write for both files and all the counts
+    assert (store.get(u).offset, store.get(v).offset, offsets.commits) == (200, 50, 2)
+    assert store.totals()["delivered"][0] == 7
+    clock.now += 0.01
+    offsets.acknowledge(Ack(4, {u: (300, True)}, {"delivered": 8}))
+    assert store.get(u).offset == 200
+    offsets.save(now=True)  # the end of a run
+    assert store.get(u).offset == 300 and store.totals()["delivered"][0] == 15
+    offsets.save(now=True)  # nothing new: nothing written
+    assert offsets.commits == 3
+    store.close()
+
+
+def test_offsets_that_could_not_be_written_are_kept_for_the_next_write(tmp_path):
+    clock = Clock()
+    store, offsets, (u,) = offsets_with(tmp_path, "a", save_every=0.2, clock=clock)
+    offsets.handed(u, 100)
+    offsets.sent(1, {u: 100})
+    real_commit, failures = store.commit, []
+
+    def full_disk(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise StateError("database or disk is full", "full")
+        real_commit(*args, **kwargs)
+
+    store.commit = full_disk
+    with pytest.raises(StateError, match="disk is full"):
+        offsets.acknowledge(Ack(1, {u: (100, True)}, {"delivered": 1}))
+    assert store.get(u).offset == 0 and offsets.committed(u) == 100
+    offsets.save(now=True)
+    assert store.get(u).offset == 100 and store.totals()["delivered"][0] == 1
+    store.close()
+
+
 def test_totals_are_committed_with_the_offsets_and_a_version_1_database_is_upgraded(tmp_path):
     d = tmp_path / "s"
     store = StateStore(d)
-    offsets = Offsets(store)
+    offsets = Offsets(store, save_every=0.0)  # (each acknowledgement written at once)
     rec = store.get(open_new(offsets, "/x.log", 1, 2, "head", 100))
     offsets.sent(1, {rec.uid: 60})
     offsets.sent(2, {rec.uid: 100})

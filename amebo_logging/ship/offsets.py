@@ -17,12 +17,23 @@ order batches are answered in.  This module is the only user of the
 :class:`~.discover.OffsetsView` (:meth:`Offsets.view`): where a head resumes, and whether a
 file generation is settled.
 
+**Saved at most every** :data:`SAVE_EVERY` **seconds**, as Filebeat's registrar flushes its
+registry: what becomes contiguous is applied at once (:meth:`Offsets.committed`, what the
+reader resumes from) and written to the store, offsets and counts of every batch since the
+last write in one transaction, when the last write is that old (so the first batch after a
+quiet spell is written at once), when the loop asks (:meth:`Offsets.save`, each time round),
+and at the end.  Under load one write per batch cost the loop up to a tenth of its time (each
+statement hands the interpreter lock to the senders and waits to get it back); a crash now
+replays at most that much more, which the deterministic ``_id`` and ``create`` absorb.
+
 A file generation is named by its *uid* (see :func:`.identity.file_uid`).
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +42,10 @@ from .identity import How, Known
 from .items import FileEvent, Gone, Opened, Released, Renamed
 from .state import StateStore
 
-__all__ = ["Ack", "Offsets"]
+__all__ = ["SAVE_EVERY", "Ack", "Offsets"]
+
+#: Seconds between writes of the offsets to the store, at most (while batches are acknowledged).
+SAVE_EVERY = 0.2
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +71,18 @@ class _Track:
 class Offsets:
     """Offsets of every file generation being read or awaiting acknowledgement."""
 
-    def __init__(self, store: StateStore) -> None:
+    def __init__(
+        self, store: StateStore, *, save_every: float = SAVE_EVERY, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self._tracks: dict[str, _Track] = {}
-        self.commits = 0
-        self.live: dict[str, str] = {}  # kept with each commit, for `status` (set by the loop)
+        self.commits = 0  # writes of offsets to the store
+        self.live: dict[str, str] = {}  # kept with each write, for `status` (set by the loop)
+        self.save_every = save_every
+        self._clock = clock
+        self._unsaved: dict[str, tuple[int, str, int]] = {}  # uid -> (offset, path, size) not yet written
+        self._unsaved_counts: dict[str, int] = {}
+        self._saved_at = -float("inf")
 
     @classmethod
     def open(cls, state_dir: Path, *, dry_run: bool = False) -> Offsets:
@@ -81,7 +102,9 @@ class Offsets:
         if record is None:
             return None
         track = self._tracks.get(record.uid)
-        offset = record.offset if track is None else max(record.offset, track.emitted, track.committed)
+        offset = max(record.offset, self._unsaved.get(record.uid, (0,))[0])
+        if track is not None:
+            offset = max(offset, track.emitted, track.committed)
         return Known(record.uid, record.generation, offset, record.dev, record.ino)
 
     # --- what the reader did --------------------------------------------------------------------
@@ -101,6 +124,7 @@ class Offsets:
             self._release(event.uid)
         elif isinstance(event, Gone):
             self._tracks.pop(event.uid, None)
+            self._unsaved.pop(event.uid, None)
             self.store.forget([event.uid])
 
     def _track(self, uid: str, path: str, size: int, offset: int) -> None:
@@ -143,9 +167,10 @@ class Offsets:
                 track.emitted = end
 
     def acknowledge(self, ack: Ack) -> list[tuple[str, int]]:
-        """Apply the outcome of one batch; commit what became contiguous, and add its counts
-        to the store's totals (in the same transaction).  Returns the (uid, offset) pairs
-        committed.  Raises StateError when the store cannot save them."""
+        """Apply the outcome of one batch: commit what became contiguous, and count its
+        documents, both written to the store with the next :meth:`save` (at once when the
+        last write is :attr:`save_every` old).  Returns the (uid, offset) pairs committed.
+        Raises StateError when the store cannot save them."""
         for uid, (settled_end, complete) in ack.ends.items():
             track = self._tracks.get(uid)
             if track is None:
@@ -168,18 +193,41 @@ class Offsets:
                 track.committed = queue[0][2]
             if track.committed > before:
                 moved.append((uid, track.committed))
-        if moved or ack.counts:
-            self.store.commit(
-                [(uid, off, self._tracks[uid].path, self._tracks[uid].size) for uid, off in moved],
-                ack.counts,
-                self.live,
-            )
-            self.commits += 1 if moved else 0
+        for uid, off in moved:
+            track = self._tracks[uid]
+            self._unsaved[uid] = (off, track.path, track.size)
+        unsaved_counts = self._unsaved_counts
+        for name, n in ack.counts.items():
+            if n:
+                unsaved_counts[name] = unsaved_counts.get(name, 0) + n
+        self.save()
         for uid in ack.ends:
             track = self._tracks.get(uid)
             if track is not None and not track.reading and self._settled(track):
                 del self._tracks[uid]
         return moved
+
+    def save(self, *, now: bool = False) -> None:
+        """Write what was committed and counted since the last write, in one transaction: when
+        the last write is :attr:`save_every` old, or *now* (the end of a run).  Raises
+        StateError when the store cannot save it (nothing is dropped: the next call tries
+        again)."""
+        if not self._unsaved and not self._unsaved_counts:
+            return
+        at = self._clock()
+        if not now and at - self._saved_at < self.save_every:
+            return
+        tracks = self._tracks
+        rows = []
+        for uid, (off, path, size) in self._unsaved.items():
+            track = tracks.get(uid)
+            if track is not None:  # (renamed, or grown, since: as it is now)
+                path, size = track.path, track.size
+            rows.append((uid, off, path, size))
+        self.store.commit(rows, self._unsaved_counts, self.live)
+        self.commits += 1 if self._unsaved else 0
+        self._unsaved, self._unsaved_counts = {}, {}
+        self._saved_at = at
 
     @staticmethod
     def _settled(track: _Track) -> bool:
@@ -190,6 +238,8 @@ class Offsets:
         track = self._tracks.get(uid)
         if track is not None:
             return track.committed
+        if uid in self._unsaved:
+            return self._unsaved[uid][0]
         record = self.store.get(uid)
         return record.offset if record is not None else 0
 

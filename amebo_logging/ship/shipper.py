@@ -443,6 +443,7 @@ class Shipper:
         while True:
             self._heed_stop_requests()
             self._take_reports(0.0)
+            self._save_offsets()  # (what the last reports committed, once the last write is old enough)
             if self.fatal is not None or self.state_error is not None:
                 return "fatal"
             if self.hard_stop.is_set():
@@ -612,8 +613,7 @@ class Shipper:
         try:
             self.offsets.acknowledge(Ack(work.seq, work.batch.settled_ends(outcome.settled), outcome.counts()))
         except StateError as exc:
-            self.state_error = exc
-            self.log.error("offsets_not_saved", **{"error.message": str(exc)})
+            self._not_saved(exc)
         if outcome.fatal is not None and self.fatal is None:
             self.fatal = outcome.fatal
             self.log.error(
@@ -624,6 +624,19 @@ class Shipper:
             )
         elif missing and not self.hard_stop.is_set():
             self.hard_stop.set()
+
+    def _save_offsets(self, *, now: bool = False) -> None:
+        """Write the offsets committed since the last write, when that is due (or *now*)."""
+        if self.state_error is not None:  # (said once; the run is ending)
+            return
+        try:
+            self.offsets.save(now=now)
+        except StateError as exc:
+            self._not_saved(exc)
+
+    def _not_saved(self, exc: StateError) -> None:
+        self.state_error = exc
+        self.log.error("offsets_not_saved", **{"error.message": str(exc)})
 
     def _finish(self) -> None:
         """Stop the senders; settle what they still report; say what was not acknowledged."""
@@ -663,6 +676,7 @@ class Shipper:
                 unsettled_documents=self.unsettled,
                 reason="these lines were not acknowledged; they are read again next time",
             )
+        self._save_offsets(now=True)  # (before the summary: an exit 0 means every offset is saved)
         if self.state_error is None:
             try:
                 self._feed(self.discovery.retire())
