@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import signal
+from pathlib import Path
 
 import orjson
 import pytest
@@ -23,7 +24,9 @@ from amebo_logging.ship import formats
 from amebo_logging.ship.batch import Batcher, ReadStats
 from amebo_logging.ship.discover import Phase
 from amebo_logging.ship.items import Framed
+from amebo_logging.ship.state import StateStore
 
+from .amebo_proc import wait_until
 from .container_logs import CID, DOCKER_SPLIT, TS, WRITERS, cri_lines, docker_lines, inner
 from .far_end import tally, wait_docs
 from .reading import Reading
@@ -254,6 +257,17 @@ def ship_args(es, pattern, state, *extra):
     return ["ship", pattern, "--es-url", es.url, "--state-dir", str(state), *FAST, *extra]
 
 
+def saved_offset(state: Path, path: Path) -> int:
+    """The offset the state directory holds for the file at *path* now (by its inode): where a
+    restart resumes it."""
+    ino = path.stat().st_ino
+    store = StateStore(state, create=False, lock=False)
+    try:
+        return max((r.offset for r in store.all() if r.ino == ino), default=0)
+    finally:
+        store.close()
+
+
 @pytest.mark.slow
 def test_docker_json_file_with_16k_splits_rotation_and_kill_between_parts(es, tmp_path):
     """A container's log as Docker writes it: long lines split at 16 KiB, parts straddling
@@ -286,10 +300,14 @@ def test_docker_json_file_with_16k_splits_rotation_and_kill_between_parts(es, tm
         # one is in Elasticsearch, the parts were read (and are held, unacknowledged); kill -9
         # before the long line's last part is written
         parts = docker_lines(inner(400, pad=50_000), n=4000)
+        held_at = log.stat().st_size
         with open(log, "ab") as f:
             f.write(b"".join(parts[:-1]) + b"".join(docker_lines(inner(401), "stderr", n=4100)))
         wait_docs(es, 401)
         assert 400 not in {d["seq"] for d in es.docs("logs-amebo-default")}
+        # the offset is written up to the held parts (within 0.2 s of its acknowledgement), never past them
+        wait_until(lambda: saved_offset(state, log) >= held_at, 30, "the offset before the held parts written")
+        assert saved_offset(state, log) == held_at
         proc.proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
