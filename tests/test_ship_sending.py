@@ -506,10 +506,13 @@ class Gate:
         return accepted(request)
 
 
-def run_shipper(tmp_path: Path, transport, **options):
+def run_shipper(tmp_path: Path, transport, opts: ShipOptions | None = None, **options):
+    """A shipper of ``tmp_path/logs/*.log`` over *transport* (with *opts*, or ShipOptions of
+    *options*), and the snapshots it publishes, with a condition notified on each."""
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
-    opts = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", once=True, **options)
+    if opts is None:
+        opts = ShipOptions(patterns=[str(logs / "*.log")], state_dir=tmp_path / "state", once=True, **options)
     published = threading.Condition()
     snapshots = []
 
@@ -627,18 +630,8 @@ def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, arg
         assert release.wait(30)
         return accepted(request)
 
-    logs = tmp_path / "logs"
-    logs.mkdir()
+    logs, shipper, published, snapshots = run_shipper(tmp_path, MockTransport(far), options)
     write_numbered(logs / "app.log", 5_000)
-    published = threading.Condition()
-    snapshots = []
-
-    def progress(snap):
-        with published:
-            snapshots.append(snap)
-            published.notify_all()
-
-    shipper = Shipper(options, lambda: MockTransport(far), get_logger("test"), progress=progress)
     result = {}
     runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
     runner.start()
