@@ -176,8 +176,10 @@ def test_6_give_up_when_nothing_can_be_delivered(logs):
 def test_130_143_interrupted_with_lines_left(es, logs, sig, code):
     write_lines(logs / "big.log", [record(i, pad="x" * 200) for i in range(100, 40_100)])
     es.faults.delay = 0.2
+    # (two requests in flight at most, so two batches read ahead: lines are surely left unread
+    # when the signal comes; with the default 64, a fast machine read the whole file first)
     proc = subprocess.Popen(
-        [SCRIPT, *ship_args(es.url, logs, "--batch-size", "500")],
+        [SCRIPT, *ship_args(es.url, logs, "--batch-size", "500", "--max-in-flight", "2")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
