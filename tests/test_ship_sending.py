@@ -7,6 +7,8 @@ from __future__ import annotations
 import random
 import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -525,6 +527,20 @@ def run_shipper(tmp_path: Path, transport, opts: ShipOptions | None = None, **op
     return logs, shipper, published, snapshots
 
 
+@contextmanager
+def shipping(shipper: Shipper, release: threading.Event) -> Iterator[list]:
+    """*shipper* run in a thread of its own; on the way out *release* is set (the requests
+    held back are answered) and the run awaited: its Summary is then in the list yielded."""
+    result: list = []
+    runner = threading.Thread(target=lambda: result.append(shipper.run()))
+    runner.start()
+    try:
+        yield result
+    finally:
+        release.set()
+        runner.join(30)
+
+
 def committed_in_state(tmp_path: Path) -> list[int]:
     store = StateStore(tmp_path / "state", create=False, lock=False)
     try:
@@ -539,10 +555,7 @@ def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
         tmp_path, MockTransport(gate), batch_size=50, max_in_flight=8, initial_in_flight=4
     )
     write_numbered(logs / "app.log", 3000)
-    result = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
-    runner.start()
-    try:
+    with shipping(shipper, gate.release) as result:
         with gate.cond:  # batches after the held one go out and come back while it waits
             assert gate.cond.wait_for(lambda: gate.held is not None and max(gate.answered, default=0) > gate.held, 30)
             later = [a for a in gate.answered if a > gate.held]
@@ -551,10 +564,7 @@ def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
             assert published.wait_for(lambda: len(snapshots) > seen + 1, 30)
             committed = max(f.committed for s in snapshots for f in s.files)
         assert gate.held == 0 and later and committed == 0  # nothing passes the first, slow batch
-    finally:
-        gate.release.set()
-        runner.join(30)
-    summary = result["summary"]
+    [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 3000
     assert committed_in_state(tmp_path) == [3000 * LINE]
 
@@ -575,10 +585,7 @@ def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_al
         tmp_path, MockTransport(far), batch_size=100, batch_bytes=64 << 10, max_in_flight=64, initial_in_flight=4
     )
     write_numbered(logs / "app.log", 20_000)
-    result = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
-    runner.start()
-    try:
+    with shipping(shipper, release) as result:
         # (waiting for the limit, 4 at most would wait beside the 4 in flight, 3 at the packer:
         # with a 64 KiB read and a batch filling, under 2,700 lines)
         with published:
@@ -587,10 +594,8 @@ def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_al
             assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)  # (time to read on, if it would)
             most = max(s.read.lines for s in snapshots)
         assert len(active) == 4 and most <= (64 + 4 + 3) * 100 + 1_500 + 100, most  # and no further
-    finally:
-        release.set()
-        runner.join(30)
-    assert result["summary"].ended == "done" and result["summary"].snapshot.delivery.delivered == 20_000
+    [summary] = result
+    assert summary.ended == "done" and summary.snapshot.delivery.delivered == 20_000
 
 
 def ship_options_from_command_line(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ShipOptions:
@@ -632,10 +637,7 @@ def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, arg
 
     logs, shipper, published, snapshots = run_shipper(tmp_path, MockTransport(far), options)
     write_numbered(logs / "app.log", 5_000)
-    result = {}
-    runner = threading.Thread(target=lambda: result.setdefault("summary", shipper.run()))
-    runner.start()
-    try:
+    with shipping(shipper, release) as result:
         with arrived:
             assert arrived.wait_for(lambda: len(active) >= expected, 10)
         with published:  # the loop goes round a few more times: no request beyond the limit
@@ -643,10 +645,8 @@ def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, arg
             assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
             limits = {s.concurrency_limit for s in snapshots if s.in_flight}
         assert len(active) == expected and limits == {expected}, (len(active), limits)
-    finally:
-        release.set()
-        runner.join(30)
-    assert result["summary"].ended == "done" and result["summary"].snapshot.delivery.delivered == 5_000
+    [summary] = result
+    assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000
 
 
 def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):
