@@ -8,7 +8,7 @@ from typing import Any
 
 from amebo_logging.ship.discover import Discovery
 from amebo_logging.ship.identity import Decision, How, file_uid
-from amebo_logging.ship.items import Chunk, Framed, Item, Line, LongLine, Notice, Opened, Source
+from amebo_logging.ship.items import Chunk, Framed, Item, Line, LongLine, Notice, Opened, Source, Unwrapped
 from amebo_logging.ship.offsets import Ack, Offsets
 from amebo_logging.ship.state import StateStore
 
@@ -29,7 +29,7 @@ class Reading:
     def apply(self, items: list[Item]) -> list[Line]:
         lines: list[Line] = []
         for item in items:
-            if isinstance(item, (Chunk, Framed, LongLine)):
+            if isinstance(item, (Chunk, Framed, LongLine, Unwrapped)):
                 self.offsets.handed(item.source.uid, item.end)
                 lines.append(item)
             elif isinstance(item, Notice):

@@ -298,8 +298,8 @@ def test_readme_schema_table_is_the_schema():
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
-    assert "pip install '.[test]' && python -m pytest -q" in README
-    assert "python -m pip install --quiet '.[test]'" in ci
+    assert "pip install -e '.[test]' && python -m pytest -q" in README
+    assert "python -m pip install --quiet -e '.[test]'" in ci
     assert ci.strip().splitlines()[-1] == "python -m pytest -q"
 
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from amebo_logging.ship import formats
 from amebo_logging.ship.batch import Batcher, ReadStats
 from amebo_logging.ship.discover import Phase
-from amebo_logging.ship.items import Framed
+from amebo_logging.ship.items import Framed, Unwrapped
 from amebo_logging.ship.state import StateStore
 
 from .amebo_proc import wait_until
@@ -143,6 +143,30 @@ def test_only_the_containers_asked_for(tmp_path):
     reading.close()
 
 
+def test_an_install_without_the_c_unwrapper_says_so_once_and_ships_the_same(tmp_path, monkeypatch):
+    """Where amebo-logging was installed without a C compiler, Docker's logs are read the
+    careful way: the same records, and one warning saying why it is slower and how to fix it."""
+    for n in range(2):
+        d = tmp_path / "containers" / (f"{n}" * 64)
+        d.mkdir(parents=True)
+        (d / (f"{n}" * 64 + "-json.log")).write_bytes(b"".join(docker_lines(inner(n))))
+    pattern = [str(tmp_path / "containers" / "*" / "*-json.log")]
+    got = {}
+    for c in (formats.c_unwrap, None):
+        monkeypatch.setattr(formats, "c_unwrap", c)
+        reading = Reading(pattern, tmp_path / f"state-{c is None}", file_format="auto")
+        reading.scan()
+        got[c is None] = [r for item in reading.poll() for r in item.records]
+        warned = reading.events_named("docker_logs_read_slowly")
+        reading.close()
+        if c is None:
+            [warning] = warned  # once, not once per file
+            assert "no C compiler" in warning["reason"] and "apt-get install gcc python3-dev" in warning["reason"]
+        else:
+            assert not warned
+    assert got[True] == got[False] and len(got[True]) == 2
+
+
 def _pipeline(tmp_path, fmt="auto", batch_size=7, max_line_bytes=1 << 20):
     logs = tmp_path / "logs"
     logs.mkdir(exist_ok=True)
@@ -167,14 +191,26 @@ def _pipeline(tmp_path, fmt="auto", batch_size=7, max_line_bytes=1 << 20):
     cuts=st.lists(st.integers(1, 9_000), min_size=1, max_size=60),
     split=st.sampled_from([DOCKER_SPLIT, 4096, 1000]),
     batch_size=st.integers(1, 9),
+    in_c=st.booleans(),
 )
 def test_any_split_at_any_read_boundary_gives_every_line_once_and_never_acknowledges_a_part(
-    tmp_path_factory, fmt, sizes, streams, cuts, split, batch_size
+    tmp_path_factory, fmt, sizes, streams, cuts, split, batch_size, in_c
 ):
     """Random lines, split by the runtime at random sizes, interleaved between stdout and
     stderr (a stream's parts stay in order), appended to the file in random pieces that cut
     outer lines anywhere, read after each piece: every line comes out once, whole, and no
-    batch may acknowledge past the first part of a line still being joined."""
+    batch may acknowledge past the first part of a line still being joined.  Docker's whole
+    entries unwrapped in C (where it is built) or the careful way."""
+    unwrap = formats.c_unwrap
+    if not in_c:
+        formats.c_unwrap = None  # (read when a framer is made)
+    try:
+        _any_split(tmp_path_factory, fmt, sizes, streams, cuts, split, batch_size)
+    finally:
+        formats.c_unwrap = unwrap
+
+
+def _any_split(tmp_path_factory, fmt, sizes, streams, cuts, split, batch_size):
     tmp_path = tmp_path_factory.mktemp("frames")
     logs, reading, batcher, batches = _pipeline(tmp_path, fmt, batch_size)
     per_line = [WRITERS[fmt](inner(i, pad=size), streams[i], n=i * 10, split=split) for i, size in enumerate(sizes)]
@@ -217,7 +253,7 @@ def test_any_split_at_any_read_boundary_gives_every_line_once_and_never_acknowle
         written += len(piece)
         reading.scan()
         for item in reading.poll():
-            assert isinstance(item, Framed)
+            assert isinstance(item, (Framed, Unwrapped))
             # nothing before covered belongs to a line not yet handed out
             handed = set(seen) | {orjson.loads(r[2])["seq"] for r in item.records}
             for i, start in starts.items():

@@ -28,7 +28,7 @@ import operator
 import time
 import zlib
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,7 +42,7 @@ except ImportError:  # (a platform without its wheel: zlib's, the same format)
     from zlib import compress as _gzip_compress
 
 from ..render import timestamp_now
-from .items import Chunk, Framed, LongLine, Source
+from .items import Chunk, Framed, LongLine, Source, Unwrapped
 
 __all__ = ["Batch", "Batcher", "ReadStats"]
 
@@ -477,9 +477,11 @@ class Batcher:
             filled, self.batch = self.batch, _Filling()
             self._emit(filled.freeze())
 
-    def add(self, item: Chunk | LongLine | Framed) -> None:
+    def add(self, item: Chunk | LongLine | Framed | Unwrapped) -> None:
         if isinstance(item, Chunk):
             self._add_chunk(item)
+        elif isinstance(item, Unwrapped):
+            self._add_unwrapped(item)
         elif isinstance(item, Framed):
             self._add_framed(item)
         else:
@@ -657,6 +659,7 @@ class Batcher:
         ops, offsets, ends = b.ops, b.offsets, b.ends
         nbytes = b.nbytes
         empty = 0
+        flushed: int | None = None  # what the last batch filled here acknowledges
         for k, (start, end, line, when, stream, cut) in enumerate(records):
             if not line and not cut:
                 empty += 1
@@ -680,7 +683,8 @@ class Batcher:
             if len(ops) >= limit_n or nbytes >= limit_b:
                 b.nbytes = nbytes
                 # after this record, the batch may acknowledge up to the next one's start
-                b.source_ends[src.uid] = min(records[k + 1][0], covered) if k + 1 < len(records) else covered
+                flushed = min(records[k + 1][0], covered) if k + 1 < len(records) else covered
+                b.source_ends[src.uid] = flushed
                 self.flush()
                 b = self.batch
                 if k + 1 < len(records):
@@ -688,9 +692,61 @@ class Batcher:
                 ops, offsets, ends = b.ops, b.offsets, b.ends
                 nbytes = 0
         b.nbytes = nbytes
-        b.source_ends[src.uid] = covered  # (when there were no records: the rest of a cut line)
+        if ops or flushed != covered:
+            # (also with no records: the rest of a cut line; not when the last record filled a
+            # batch that acknowledges this far already)
+            b.source_ends[src.uid] = covered
         self.stats.lines += len(records)
         self.stats.empty += empty
+
+    def _add_unwrapped(self, item: Unwrapped) -> None:
+        """A container's whole lines, unwrapped in bulk (:class:`~.formats.Run`): the records
+        :meth:`_add_framed` would be given, as columns, all on one stream and none cut.  When
+        every line starts with ``{`` (the common case) they get the plain path's loop: one
+        decode each; any line that fails it, and a run with other lines, the careful way."""
+        run = item.run
+        src = item.source
+        if not run.objects:
+            self._add_framed(Framed(src, run.records(), run.end, item.nbytes))
+            return
+        self.stats.bytes += item.nbytes
+        fmt = self._formats(src)[1]
+        plain = self._plain_container
+        limit_n, limit_b = self.batch_size, self.batch_bytes
+        stream = run.stream
+        added = self._streams.get(stream)
+        if added is None:
+            added = self._streams[stream] = b'"stream":' + orjson.dumps(stream) + b","
+        b = self.batch
+        if not b.runs or b.runs[-1][1] is not src:
+            b.runs.append((len(b.ops), src))
+        ops, offsets, ends = b.ops, b.offsets, b.ends
+        nbytes = b.nbytes
+        starts = run.starts
+        for line, start, end in zip(run.lines, starts, starts[1:], strict=False):
+            try:  # (the line is UTF-8 and within the limit: the C unwrapper took only such)
+                plain(line)
+                op = fmt % (start, start, added, line[1:])
+            except Exception:  # not the common line: the careful way
+                when = run.time(bisect_left(starts, start))
+                op = self._framed_op(b, src, start, line, when, stream, 0, added, len(ops))
+            ops.append(op)
+            offsets.append(start)
+            ends.append(end)
+            nbytes += len(op)
+            if len(ops) >= limit_n or nbytes >= limit_b:
+                b.nbytes = nbytes
+                b.source_ends[src.uid] = end
+                self.flush()
+                b = self.batch
+                if end < run.end:
+                    b.runs.append((0, src))
+                ops, offsets, ends = b.ops, b.offsets, b.ends
+                nbytes = 0
+        b.nbytes = nbytes
+        if ops:  # (else the last line filled a batch, which acknowledges the run's end)
+            b.source_ends[src.uid] = run.end
+        self.stats.lines += len(run.lines)
 
     def _framed_op(
         self,

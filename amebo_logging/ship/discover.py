@@ -581,4 +581,14 @@ class Discovery:
             except OSError:
                 name = "json"
         framer = formats.framer_for(name, self.max_line_bytes)
+        if name == "docker" and formats.c_unwrap is None:
+            self._warn_once(
+                ("no_c_unwrap",),
+                "docker_logs_read_slowly",
+                **{"log.file.path": path},
+                reason="this install of amebo-logging has no C unwrapper (amebo_logging/ship/_unwrap.c was not "
+                "built: there was no C compiler when it was installed), so Docker's json-file logs are read in "
+                "pure Python at about half the speed; nothing is lost.  Fix: install a C compiler and Python's "
+                "headers (Debian: apt-get install gcc python3-dev) and reinstall amebo-logging",
+            )
         return framer, (formats.container_fields(path) if framer is not None else {}), name

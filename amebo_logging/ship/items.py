@@ -3,7 +3,7 @@
 The reader (:mod:`.discover` and :mod:`.reader`) never calls the owner of offsets: every
 call returns a list of these, in the order things happened, and the loop feeds them on:
 
-* lines (:class:`Chunk`, :class:`LongLine`, :class:`Framed`) to the batcher, and how far
+* lines (:class:`Chunk`, :class:`LongLine`, :class:`Framed`, :class:`Unwrapped`) to the batcher, and how far
   each reaches (:attr:`Chunk.end`) to :class:`~.offsets.Offsets` (handed out, not yet sent);
 * file events (:class:`Opened`, :class:`Renamed`, :class:`Released`, :class:`Gone`) to
   :meth:`~.offsets.Offsets.apply`, which alone decides what they mean for the state;
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .formats import Record
+from .formats import Record, Run
 from .identity import Decision
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "Released",
     "Renamed",
     "Source",
+    "Unwrapped",
 ]
 
 
@@ -103,7 +104,30 @@ class Framed:
         return self.covered
 
 
-Line = Chunk | LongLine | Framed
+@dataclass(slots=True)
+class Unwrapped:
+    """A container log's lines that were each one whole entry of the runtime, unwrapped in bulk
+    (:class:`~.formats.Run`): the records a :class:`Framed` would hold, as columns.  Nothing
+    before its end is still being joined."""
+
+    source: Source
+    run: Run
+    nbytes: int  # outer bytes these lines were read from
+
+    @property
+    def end(self) -> int:
+        return self.run.end
+
+    @property
+    def covered(self) -> int:
+        return self.run.end
+
+    @property
+    def records(self) -> list[Record]:
+        return self.run.records()
+
+
+Line = Chunk | LongLine | Framed | Unwrapped
 
 
 # --- what happened to files --------------------------------------------------------------------

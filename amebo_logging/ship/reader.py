@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import time
 
-from .formats import Framer, Record
+from .formats import Framer, Run
 from .identity import HEAD_BYTES, changed, head_hash
-from .items import Chunk, Framed, Line, LongLine, Source
+from .items import Chunk, Framed, Line, LongLine, Source, Unwrapped
 
 __all__ = ["CHUNK_BYTES", "FileReader", "read_head"]
 
@@ -161,18 +161,33 @@ class FileReader:
         if self.line_start == before:
             return
         covered_before = framer.covered(before)
-        records: list[Record] = []
+        pieces = framer.frame(lines, lines_start) if lines else [[]]
         if long is not None:
+            first = pieces[0]
+            if isinstance(first, Run):
+                pieces.insert(0, [])
+            records = pieces[0]
+            assert isinstance(records, list)
             framer.feed_long(long.offset, long.head, long.length, records)
-        if lines:
-            records += framer.feed(lines, lines_start)
-        covered = framer.covered(self.line_start)
-        if records or covered > covered_before:  # (parts skipped after a cut line move it on too)
-            # (the framer hands its own records out in order; a cut line's record, put first, may
-            # start after some of them: then they are sorted, in linear time, nearly in order)
-            if long is not None and len(records) > 1:
+            # (the framer hands its own records out in order; a cut line's record, put last, may
+            # start before some of them: then they are sorted, in linear time, nearly in order)
+            if len(records) > 1:
                 records.sort(key=lambda rec: rec[0])
-            out.append(Framed(self.source, records, covered, self.line_start - before))
+        boundary = before  # the outer bytes up to here are in what was handed out
+        for i, piece in enumerate(pieces):
+            if isinstance(piece, Run):
+                out.append(Unwrapped(self.source, piece, piece.end - boundary))
+                boundary = covered_before = piece.end
+                continue
+            # (records are followed by a run, whose start nothing before is still being joined
+            # at, or are the last)
+            last = i + 1 == len(pieces)
+            after = None if last else pieces[i + 1]
+            covered = after.starts[0] if isinstance(after, Run) else framer.covered(self.line_start)
+            if piece or covered > covered_before:  # (parts skipped after a cut line move it on too)
+                end = self.line_start if last else covered
+                out.append(Framed(self.source, piece, covered, end - boundary))
+                boundary, covered_before = end, covered
 
     def close(self) -> None:
         try:

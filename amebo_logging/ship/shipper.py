@@ -57,7 +57,7 @@ from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
 from .errors import EXIT_CONFIG, Crashed, OperatorError
 from .identity import How
-from .items import Chunk, Framed, Item, LongLine, Notice, Opened
+from .items import Chunk, Framed, Item, LongLine, Notice, Opened, Unwrapped
 from .offsets import Ack, Offsets
 from .pack import Packed, Packer, worth_gzipping
 from .senders import Done, SenderPool, Work
@@ -378,7 +378,7 @@ class Shipper:
         the offsets), file events to the offsets, notices to the log.  The lines fed."""
         lines = 0
         for item in items:
-            if isinstance(item, (Chunk, Framed, LongLine)):
+            if isinstance(item, (Chunk, Framed, LongLine, Unwrapped)):
                 self.offsets.handed(item.source.uid, item.end)
                 self.batcher.add(item)
                 lines += 1

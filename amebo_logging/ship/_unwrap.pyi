@@ -1,0 +1,3 @@
+"""Docker json-file entries, unwrapped in bulk (C: _unwrap.c)."""
+
+def unwrap(data: bytes, pos: int, base: int, max_bytes: int, /) -> tuple[list[bytes], list[int], int, int, int]: ...

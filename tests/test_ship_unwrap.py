@@ -1,0 +1,191 @@
+"""Docker json-file entries unwrapped in C (``_unwrap.c``) against the pure-Python framer.
+
+The C path is only a faster way to the same records: for any file, whole entries, parts,
+escapes of every kind, lone surrogates, control characters, bytes that are not UTF-8, other
+layouts and streams, cut at any read boundary, the records, what is acknowledged and the
+documents built from them are byte for byte those of the careful way.  And whatever it takes
+of any bytes is what orjson reads there.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from amebo_logging.ship import batch as batch_module
+from amebo_logging.ship import formats
+from amebo_logging.ship.batch import Batcher, ReadStats
+from amebo_logging.ship.formats import DockerFramer, Run
+from amebo_logging.ship.items import Framed, Source, Unwrapped
+
+built = pytest.mark.skipif(formats.c_unwrap is None, reason="the C unwrapper is not built here")
+
+TIME = "2026-12-02T10:00:00.123456789Z"
+
+# pieces of a JSON string body: text as orjson escapes it, and every other escape (and a few
+# things no JSON has) as raw bytes
+_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12).map(
+    lambda t: orjson.dumps(t)[1:-1]
+)
+_ODD = st.sampled_from(
+    [
+        b'\\"', b"\\\\", b"\\/", b"\\n", b"\\r", b"\\t", b"\\b", b"\\f", b"\\u003c", b"\\u00e9", b"\\u20AC",
+        b"\\ud83d\\ude00", b"\\ud800", b"\\udc00", b"\\ud800x", b"\\u0000", b"\\u12", b"\\x", b"\\", b"\x01",
+        b"\x7f", b"\xff", b"\xc3", b"\xe2\x82", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xc0\xaf", b'"', b"\t",
+    ]
+)  # fmt: skip
+_ENDINGS = st.sampled_from([b"\\n", b"\\n", b"\\n", b"", b"\\r\\n", b"\\n\\n", b"\\u000a"])
+
+
+@st.composite
+def entries(draw, seq: int) -> bytes:
+    """One outer line: mostly what Docker writes (a JSON record, or any text), sometimes not."""
+    kind = draw(st.sampled_from(["record", "record", "record", "text", "odd"]))
+    if kind == "record":
+        doc = {"@timestamp": "2026-12-02T10:00:00Z", "seq": seq, "m": draw(st.text(max_size=20))}
+        if draw(st.booleans()):
+            del doc["@timestamp"]  # (the runtime's time is used)
+        body = orjson.dumps(orjson.dumps(doc).decode())[1:-1]
+    elif kind == "text":
+        body = draw(_TEXT)
+    else:
+        body = b"".join(draw(st.lists(st.one_of(_TEXT, _ODD), max_size=6)))
+    body += draw(_ENDINGS)
+    stream = draw(st.sampled_from([b"stdout", b"stdout", b"stderr", b"other"]))
+    time = draw(st.sampled_from([TIME.encode(), TIME.encode(), b"", b"x\\u0041"]))
+    layout = draw(st.sampled_from(["docker"] * 6 + ["spaced", "reordered", "attrs", "cut"]))
+    if layout == "docker":
+        line = b'{"log":"' + body + b'","stream":"' + stream + b'","time":"' + time + b'"}'
+    elif layout == "spaced":
+        line = b'{"log": "' + body + b'", "stream": "' + stream + b'", "time": "' + time + b'"}'
+    elif layout == "reordered":
+        line = b'{"stream":"' + stream + b'","log":"' + body + b'","time":"' + time + b'"}'
+    elif layout == "attrs":
+        line = b'{"log":"' + body + b'","stream":"' + stream + b'","attrs":{"a":"b"},"time":"' + time + b'"}'
+    else:
+        whole = b'{"log":"' + body + b'","stream":"' + stream + b'","time":"' + time + b'"}'
+        line = whole[: draw(st.integers(0, 40))]
+    return line.replace(b"\n", b"") + b"\n"
+
+
+def _flatten(pieces: list) -> list:
+    out = []
+    for piece in pieces:
+        out += piece.records() if isinstance(piece, Run) else piece
+    return out
+
+
+@built
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), n=st.integers(1, 40), max_bytes=st.sampled_from([1 << 20, 1 << 20, 64, 200]))
+def test_the_c_path_gives_the_records_and_covered_offsets_of_the_careful_way(data, n, max_bytes):
+    lines = [data.draw(entries(i)) for i in range(n)]
+    # read in pieces cut at line boundaries (the reader hands out complete outer lines)
+    cuts = sorted(set(data.draw(st.lists(st.integers(1, n - 1), max_size=4)) if n > 1 else []))
+    fast, careful = DockerFramer(max_bytes), DockerFramer(max_bytes, fast=False)
+    offset = base = 1000
+    for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+        chunk = b"".join(lines[a:b])
+        pieces = fast.frame(chunk, offset)
+        assert _flatten(pieces) == careful.feed(chunk, offset)
+        offset += len(chunk)
+        assert fast.covered(offset) == careful.covered(offset)
+        # the pieces follow each other: a run starts where nothing is still being joined
+        for piece in pieces:
+            if isinstance(piece, Run):
+                assert piece.starts[0] >= base and piece.end <= offset
+                assert piece.starts == sorted(piece.starts) and len(piece.starts) == len(piece.lines) + 1
+
+
+@built
+@settings(max_examples=150, deadline=None)
+@given(
+    lines=st.lists(st.binary(max_size=60), max_size=8),
+    mutate=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=3),
+    seq=st.integers(0, 10),
+    data=st.data(),
+)
+def test_whatever_the_c_path_takes_of_any_bytes_is_what_orjson_reads_there(lines, mutate, seq, data):
+    # real entries with bytes changed, and arbitrary bytes: no crash, and each line it takes
+    # decodes with orjson to exactly that log, stream and time
+    raw = bytearray(b"".join([data.draw(entries(seq)), *(line.replace(b"\n", b"") + b"\n" for line in lines)]))
+    for at, byte in mutate:
+        if raw and byte != 0x0A:
+            raw[at % len(raw)] = byte
+    chunk = bytes(raw)
+    if not chunk.endswith(b"\n"):
+        chunk += b"\n"
+    lines_, starts, stream, objects, stop = formats.c_unwrap(chunk, 0, 0, 1 << 20)
+    run = Run(lines_, starts, ("stdout", "stderr")[stream] if lines_ else "", bool(objects), chunk, 0)
+    for i, line in enumerate(lines_):
+        entry = orjson.loads(chunk[starts[i] : starts[i + 1]])
+        assert entry == {"log": line.decode() + "\n", "stream": run.stream, "time": run.time(i)}
+    assert stop == (starts[-1] if lines_ else 0)
+    assert objects == (bool(lines_) and all(line.startswith(b"{") for line in lines_))
+
+
+@built
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), n=st.integers(1, 60), batch_size=st.integers(1, 7), max_bytes=st.sampled_from([1 << 20, 90]))
+def test_the_documents_of_a_run_are_those_of_its_records(data, n, batch_size, max_bytes, monkeypatch_time):
+    """Batched as columns (:class:`Unwrapped`) or as records (:class:`Framed`): the same bulk
+    bodies, the same acknowledgement points, the same counts."""
+    lines = [data.draw(entries(i)) for i in range(n)]
+    chunk = b"".join(lines)
+    source = Source.make("cc" * 8, "/var/lib/docker/containers/x/x-json.log", {"container.id": "x"}, framed=True)
+
+    def batches(items) -> tuple[list, ReadStats]:
+        out: list = []
+        stats = ReadStats()
+        batcher = Batcher(
+            out.append, host_name="h", batch_size=batch_size, batch_bytes=1 << 20, max_line_bytes=max_bytes, stats=stats
+        )
+        for item in items:
+            batcher.add(item)
+        batcher.flush()
+        return [(b.body_of(), dict(b.source_ends), len(b)) for b in out], stats
+
+    # the pieces as the reader hands them out: records up to where the next run starts
+    framer = DockerFramer(max_bytes)
+    pieces = framer.frame(chunk, 0)
+    items: list = []
+    boundary = 0
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, Run):
+            items.append(Unwrapped(source, piece, piece.end - boundary))
+            boundary = piece.end
+        else:
+            after = pieces[i + 1] if i + 1 < len(pieces) else None
+            covered = after.starts[0] if isinstance(after, Run) else framer.covered(len(chunk))
+            end = covered if after is not None else len(chunk)
+            items.append(Framed(source, piece, covered, end - boundary))
+            boundary = end
+    careful = DockerFramer(max_bytes, fast=False).feed(chunk, 0)
+    got, got_stats = batches(items)
+    want, want_stats = batches([Framed(source, careful, framer.covered(len(chunk)), len(chunk))])
+    assert got == want
+    assert (got_stats.lines, got_stats.empty, got_stats.bytes, got_stats.parse_failures) == (
+        want_stats.lines,
+        want_stats.empty,
+        want_stats.bytes,
+        want_stats.parse_failures,
+    )
+
+
+@pytest.fixture
+def monkeypatch_time(monkeypatch):
+    """The read time of documents without any time of their own, fixed (the two runs compared
+    are a moment apart)."""
+    monkeypatch.setattr(batch_module, "timestamp_now", lambda: "2026-12-02T11:00:00.000000Z")
+
+
+def test_thec_unwrapper_is_built_where_a_compiler_is():
+    """An install on a machine with a C compiler (CI's) builds it: the speed is not lost
+    silently to a build that failed."""
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler here: the pure-Python framer is used")
+    assert formats.c_unwrap is not None
