@@ -1,4 +1,5 @@
-/* Docker json-file entries, unwrapped in bulk: the hot loop of amebo_logging.ship.formats.
+/* Docker json-file entries, unwrapped in bulk: the hot loops of amebo_logging.ship.formats
+ * (unwrap) and of the batcher's for those lines (operations, at the end of this file).
  *
  * unwrap(data, pos, base, max_bytes) -> (lines, starts, stream, objects, stop)
  *
@@ -186,6 +187,7 @@ static int append_steal(PyObject *list, PyObject *item) {
 
 static PyObject *unwrap(PyObject *self, PyObject *args) {
     Py_buffer view;
+    (void)self;
     Py_ssize_t pos, max_bytes;
     long long base;
     if (!PyArg_ParseTuple(args, "y*nLn", &view, &pos, &base, &max_bytes)) return NULL;
@@ -249,13 +251,77 @@ done:
     return result;
 }
 
+/* operations(lines, starts, prefix, middle, member) -> list of bytes
+ *
+ * The bulk operation of each line (each starts with '{'), as the batcher's %-format would
+ * make it: prefix, the line's start, middle, its start again, ",", member, then the line
+ * after its '{', and a newline. */
+static PyObject *operations(PyObject *self, PyObject *args) {
+    PyObject *lines, *starts, *out = NULL;
+    Py_buffer prefix, middle, member;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!O!y*y*y*", &PyList_Type, &lines, &PyList_Type, &starts, &prefix, &middle, &member))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    if (PyList_GET_SIZE(starts) < n) {
+        PyErr_SetString(PyExc_ValueError, "fewer starts than lines");
+        goto done;
+    }
+    out = PyList_New(n);
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *line = PyList_GET_ITEM(lines, i);
+        if (!PyBytes_Check(line) || PyBytes_GET_SIZE(line) < 1 || PyBytes_AS_STRING(line)[0] != '{') {
+            PyErr_SetString(PyExc_ValueError, "each line must be bytes starting with {");
+            Py_CLEAR(out);
+            goto done;
+        }
+        long long start = PyLong_AsLongLong(PyList_GET_ITEM(starts, i));
+        if (start == -1 && PyErr_Occurred()) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        char digits[32];
+        int d = snprintf(digits, sizeof digits, "%lld", start);
+        Py_ssize_t tail = PyBytes_GET_SIZE(line) - 1;
+        Py_ssize_t size = prefix.len + d + middle.len + d + 1 + member.len + tail + 1;
+        PyObject *op = PyBytes_FromStringAndSize(NULL, size);
+        if (op == NULL) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        char *o = PyBytes_AS_STRING(op);
+        memcpy(o, prefix.buf, (size_t)prefix.len);
+        o += prefix.len;
+        memcpy(o, digits, (size_t)d);
+        o += d;
+        memcpy(o, middle.buf, (size_t)middle.len);
+        o += middle.len;
+        memcpy(o, digits, (size_t)d);
+        o += d;
+        *o++ = ',';
+        memcpy(o, member.buf, (size_t)member.len);
+        o += member.len;
+        memcpy(o, PyBytes_AS_STRING(line) + 1, (size_t)tail);
+        o += tail;
+        *o = '\n';
+        PyList_SET_ITEM(out, i, op);
+    }
+done:
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&middle);
+    PyBuffer_Release(&member);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"unwrap", unwrap, METH_VARARGS, "Docker json-file entries from data[pos:], unwrapped (see the module's source)."},
+    {"operations", operations, METH_VARARGS, "The bulk operation of each line (see the module's source)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_unwrap", "Docker json-file entries, unwrapped in bulk.", -1, methods,
+    PyModuleDef_HEAD_INIT, "_unwrap", "Docker json-file entries, unwrapped in bulk.", -1, methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__unwrap(void) { return PyModule_Create(&module); }

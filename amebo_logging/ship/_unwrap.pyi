@@ -1,3 +1,6 @@
-"""Docker json-file entries, unwrapped in bulk (C: _unwrap.c)."""
+"""Docker json-file entries, unwrapped in bulk, and their bulk operations (C: _unwrap.c)."""
 
 def unwrap(data: bytes, pos: int, base: int, max_bytes: int, /) -> tuple[list[bytes], list[int], int, int, int]: ...
+def operations(
+    lines: list[bytes], starts: list[int], prefix: bytes, middle: bytes, member: bytes, /
+) -> list[bytes]: ...

@@ -36,6 +36,11 @@ from typing import Any
 import msgspec
 import orjson
 
+try:  # a run of a container's lines, its operations made in C (see .formats)
+    from ._unwrap import operations as _c_operations
+except ImportError:  # (where it could not be built: no runs are made either)
+    _c_operations = None  # type: ignore[assignment]
+
 try:  # ISA-L: gzip streams the size of zlib's level 1 at about five times its speed
     from isal.isal_zlib import compress as _gzip_compress
 except ImportError:  # (a platform without its wheel: zlib's, the same format)
@@ -432,7 +437,7 @@ class Batcher:
         self.max_line_bytes = max_line_bytes
         self.stats = stats
         self.batch = _Filling()
-        self._format_cache: dict[tuple[bytes, str, bytes], tuple[bytes, bytes]] = {}
+        self._format_cache: dict[tuple[bytes, str, bytes], tuple[bytes, bytes, bytes, bytes]] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
         self._plain = msgspec.json.Decoder(_Plain).decode
         self._container_probe = msgspec.json.Decoder(_ContainerProbe).decode
@@ -443,29 +448,31 @@ class Batcher:
         """The %-formats of *source*'s operations: ``(offset, offset, line after its {)`` and
         ``(offset, offset, members added, line after its {)``: its action, then
         ``{"log.file.path":...,"host.name":...,<container metadata>"log.offset":N,``."""
+        pieces = self._pieces(source)
+        return pieces[0], pieces[1]
+
+    def _pieces(self, source: Source) -> tuple[bytes, bytes, bytes, bytes]:
+        """:meth:`_formats`, and the two constant pieces they are made of: the action up to
+        the offset, and from there to the offset again (for :func:`_unwrap.operations`)."""
         # (keyed by what they are made of: hashing the Source itself, a dataclass, costs 280 ns)
         key = (source.action_prefix, source.path, source.meta)
-        formats = self._format_cache.get(key)
-        if formats is None:
-            head = (
-                source.action_prefix.replace(b"%", b"%%")
-                + b"%d"
-                + (
-                    _ACTION_END
-                    + b'{"log.file.path":'
-                    + orjson.dumps(source.path)
-                    + b',"host.name":'
-                    + self.host_json
-                    + (b"," + source.meta[:-1] if source.meta else b"")
-                    + _OFFSET_KEY
-                ).replace(b"%", b"%%")
-                + b"%d,"
+        pieces = self._format_cache.get(key)
+        if pieces is None:
+            middle = (
+                _ACTION_END
+                + b'{"log.file.path":'
+                + orjson.dumps(source.path)
+                + b',"host.name":'
+                + self.host_json
+                + (b"," + source.meta[:-1] if source.meta else b"")
+                + _OFFSET_KEY
             )
-            formats = (head + b"%s\n", head + b"%s%s\n")
+            head = source.action_prefix.replace(b"%", b"%%") + b"%d" + middle.replace(b"%", b"%%") + b"%d,"
+            pieces = (head + b"%s\n", head + b"%s%s\n", source.action_prefix, middle)
             if len(self._format_cache) > 4096:
                 self._format_cache.clear()
-            self._format_cache[key] = formats
-        return formats
+            self._format_cache[key] = pieces
+        return pieces
 
     def pending(self) -> bool:
         """Whether the batch being filled holds anything to emit."""
@@ -702,31 +709,34 @@ class Batcher:
     def _add_unwrapped(self, item: Unwrapped) -> None:
         """A container's whole lines, unwrapped in bulk (:class:`~.formats.Run`): the records
         :meth:`_add_framed` would be given, as columns, all on one stream and none cut.  When
-        every line starts with ``{`` (the common case) they get the plain path's loop: one
-        decode each; any line that fails it, and a run with other lines, the careful way."""
+        every line starts with ``{`` (the common case) their operations are made at once, in C,
+        as the common line's would be, and one decode each says it is (as the plain path's);
+        any line that fails it, and a run with other lines, go the careful way."""
         run = item.run
         src = item.source
         if not run.objects:
             self._add_framed(Framed(src, run.records(), run.end, item.nbytes))
             return
         self.stats.bytes += item.nbytes
-        fmt = self._formats(src)[1]
+        _, _, prefix, middle = self._pieces(src)
         plain = self._plain_container
         limit_n, limit_b = self.batch_size, self.batch_bytes
         stream = run.stream
         added = self._streams.get(stream)
         if added is None:
             added = self._streams[stream] = b'"stream":' + orjson.dumps(stream) + b","
+        starts = run.starts
+        # every line's operation at once, as if each were the common line (each starts with {;
+        # a Run is made only where the C unwrapper is built, and this with it)
+        all_ops = _c_operations(run.lines, starts, prefix, middle, added)
         b = self.batch
         if not b.runs or b.runs[-1][1] is not src:
             b.runs.append((len(b.ops), src))
         ops, offsets, ends = b.ops, b.offsets, b.ends
         nbytes = b.nbytes
-        starts = run.starts
-        for line, start, end in zip(run.lines, starts, starts[1:], strict=False):
+        for line, op, start, end in zip(run.lines, all_ops, starts, starts[1:], strict=False):
             try:  # (the line is UTF-8 and within the limit: the C unwrapper took only such)
                 plain(line)
-                op = fmt % (start, start, added, line[1:])
             except Exception:  # not the common line: the careful way
                 when = run.time(bisect_left(starts, start))
                 op = self._framed_op(b, src, start, line, when, stream, 0, added, len(ops))
