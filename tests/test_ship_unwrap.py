@@ -20,7 +20,7 @@ from amebo_logging.ship import batch as batch_module
 from amebo_logging.ship import formats
 from amebo_logging.ship.batch import Batcher, ReadStats
 from amebo_logging.ship.formats import DockerFramer, Run
-from amebo_logging.ship.items import Framed, Source, Unwrapped
+from amebo_logging.ship.items import Chunk, Framed, Source, Unwrapped
 
 built = pytest.mark.skipif(formats.c_unwrap is None, reason="the C unwrapper is not built here")
 
@@ -189,3 +189,46 @@ def test_thec_unwrapper_is_built_where_a_compiler_is():
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the pure-Python framer is used")
     assert formats.c_unwrap is not None
+
+
+@built
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    docs=st.lists(
+        st.one_of(
+            st.fixed_dictionaries({"@timestamp": st.just("2026-12-02T10:00:00Z"), "m": st.text(max_size=30)}),
+            st.fixed_dictionaries({"m": st.text(max_size=10)}),  # no @timestamp: the read time is added
+            st.fixed_dictionaries(
+                {"@timestamp": st.just("2026-12-02T10:00:00Z"), "log.offset": st.integers(-(2**63), 2**63 - 1)}
+            ),
+        ),
+        min_size=1,
+        max_size=40,
+    ),
+    offset=st.integers(0, 1 << 40),
+    batch_size=st.integers(1, 9),
+)
+def test_a_plain_chunk_gets_the_same_operations_made_in_c_or_formatted(
+    docs, offset, batch_size, monkeypatch, monkeypatch_time
+):
+    """The plain path's operations are made in C where it is built, %-formatted where not: the
+    same bulk bodies and acknowledgement points either way."""
+    data = b"".join(orjson.dumps(d) + b"\n" for d in docs)
+    source = Source.make("dd" * 8, "/var/log/amebo/app.log")
+
+    def batches():
+        out: list = []
+        stats = ReadStats()
+        batcher = Batcher(
+            out.append, host_name="h", batch_size=batch_size, batch_bytes=1 << 20, max_line_bytes=1 << 20, stats=stats
+        )
+        batcher.add(Chunk(source, offset, data))
+        batcher.flush()
+        return [(b.body_of(), dict(b.source_ends)) for b in out]
+
+    in_c = batches()
+    with monkeypatch.context() as m:
+        m.setattr(batch_module, "_c_operations", None)
+        formatted = batches()
+    assert in_c == formatted
+    assert sum(body.count(b"\n") for body, _ in in_c) == 2 * len(docs)

@@ -1,5 +1,6 @@
 /* Docker json-file entries, unwrapped in bulk: the hot loops of amebo_logging.ship.formats
- * (unwrap) and of the batcher's for those lines (operations, at the end of this file).
+ * (unwrap) and of the batcher's (operations and line_starts, at the end of this file: the
+ * bulk operations of a run of lines, a container's or a plain file's, made at once).
  *
  * unwrap(data, pos, base, max_bytes) -> (lines, starts, stream, objects, stop)
  *
@@ -314,7 +315,40 @@ done:
     return out;
 }
 
+/* line_starts(lines, offset) -> list of int
+ *
+ * Where each of the lines starts, the first at offset, each followed by a newline; and one
+ * more: where the last ends. */
+static PyObject *line_starts(PyObject *self, PyObject *args) {
+    PyObject *lines;
+    long long at;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "O!L", &PyList_Type, &lines, &at)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(lines);
+    PyObject *out = PyList_New(n + 1);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i <= n; i++) {
+        PyObject *start = PyLong_FromLongLong(at);
+        if (start == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, start);
+        if (i < n) {
+            PyObject *line = PyList_GET_ITEM(lines, i);
+            if (!PyBytes_Check(line)) {
+                Py_DECREF(out);
+                PyErr_SetString(PyExc_TypeError, "each line must be bytes");
+                return NULL;
+            }
+            at += (long long)PyBytes_GET_SIZE(line) + 1;
+        }
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"line_starts", line_starts, METH_VARARGS, "Where each line starts (see the module's source)."},
     {"unwrap", unwrap, METH_VARARGS, "Docker json-file entries from data[pos:], unwrapped (see the module's source)."},
     {"operations", operations, METH_VARARGS, "The bulk operation of each line (see the module's source)."},
     {NULL, NULL, 0, NULL},

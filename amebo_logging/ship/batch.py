@@ -31,14 +31,16 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 import msgspec
 import orjson
 
-try:  # a run of a container's lines, its operations made in C (see .formats)
+try:  # lines' operations made in C, at once (_unwrap.c, where it was built; see .formats)
+    from ._unwrap import line_starts as _c_line_starts
     from ._unwrap import operations as _c_operations
-except ImportError:  # (where it could not be built: no runs are made either)
+except ImportError:  # (where it could not be built: the same operations, %-formatted, and no runs)
     _c_operations = None  # type: ignore[assignment]
 
 try:  # ISA-L: gzip streams the size of zlib's level 1 at about five times its speed
@@ -552,8 +554,14 @@ class Batcher:
         metadata keys (one decode says so), so the metadata is spliced in, nothing is
         re-serialized; a line that is not gets the careful way (:meth:`_line_op`)."""
         src = chunk.source
-        offset = chunk.offset
-        fmt = self._formats(src)[0]
+        fmt, _, prefix, middle = self._pieces(src)
+        # every line's operation at once, as if each were the common line: in C where it is built
+        if _c_operations is not None:
+            starts = _c_line_starts(lines, chunk.offset)
+            all_ops = _c_operations(lines, starts, prefix, middle, b"")
+        else:
+            starts = list(accumulate((len(line) + 1 for line in lines), initial=chunk.offset))
+            all_ops = [fmt % (start, start, line[1:]) for start, line in zip(starts, lines, strict=False)]
         plain = self._plain
         limit_n, limit_b = self.batch_size, self.batch_bytes
         b = self.batch
@@ -561,22 +569,19 @@ class Batcher:
             b.runs.append((len(b.ops), src))
         ops, offsets, ends = b.ops, b.offsets, b.ends
         size, nbytes = len(ops), b.nbytes
-        for line in lines:
-            start = offset
-            offset += len(line) + 1
+        for line, op, start, end in zip(lines, all_ops, starts, starts[1:], strict=False):
             try:
                 plain(line)
-                op = fmt % (start, start, line[1:])
             except Exception:  # not the common line (ValidationError, DecodeError, too deep...)
                 op = self._line_op(b, src, start, line, size)
             ops.append(op)
             offsets.append(start)
-            ends.append(offset)
+            ends.append(end)
             nbytes += len(op)
             size += 1
             if size >= limit_n or nbytes >= limit_b:
                 b.nbytes = nbytes
-                b.source_ends[src.uid] = offset
+                b.source_ends[src.uid] = end
                 self.flush()
                 b = self.batch
                 b.runs.append((0, src))
@@ -584,7 +589,7 @@ class Batcher:
                 size, nbytes = 0, 0
         b.nbytes = nbytes
         if lines:
-            b.source_ends[src.uid] = offset
+            b.source_ends[src.uid] = starts[-1]
         self.stats.lines += len(lines)
 
     def _line_op(self, b: _Filling, src: Source, start: int, line: bytes, index: int) -> bytes:
