@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-from .formats import Framer, Run
+from .formats import Framer, Record, Run
 from .identity import HEAD_BYTES, changed, head_hash
 from .items import Chunk, Framed, Line, LongLine, Source, Unwrapped
 
@@ -165,9 +165,10 @@ class FileReader:
         if long is not None:
             first = pieces[0]
             if isinstance(first, Run):
-                pieces.insert(0, [])
-            records = pieces[0]
-            assert isinstance(records, list)
+                records: list[Record] = []
+                pieces.insert(0, records)
+            else:
+                records = first
             framer.feed_long(long.offset, long.head, long.length, records)
             # (the framer hands its own records out in order; a cut line's record, put last, may
             # start before some of them: then they are sorted, in linear time, nearly in order)
