@@ -51,6 +51,32 @@ static inline uint64_t special(uint64_t w) {
     return (w | ((quote - ONES) & ~quote) | ((backslash - ONES) & ~backslash) | ((w - ONES * 0x20) & ~w)) & HIGHS;
 }
 
+/* The index, in memory order, of the first byte of w (as loaded by memcpy) that special()
+ * marks; m = special(w) is not 0.  Big-endian machines load memory order the other way round,
+ * so they are given the word byte-swapped (see load_word). */
+static inline int first_marked(uint64_t m) {
+#if defined(__GNUC__) || defined(__clang__)
+    return __builtin_ctzll(m) >> 3;
+#else
+    int k = 0;
+    while (!(m & 0x80)) {
+        m >>= 8;
+        k++;
+    }
+    return k;
+#endif
+}
+
+/* Eight bytes at p as a word whose lowest byte is p[0], on any machine. */
+static inline uint64_t load_word(const unsigned char *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+#if defined(__BYTE_ORDER__) && defined(__ORDER_BIG_ENDIAN__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    w = __builtin_bswap64(w);
+#endif
+    return w;
+}
+
 static int hex4(const unsigned char *p, const unsigned char *end, unsigned int *out) {
     unsigned int v = 0;
     if (end - p < 4) return 0;
@@ -115,12 +141,10 @@ static const unsigned char *decode_string(const unsigned char *p, const unsigned
         /* eight bytes at a time up to the next quote, backslash, control character or byte
          * beyond ASCII (out has room: what is written never outruns what is read) */
         while (end - p >= 8) {
-            uint64_t w, m;
-            memcpy(&w, p, 8);
-            memcpy(o, &w, 8);
-            m = special(w);
+            uint64_t m = special(load_word(p));
+            memcpy(o, p, 8);
             if (m != 0) {
-                int k = __builtin_ctzll(m) >> 3;
+                int k = first_marked(m);
                 o += k;
                 p += k;
                 goto found;
