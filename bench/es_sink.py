@@ -23,7 +23,6 @@ each accepted ``_bulk`` body before it is answered.
 from __future__ import annotations
 
 import argparse
-import gzip
 import itertools
 import json
 import sys
@@ -31,6 +30,14 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+# A gzipped body is decoded with ISA-L's gzip where it is installed (amebo-logging depends on it):
+# this sink runs on the shippers' cores, where a real cluster's decoding does not, and Python's
+# gzip took 0.49 s of them in a 1,000,000-line run whose every request came gzipped (ISA-L's: 0.23).
+try:
+    from isal.igzip import decompress as _gunzip
+except ImportError:
+    from gzip import decompress as _gunzip
 
 _ids = itertools.count()
 
@@ -110,7 +117,7 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         gzipped = self.headers.get("Content-Encoding", "").lower() == "gzip"
         if gzipped:  # as Elasticsearch takes it
-            body = gzip.decompress(body)
+            body = _gunzip(body)
         if parts.path.endswith("/_has_privileges"):  # the shipper's preflight: the credentials may write
             self._reply(b'{"has_all_requested":true,"index":{}}')
             return

@@ -589,6 +589,8 @@ class Discovery:
                 reason="this install of amebo-logging has no C unwrapper (amebo_logging/ship/_unwrap.c was not "
                 "built: there was no C compiler when it was installed), so Docker's json-file logs are read in "
                 "pure Python at about half the speed; nothing is lost.  Fix: install a C compiler and Python's "
-                "headers (Debian: apt-get install gcc python3-dev) and reinstall amebo-logging",
+                "headers (Debian: apt-get install gcc python3-dev), then reinstall amebo-logging past pip's cache "
+                "of the wheel built without it (pip install --force-reinstall --no-cache-dir --no-deps <what you "
+                "installed>)",
             )
         return framer, (formats.container_fields(path) if framer is not None else {}), name
