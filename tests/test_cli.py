@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from amebo_logging.ship import formats
 from amebo_logging.ship.errors import EXIT_CODES
 
 from .fake_es import FakeElasticsearch
@@ -314,6 +315,8 @@ def test_help_shows_variables_defaults_and_examples(command):
             assert "default:" in blocks[flag], (command, flag)
     code, out, _ = cli(command, "--version")
     assert code == 0 and out.startswith("amebo-logship (amebo-logging) ")
+    # and what it reads Docker's logs with (an operator's first check of a slow install)
+    assert ("unwrapped in C" in out) == (formats.c_unwrap is not None), out
 
 
 def test_sizes_are_human():

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from .. import configure_logging, get_logger
+from . import formats
 from .connection import ConnectionSettings, explain, make_client, validate
 from .errors import EXIT_AUTH, EXIT_CODES, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
 from .params import COMPRESSION, SIZE, EnvOption, config_option, env
@@ -54,9 +55,19 @@ def option(*decls: str, **kwargs: Any) -> Any:
     return click.option(*decls, cls=EnvOption, **kwargs)
 
 
+def _built_with() -> str:
+    """What this install reads Docker's logs with: the C unwrapper, or pure Python (and why)."""
+    if formats.c_unwrap is not None:
+        return "Docker json-file unwrapped in C"
+    return "Docker json-file read in pure Python: no C unwrapper (no C compiler when this was installed)"
+
+
 def version_option(fn: Any) -> Any:
     return click.version_option(
-        _version(), "--version", prog_name="amebo-logship", message="%(prog)s (amebo-logging) %(version)s"
+        _version(),
+        "--version",
+        prog_name="amebo-logship",
+        message="%(prog)s (amebo-logging) %(version)s; " + _built_with(),
     )(fn)
 
 
