@@ -17,7 +17,7 @@
  *   starts   each line's offset in the outer file (base + its index in data), and one more:
  *            where the last ends;
  *   stream   0 for stdout, 1 for stderr (-1 when nothing was taken);
- *   objects  1 when every line starts with '{' (the common case: JSON lines), else 0;
+ *   objects  1 when every line starts with '{"' (the common case: JSON lines), else 0;
  *   stop     the index in data where it stopped (len(data) when it took everything).
  *
  * What it takes it decodes exactly as orjson.loads(entry)["log"].encode() would: every escape
@@ -260,7 +260,7 @@ static PyObject *unwrap(PyObject *self, PyObject *args) {
         PyObject *start = PyLong_FromLongLong(base + (long long)(p - data));
         if (append_steal(starts, start) < 0) goto done;
         if (append_steal(lines, PyBytes_FromStringAndSize((const char *)scratch, n)) < 0) goto done;
-        if (n == 0 || scratch[0] != '{') objects = 0;
+        if (n < 2 || scratch[0] != '{' || scratch[1] != '"') objects = 0;
         stream = this_stream;
         p = nl + 1;
     }

@@ -714,7 +714,7 @@ class Batcher:
     def _add_unwrapped(self, item: Unwrapped) -> None:
         """A container's whole lines, unwrapped in bulk (:class:`~.formats.Run`): the records
         :meth:`_add_framed` would be given, as columns, all on one stream and none cut.  When
-        every line starts with ``{`` (the common case) their operations are made at once, in C,
+        every line starts with ``{"`` (the common case) their operations are made at once, in C,
         as the common line's would be, and one decode each says it is (as the plain path's);
         any line that fails it, and a run with other lines, go the careful way."""
         run = item.run
@@ -731,7 +731,7 @@ class Batcher:
         if added is None:
             added = self._streams[stream] = b'"stream":' + orjson.dumps(stream) + b","
         starts = run.starts
-        # every line's operation at once, as if each were the common line (each starts with {;
+        # every line's operation at once, as if each were the common line (each starts with {";
         # a Run is made only where the C unwrapper is built, and this with it)
         all_ops = _c_operations(run.lines, starts, prefix, middle, added)
         b = self.batch

@@ -76,7 +76,7 @@ CAREFUL_STRETCH: Final = 8192
 class Run:
     """Consecutive whole entries on one stream, unwrapped: the records
     ``(starts[i], starts[i + 1], lines[i], time(i), stream, 0)``, as columns.  *objects*: every
-    line starts with ``{`` (JSON lines, the common case).  The runtime's times are read from
+    line starts with ``{"`` (JSON lines, the common case).  The runtime's times are read from
     the entries (*outer*, which starts at offset *base*) only when asked for: a line with its
     own ``@timestamp`` never needs one."""
 
