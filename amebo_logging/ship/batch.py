@@ -31,6 +31,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import accumulate
 from typing import Any
 
@@ -562,34 +563,50 @@ class Batcher:
         else:
             starts = list(accumulate((len(line) + 1 for line in lines), initial=chunk.offset))
             all_ops = [fmt % (start, start, line[1:]) for start, line in zip(starts, lines, strict=False)]
-        plain = self._plain
+        self._add_ops(src, lines, all_ops, starts, self._plain, partial(self._line_op, src=src))
+
+    def _add_ops(
+        self,
+        src: Source,
+        lines: list[bytes],
+        all_ops: list[bytes],
+        starts: list[int],
+        plain: Callable[[bytes], object],
+        careful: Callable[..., bytes],
+    ) -> None:
+        """The hot loop of the fast paths: *lines* of *src* (each starting at ``starts[i]`` and
+        ending where the next starts; *starts* has one more), their operations made at once as
+        if each were the common line; one decode (*plain*) per line says it is, and any line it
+        fails goes the careful way: ``careful(b, start=, line=, index=)`` makes its operation,
+        as document *index* of batch *b*.  Batches fill up to the count and byte limits."""
         limit_n, limit_b = self.batch_size, self.batch_bytes
+        last = starts[-1]
         b = self.batch
         if not b.runs or b.runs[-1][1] is not src:
             b.runs.append((len(b.ops), src))
         ops, offsets, ends = b.ops, b.offsets, b.ends
-        size, nbytes = len(ops), b.nbytes
+        nbytes = b.nbytes
         for line, op, start, end in zip(lines, all_ops, starts, starts[1:], strict=False):
             try:
                 plain(line)
             except Exception:  # not the common line (ValidationError, DecodeError, too deep...)
-                op = self._line_op(b, src, start, line, size)
+                op = careful(b, start=start, line=line, index=len(ops))
             ops.append(op)
             offsets.append(start)
             ends.append(end)
             nbytes += len(op)
-            size += 1
-            if size >= limit_n or nbytes >= limit_b:
+            if len(ops) >= limit_n or nbytes >= limit_b:
                 b.nbytes = nbytes
                 b.source_ends[src.uid] = end
                 self.flush()
                 b = self.batch
-                b.runs.append((0, src))
+                if end < last:
+                    b.runs.append((0, src))
                 ops, offsets, ends = b.ops, b.offsets, b.ends
-                size, nbytes = 0, 0
+                nbytes = 0
         b.nbytes = nbytes
-        if lines:
-            b.source_ends[src.uid] = starts[-1]
+        if ops:  # (else the last line filled a batch, which acknowledges this far already)
+            b.source_ends[src.uid] = last
         self.stats.lines += len(lines)
 
     def _line_op(self, b: _Filling, src: Source, start: int, line: bytes, index: int) -> bytes:
@@ -724,8 +741,6 @@ class Batcher:
             return
         self.stats.bytes += item.nbytes
         _, _, prefix, middle = self._pieces(src)
-        plain = self._plain_container
-        limit_n, limit_b = self.batch_size, self.batch_bytes
         stream = run.stream
         added = self._streams.get(stream)
         if added is None:
@@ -734,34 +749,12 @@ class Batcher:
         # every line's operation at once, as if each were the common line (each starts with {";
         # a Run is made only where the C unwrapper is built, and this with it)
         all_ops = _c_operations(run.lines, starts, prefix, middle, added)
-        b = self.batch
-        if not b.runs or b.runs[-1][1] is not src:
-            b.runs.append((len(b.ops), src))
-        ops, offsets, ends = b.ops, b.offsets, b.ends
-        nbytes = b.nbytes
-        for line, op, start, end in zip(run.lines, all_ops, starts, starts[1:], strict=False):
-            try:  # (the line is UTF-8 and within the limit: the C unwrapper took only such)
-                plain(line)
-            except Exception:  # not the common line: the careful way
-                when = run.time(bisect_left(starts, start))
-                op = self._framed_op(b, src, start, line, when, stream, 0, added, len(ops))
-            ops.append(op)
-            offsets.append(start)
-            ends.append(end)
-            nbytes += len(op)
-            if len(ops) >= limit_n or nbytes >= limit_b:
-                b.nbytes = nbytes
-                b.source_ends[src.uid] = end
-                self.flush()
-                b = self.batch
-                if end < run.end:
-                    b.runs.append((0, src))
-                ops, offsets, ends = b.ops, b.offsets, b.ends
-                nbytes = 0
-        b.nbytes = nbytes
-        if ops:  # (else the last line filled a batch, which acknowledges the run's end)
-            b.source_ends[src.uid] = run.end
-        self.stats.lines += len(run.lines)
+
+        def careful(b: _Filling, *, start: int, line: bytes, index: int) -> bytes:
+            when = run.time(bisect_left(starts, start))  # (only a line without its own @timestamp needs it)
+            return self._framed_op(b, src, start, line, when, stream, 0, added, index)
+
+        self._add_ops(src, run.lines, all_ops, starts, self._plain_container, careful)
 
     def _framed_op(
         self,
