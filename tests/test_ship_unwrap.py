@@ -21,7 +21,8 @@ from amebo_logging.ship import batch as batch_module
 from amebo_logging.ship import formats
 from amebo_logging.ship.batch import Batcher, ReadStats
 from amebo_logging.ship.formats import DockerFramer, Run
-from amebo_logging.ship.items import Chunk, Framed, Source, Unwrapped
+from amebo_logging.ship.items import Chunk, Framed, Source
+from amebo_logging.ship.reader import hand_out
 
 built = pytest.mark.skipif(formats.c_unwrap is None, reason="the C unwrapper is not built here")
 
@@ -153,21 +154,10 @@ def test_the_documents_of_a_run_are_those_of_its_records(data, n, batch_size, ma
         batcher.flush()
         return [(b.body_of(), dict(b.source_ends), len(b)) for b in out], stats
 
-    # the pieces as the reader hands them out: records up to where the next run starts
+    # the pieces as the reader hands them out
     framer = DockerFramer(max_bytes)
-    pieces = framer.frame(chunk, 0)
     items: list = []
-    boundary = 0
-    for i, piece in enumerate(pieces):
-        if isinstance(piece, Run):
-            items.append(Unwrapped(source, piece, piece.end - boundary))
-            boundary = piece.end
-        else:
-            after = pieces[i + 1] if i + 1 < len(pieces) else None
-            covered = after.starts[0] if isinstance(after, Run) else framer.covered(len(chunk))
-            end = covered if after is not None else len(chunk)
-            items.append(Framed(source, piece, covered, end - boundary))
-            boundary = end
+    hand_out(source, framer, framer.frame(chunk, 0), 0, 0, len(chunk), items)
     careful = DockerFramer(max_bytes, fast=False).feed(chunk, 0)
     got, got_stats = batches(items)
     want, want_stats = batches([Framed(source, careful, framer.covered(len(chunk)), len(chunk))])
@@ -187,7 +177,7 @@ def monkeypatch_time(monkeypatch):
     monkeypatch.setattr(batch_module, "timestamp_now", lambda: "2026-12-02T11:00:00.000000Z")
 
 
-def test_thec_unwrapper_is_built_where_a_compiler_is():
+def test_the_c_unwrapper_is_built_where_a_compiler_is():
     """An install on a machine with a C compiler (CI's) builds it: the speed is not lost
     silently to a build that failed."""
     if shutil.which("cc") is None and shutil.which("gcc") is None:

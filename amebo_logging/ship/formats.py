@@ -169,7 +169,7 @@ class Framer:
             self._line(raw[:-1] if raw[-1:] == b"\r" else raw, pos, end, out)
             pos = end
         if len(out) > 1:
-            out.sort(key=lambda r: r[0])
+            out.sort(key=_START)
         return out
 
     def frame(self, data: bytes, offset: int) -> list[Piece]:
@@ -273,7 +273,7 @@ class DockerFramer(Framer):
             careful = True
             pos = end
         if len(out) > 1 and careful:  # a line joined from parts may start before the ones after it
-            out.sort(key=lambda r: r[0])
+            out.sort(key=_START)
         return out
 
     def _line(self, raw: bytes, start: int, end: int, out: list[Record]) -> None:

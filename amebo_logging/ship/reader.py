@@ -20,11 +20,11 @@ from __future__ import annotations
 import os
 import time
 
-from .formats import Framer, Record, Run
+from .formats import Framer, Piece, Record, Run
 from .identity import HEAD_BYTES, changed, head_hash
 from .items import Chunk, Framed, Line, LongLine, Source, Unwrapped
 
-__all__ = ["CHUNK_BYTES", "FileReader", "read_head"]
+__all__ = ["CHUNK_BYTES", "FileReader", "hand_out", "read_head"]
 
 CHUNK_BYTES = 1 << 20
 
@@ -174,24 +174,38 @@ class FileReader:
             # start before some of them: then they are sorted, in linear time, nearly in order)
             if len(records) > 1:
                 records.sort(key=lambda rec: rec[0])
-        boundary = before  # the outer bytes up to here are in what was handed out
-        for i, piece in enumerate(pieces):
-            if isinstance(piece, Run):
-                out.append(Unwrapped(self.source, piece, piece.end - boundary))
-                boundary = covered_before = piece.end
-                continue
-            # (records are followed by a run, whose start nothing before is still being joined
-            # at, or are the last)
-            last = i + 1 == len(pieces)
-            after = None if last else pieces[i + 1]
-            covered = after.starts[0] if isinstance(after, Run) else framer.covered(self.line_start)
-            if piece or covered > covered_before:  # (parts skipped after a cut line move it on too)
-                end = self.line_start if last else covered
-                out.append(Framed(self.source, piece, covered, end - boundary))
-                boundary, covered_before = end, covered
+        hand_out(self.source, framer, pieces, before, covered_before, self.line_start, out)
 
     def close(self) -> None:
         try:
             os.close(self.fd)
         except OSError:
             pass
+
+
+def hand_out(
+    source: Source,
+    framer: Framer,
+    pieces: list[Piece],
+    before: int,
+    covered_before: int,
+    line_start: int,
+    out: list[Line],
+) -> None:
+    """What *framer* made of a file's outer lines from *before* to *line_start* (*pieces*, in
+    order), as the items handed out: a run as :class:`Unwrapped`; records as :class:`Framed`,
+    covered up to where the next run starts (nothing before it is still being joined) or, the
+    last, as far as the framer says.  *covered_before*: where it said before these lines."""
+    boundary = before  # the outer bytes up to here are in what was handed out
+    for i, piece in enumerate(pieces):
+        if isinstance(piece, Run):
+            out.append(Unwrapped(source, piece, piece.end - boundary))
+            boundary = covered_before = piece.end
+            continue
+        last = i + 1 == len(pieces)
+        after = None if last else pieces[i + 1]
+        covered = after.starts[0] if isinstance(after, Run) else framer.covered(line_start)
+        if piece or covered > covered_before:  # (parts skipped after a cut line move it on too)
+            end = line_start if last else covered
+            out.append(Framed(source, piece, covered, end - boundary))
+            boundary, covered_before = end, covered
