@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import socket
 import sys
 import threading
 import time
@@ -173,6 +174,16 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_POST  # noqa: N815 - http.server dispatches on this name
 
 
+class Server(ThreadingHTTPServer):
+    """The sink's server: a thread per connection, and the listen backlog Elasticsearch has."""
+
+    daemon_threads = True
+    # (a class attribute: the constructor listens. Elasticsearch's Netty listens with the system's
+    # somaxconn; Python's default of 5 overflows when a shipper opens many connections at once,
+    # and each dropped SYN waits out the kernel's 1 s retransmission)
+    request_queue_size = socket.SOMAXCONN
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
@@ -181,9 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     Handler.delay = args.delay
     Handler.reject_beyond = args.reject_beyond
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    server.request_queue_size = 128
+    server = Server(("127.0.0.1", args.port), Handler)
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -23,11 +23,11 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import fluent_bit as fluent_bit_tool  # bench/ is this script's directory
 from es_sink import Handler as SinkHandler
+from es_sink import Server as SinkServer
 
 _W = re.compile(rb'"w":(\d+)')
 
@@ -47,8 +47,7 @@ class LatencySink:
                 with sink.lock:
                     sink.latencies.extend(found)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = SinkServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
