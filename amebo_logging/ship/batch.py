@@ -29,7 +29,7 @@ import time
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from itertools import accumulate
@@ -297,7 +297,7 @@ class Batch:
         starts = self._op_starts()
         return self._operations()[starts[i] : starts[i + 1]]
 
-    def body_of(self, indices: list[int] | None = None) -> bytes:
+    def body_of(self, indices: Sequence[int] | None = None) -> bytes:
         """The bulk request body (uncompressed) for all documents, or for those at *indices*."""
         if indices is None or len(indices) == len(self):
             return self._operations()
@@ -305,7 +305,7 @@ class Batch:
         body = self._operations()
         return b"".join([body[starts[i] : starts[i + 1]] for i in indices])
 
-    def request(self, indices: list[int]) -> tuple[bytes, bool, int]:
+    def request(self, indices: Sequence[int]) -> tuple[bytes, bool, int]:
         """What to send for the documents at *indices*: (body, whether it is gzipped, its
         size uncompressed).  All of them: the body as it is held (gzipped, when packed); some
         (a retry, a split): their operations, uncompressed."""

@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -92,7 +92,22 @@ _COUNTED = {
 }
 
 
-def _counts(settled: bytearray, indices: list[int] | None = None) -> dict[str, int]:
+#: Documents of a batch, by index: a ``range`` for the whole batch (and the halves a 413 splits
+#: it into), a list for the documents to retry.  (A list of a batch's 5,000 indices, held by
+#: each request in flight, was 170 KB of int objects: 22 MB at 128 requests in flight.)
+Group = Sequence[int]
+
+
+def _settle_all(settled: bytearray, group: Group, code: int) -> None:
+    """Settle every document of *group* as *code*."""
+    if isinstance(group, range) and group.step == 1:
+        settled[group.start : group.stop] = bytes((code,)) * len(group)
+    else:
+        for i in group:
+            settled[i] = code
+
+
+def _counts(settled: bytearray, indices: Group | None = None) -> dict[str, int]:
     """How many documents were settled each way (only the ways that happened)."""
     codes = settled if indices is None else bytes(settled[i] for i in indices)
     found = {name: codes.count(code) for code, name in _COUNTED.items()}
@@ -327,7 +342,7 @@ class BulkSender:
         """Settle every document of *batch*, or say why the run cannot go on."""
         n = len(batch)
         settled = bytearray(n)
-        work: deque[list[int]] = deque([list(range(n))]) if n else deque()
+        work: deque[Group] = deque([range(n)]) if n else deque()
         while work:
             group = work.popleft()
             body, gzipped, size = batch.request(group)  # (size: uncompressed, what 413 limits)
@@ -345,8 +360,7 @@ class BulkSender:
             items = answer.body.get("items")
             count = len(items) if items is not None else answer.body.get("items_count")
             if count == len(group) and answer.body.get("errors") is False and items is None:  # the usual answer
-                for i in group:
-                    settled[i] = DELIVERED
+                _settle_all(settled, group, DELIVERED)
                 self._report(answer, seconds, settled={"delivered": len(group)})
                 self.backoff.reset()
                 continue
@@ -381,12 +395,12 @@ class BulkSender:
     def _request_failed(
         self,
         batch: Batch,
-        group: list[int],
+        group: Group,
         answer: Answer,
         seconds: float,
         size: int,
         settled: bytearray,
-        work: deque[list[int]],
+        work: deque[Group],
     ) -> tuple[bool, Fatal | None]:
         """Handle a request Elasticsearch (or a proxy) did not answer 2xx: (go on?, why not)."""
         status = answer.status
@@ -426,9 +440,7 @@ class BulkSender:
         work.appendleft(group)
         return True, None
 
-    def _too_large(
-        self, batch: Batch, group: list[int], size: int, settled: bytearray, work: deque[list[int]]
-    ) -> list[int]:
+    def _too_large(self, batch: Batch, group: Group, size: int, settled: bytearray, work: deque[Group]) -> list[int]:
         """HTTP 413: split the request; a single document over the limit is dead-lettered (its
         index is returned, when it was)."""
         limit = size - 1
@@ -457,7 +469,7 @@ class BulkSender:
         return [i] if settled[i] else []
 
     def _settle_items(
-        self, batch: Batch, group: list[int], items: list[Any], settled: bytearray
+        self, batch: Batch, group: Group, items: list[Any], settled: bytearray
     ) -> tuple[list[int], dict[str, int], Fatal | None]:
         """Settle what the items say; (documents to retry, retries by cause, why the run stops)."""
         retry: list[int] = []
@@ -536,7 +548,7 @@ class BulkSender:
         batch: Batch,
         dead: list[tuple[int, int, Any]],
         settled: bytearray,
-        work: deque[list[int]] | None,
+        work: deque[Group] | None,
         retry: list[int] | None = None,
     ) -> None:
         try:
