@@ -598,8 +598,8 @@ def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
 
 def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_allow(tmp_path):
     """A cluster far away: while the limit is 4 and all four wait for their answer, reading
-    goes on (up to --max-in-flight batches waiting, in two --batch-bytes held), so that when
-    the limit grows they go at once, not a round trip of reading later."""
+    goes on (up to --max-in-flight batches held, those waiting in two --batch-bytes), so that
+    when the limit grows they go at once, not a round trip of reading later."""
     release = threading.Event()
     active = []
 
@@ -620,9 +620,42 @@ def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_al
             seen = len(snapshots)
             assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)  # (time to read on, if it would)
             most = max(s.read.lines for s in snapshots)
-        assert len(active) == 4 and most <= (64 + 4 + 3) * 100 + 1_500 + 100, most  # and no further
+        # and no further: 64 held (4 of them in flight), a 64 KiB read past them, a batch filling
+        assert len(active) == 4 and most <= 64 * 100 + 1_500 + 100, most
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 20_000
+
+
+def test_requests_in_flight_take_the_place_of_batches_read_ahead(tmp_path):
+    """Memory holds the same at any limit: with --max-in-flight requests out, reading waits at
+    once (where batches waiting, as many again, would double what is held)."""
+    release = threading.Event()
+    arrived = threading.Condition()
+    active = []
+
+    def far(request: Request) -> Answer:
+        with arrived:
+            active.append(1)
+            arrived.notify_all()
+        assert release.wait(30)
+        return accepted(request)
+
+    logs, shipper, published, snapshots = run_shipper(
+        tmp_path, MockTransport(far), batch_size=200, batch_bytes=64 << 10, max_in_flight=32, initial_in_flight=32
+    )
+    write_numbered(logs / "app.log", 30_000)
+    with shipping(shipper, release) as result:
+        with arrived:
+            assert arrived.wait_for(lambda: len(active) == 32, 10)
+        with published:
+            seen = len(snapshots)
+            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)  # (time to read on, if it would)
+            most = max(s.read.lines for s in snapshots)
+        # the 32 in flight, a 64 KiB read past them (1,424 lines), a batch filling (where 31
+        # batches waiting beside them, and 3 at the packer, would be 13,000 lines and more)
+        assert len(active) == 32 and most <= 32 * 200 + 1_500 + 200, most
+    [summary] = result
+    assert summary.ended == "done" and summary.snapshot.delivery.delivered == 30_000
 
 
 def ship_options_from_command_line(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ShipOptions:

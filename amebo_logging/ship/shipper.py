@@ -23,13 +23,15 @@ settled batches (:mod:`.offsets`).
 are in flight the next batch keeps filling, up to ``--batch-size``/``--batch-bytes``, and
 leaves when a request may be sent (or after ``--flush-interval`` at most).
 
-**Memory stays bounded.**  Reading runs ahead of sending by as many batches as
-``--max-in-flight``, whatever the limit is now (so a limit that doubles finds them ready: the
-reading is done while the first round trips are out), in two ``--batch-bytes`` at most as they
-are held, and pauses beyond; in flight, at most the limit's batches (``--max-in-flight``), each
-at most ``--batch-bytes``.  When round trips take 0.2 s or more (``--compress auto``, :mod:`.pack`),
-batches are held gzipped, a fifteenth of the size: two packing threads compress each as it is
-frozen, beside the reading, and reading waits when more than two are at them.
+**Memory stays bounded.**  Reading goes on while the batches held (waiting to be sent, at the
+packer, in flight) are at most ``--max-in-flight`` (a read, of 4 MiB at most, may add one or
+two), whatever the limit is now: while it is low, reading runs that far ahead, so a limit that
+doubles finds its batches ready (the reading is done while the first round trips are out); as
+it grows, requests in flight take the place of batches waiting.  Those waiting take two
+``--batch-bytes`` at most as they are held; each is at most ``--batch-bytes``.  When round
+trips take 0.2 s or more (``--compress auto``, :mod:`.pack`), batches are held gzipped, a
+fifteenth of the size: two packing threads compress each as it is frozen, beside the reading,
+and reading waits when more than two are at them.
 
 Everything else (metrics, ``/health``, the progress bar, the summary) reads
 :meth:`Shipper.snapshot`, a value published by the main loop; nothing reads the internals.
@@ -485,15 +487,18 @@ class Shipper:
                 self._take_reports(POLL_INTERVAL)
 
     def _room(self) -> bool:
-        """Whether reading may go on: fewer batches wait to be sent than --max-in-flight (not
-        the limit now: while it is low and the round trips long, reading goes on, and the
-        batches are ready when it grows), in less than two batches' worth of bytes as they are
-        held (gzipped, when packed), and the packer is not behind (the batches at it are not
-        compressed yet)."""
+        """Whether reading may go on: the batches held (waiting to be sent, at the packer or
+        back from it before an earlier one, in flight) are at most --max-in-flight, whatever the
+        limit is now (while it is low and the round trips long, reading goes on, and the
+        batches are ready when it grows; as requests take their place, reading waits: the most
+        held is the same at any limit), those waiting in less than two batches' worth of bytes
+        as they are held (gzipped, when packed), and the packer is not behind (the batches at
+        it are not compressed yet)."""
+        held = len(self.ready) + len(self._packed) + self.packing + self.in_flight
         return (
             self.packing <= PACKER_BACKLOG
-            and len(self.ready) + self.packing < self.concurrency.maximum
-            and sum(b.nbytes for b in self.ready) < 2 * self.options.batch_bytes  # (64 at most)
+            and held <= self.concurrency.maximum
+            and sum(b.nbytes for b in self.ready) < 2 * self.options.batch_bytes
         )
 
     def _emitted(self, batch: Batch) -> None:
