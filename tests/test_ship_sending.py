@@ -709,6 +709,33 @@ def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, arg
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000
 
 
+def test_a_sender_thread_is_started_for_each_request_in_flight_not_for_max_in_flight(tmp_path):
+    arrived = threading.Condition()
+    active = []
+    release = threading.Event()
+
+    def far(request: Request) -> Answer:
+        with arrived:
+            active.append(1)
+            arrived.notify_all()
+        assert release.wait(30)
+        return accepted(request)
+
+    def senders() -> int:
+        return sum(t.name.startswith("amebo-logship-sender-") for t in threading.enumerate())
+
+    logs, shipper, _, _ = run_shipper(
+        tmp_path, MockTransport(far), batch_size=100, max_in_flight=128, initial_in_flight=4
+    )
+    write_numbered(logs / "app.log", 5_000)
+    with shipping(shipper, release) as result:
+        with arrived:
+            assert arrived.wait_for(lambda: len(active) == 4, 10)
+        assert senders() == 4
+    [summary] = result
+    assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000
+
+
 def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):
     gate = Gate()
     gate.release.set()

@@ -50,8 +50,9 @@ Report = Attempt | Done | Crashed | Packed  # (the packer reports on the same qu
 
 
 class SenderPool:
-    """*size* sender threads, each with the :class:`BulkSender` *make_sender* builds for it
-    (given the function it reports attempts with)."""
+    """Up to *size* sender threads, each with the :class:`BulkSender` *make_sender* builds for
+    it (given the function it reports attempts with), started as the requests in flight need
+    them (:meth:`grow_to`): a shipper near its cluster runs a few, not ``--max-in-flight``."""
 
     def __init__(
         self,
@@ -70,14 +71,20 @@ class SenderPool:
         # follower with nothing in flight never sees its SIGTERM.  (Locks' own timed waits,
         # which Queue's are, check for that.)
         self.reports: queue.Queue[Report] = queue.Queue()
-        self._senders = [make_sender(self.reports.put) for _ in range(size)]
-        self._threads = [
-            threading.Thread(target=self._run, args=(sender,), name=f"amebo-logship-sender-{n}", daemon=True)
-            for n, sender in enumerate(self._senders)
-        ]
+        self.size = size
+        self._make_sender = make_sender
+        self._senders: list[BulkSender] = []
+        self._threads: list[threading.Thread] = []
 
-    def start(self) -> None:
-        for thread in self._threads:
+    def grow_to(self, n: int) -> None:
+        """Have *n* sender threads running (at most *size*): one for each request in flight."""
+        while len(self._threads) < min(n, self.size):
+            sender = self._make_sender(self.reports.put)
+            thread = threading.Thread(
+                target=self._run, args=(sender,), name=f"amebo-logship-sender-{len(self._threads)}", daemon=True
+            )
+            self._senders.append(sender)
+            self._threads.append(thread)
             thread.start()
 
     def submit(self, work: Work) -> None:

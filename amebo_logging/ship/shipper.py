@@ -405,7 +405,6 @@ class Shipper:
                 f"no files match {' '.join(opts.patterns)}: check the patterns (quote them so the shell does "
                 "not expand them), or pass --wait-for-files to wait for files to appear",
             )
-        self.pool.start()
         if self.packer is not None:
             self.packer.start()
         try:
@@ -536,6 +535,7 @@ class Shipper:
             self.offsets.sent(self._seq, batch.source_ends)
             self.in_flight += 1
             self.in_flight_docs += len(batch)
+            self.pool.grow_to(self.in_flight)
             self.pool.submit(Work(self._seq, batch))
             concurrency.dispatched(self.in_flight)
 
