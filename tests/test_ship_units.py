@@ -88,6 +88,9 @@ def test_every_non_empty_line_becomes_one_valid_create_operation(lines, crlf, ba
     assert stats.lines == len(lines) and stats.empty == sum(1 for line in lines if not content(line))
     if batches:  # the read end covers every line, empty ones included
         assert max(b.source_ends.get(src.uid, 0) for b in batches) == 1000 + len(data)
+    for before, batch in zip([None, *batches], batches, strict=False):
+        if not len(batch):  # an acknowledgement alone: of lines the batch before did not cover
+            assert before is None or batch.source_ends[src.uid] > before.source_ends[src.uid]
 
 
 def test_settled_ends_stop_at_the_first_unsettled_line_of_each_file():

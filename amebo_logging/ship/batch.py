@@ -440,6 +440,7 @@ class Batcher:
         self.max_line_bytes = max_line_bytes
         self.stats = stats
         self.batch = _Filling()
+        self._last_ends: dict[str, int] = {}  # what the last batch emitted acknowledges, per generation
         self._format_cache: dict[tuple[bytes, str, bytes], tuple[bytes, bytes, bytes, bytes]] = {}
         self._probe = msgspec.json.Decoder(_Probe).decode
         self._plain = msgspec.json.Decoder(_Plain).decode
@@ -478,14 +479,25 @@ class Batcher:
         return pieces
 
     def pending(self) -> bool:
-        """Whether the batch being filled holds anything to emit."""
-        return bool(self.batch.ops or self.batch.source_ends)
+        """Whether the batch being filled holds anything to emit: documents, or an offset to
+        acknowledge past the one the last batch emitted acknowledges (the end of empty lines,
+        of a cut line's skipped parts; not the same offset again, as when a batch just filled
+        by the last line of what was added is followed by that line's end)."""
+        b = self.batch
+        if b.ops:
+            return True
+        last = self._last_ends
+        return any(end > last.get(uid, 0) for uid, end in b.source_ends.items())
 
     def flush(self) -> None:
-        """Emit the batch being filled, if it has anything."""
+        """Emit the batch being filled, if it has anything (else let go of what it would
+        acknowledge again)."""
         if self.pending():
             filled, self.batch = self.batch, _Filling()
+            self._last_ends = filled.source_ends
             self._emit(filled.freeze())
+        else:
+            self.batch.source_ends.clear()
 
     def add(self, item: Chunk | LongLine | Framed | Unwrapped) -> None:
         if isinstance(item, Chunk):
