@@ -165,12 +165,37 @@ def test_the_documents_of_a_run_are_those_of_its_records(data, n, batch_size, ma
     got, got_stats = batches(handed_out(DockerFramer(max_bytes)))
     want, want_stats = batches(handed_out(DockerFramer(max_bytes, fast=False)))
     assert got == want
+    assert got_stats.bytes == len(chunk)  # every byte read counts once, when it is read
     assert (got_stats.lines, got_stats.empty, got_stats.bytes, got_stats.parse_failures) == (
         want_stats.lines,
         want_stats.empty,
         want_stats.bytes,
         want_stats.parse_failures,
     )
+
+
+@built
+def test_a_part_still_being_joined_after_a_run_counts_as_read_and_acknowledges_nothing():
+    """A line, then the first part of one Docker split (no newline at the end of its log):
+    the run's document, its bytes and the part's, and no batch beyond the run's."""
+    line = b'{"log":"{\\"@timestamp\\":\\"2026-12-02T10:00:00Z\\",\\"seq\\":%d}%s","stream":"stdout","time":"%s"}\n'
+    when = b"2026-12-02T10:00:00.123456789Z"
+    chunk = line % (0, b"\\n", when) + line % (1, b"", when)
+    source = Source.make("cc" * 8, "/var/lib/docker/containers/x/x-json.log", {"container.id": "x"}, framed=True)
+    framer = DockerFramer(1 << 20)
+    pieces = framer.frame(chunk, 0)
+    assert [type(piece) for piece in pieces] == [Run]  # (the part is the framer's, waiting to be joined)
+    items: list = []
+    hand_out(source, framer, pieces, 0, 0, len(chunk), items)
+    out: list = []
+    stats = ReadStats()
+    batcher = Batcher(out.append, host_name="h", batch_size=1, batch_bytes=1 << 20, max_line_bytes=1 << 20, stats=stats)
+    for item in items:
+        batcher.add(item)
+    batcher.flush()
+    first = chunk.index(b"\n") + 1
+    assert [(len(b), dict(b.source_ends)) for b in out] == [(1, {source.uid: first})]
+    assert (stats.lines, stats.bytes) == (1, len(chunk))
 
 
 @pytest.fixture

@@ -209,3 +209,7 @@ def hand_out(
             end = line_start if last else covered
             out.append(Framed(source, piece, covered, end - boundary))
             boundary, covered_before = end, covered
+    if boundary < line_start:
+        # the bytes of a part still being joined (after a run, or alone): read now, as the next
+        # lines handed out begin after them; what the batch may acknowledge does not move
+        out.append(Framed(source, [], framer.covered(line_start), line_start - boundary))
