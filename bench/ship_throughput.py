@@ -2,7 +2,7 @@
 against Fluent Bit behind a cluster that answers late or pushes back.
 
     python bench/ship_throughput.py [--lines 1000000] [--growth-lines 4000000] [--keep DIR]
-                                    [--delays 0,0.1,0.5] [--starts 4] [--reject-beyond 3] [--repeat 3]
+                                    [--delays 0,0.1,0.5] [--starts 8] [--reject-beyond 3] [--repeat 3]
                                     [--no-fluent-bit]
 
 1. Writes a file of realistic Amebo records (about 345 bytes each) with amebo_logging.
@@ -46,6 +46,8 @@ import urllib.request
 from pathlib import Path
 
 import fluent_bit  # bench/ is this script's directory
+
+from amebo_logging.ship.concurrency import DEFAULT_INITIAL
 
 HERE = Path(__file__).resolve().parent
 ACTIONS = ("user.created", "user.deleted", "order.paid", "invoice.sent", "stock.low", "account.closed")
@@ -243,7 +245,7 @@ def network_rows(args: argparse.Namespace, data: Path, work: Path) -> None:
                 runs[who].append(m)
         for start in args.starts:
             ours = _median(runs[start])
-            label = f"{delay:g}s" + (f" from {start}" if args.starts != [4] else "")
+            label = f"{delay:g}s" + (f" from {start}" if args.starts != [DEFAULT_INITIAL] else "")
             line = f"{label:>12}  {args.lines / ours['wall']:>14,.0f} {ours['cpu']:>6.2f} {ours['rss_mb']:>7.1f}   "
             if binary:
                 theirs = _median(runs["theirs"])
@@ -295,7 +297,7 @@ def main() -> None:
         help="Bulk latencies (seconds) of the network rows, comma-separated ('' skips them).",
     )  # fmt: skip
     parser.add_argument(
-        "--starts", type=lambda v: [int(x) for x in v.split(",") if x], default=[4],
+        "--starts", type=lambda v: [int(x) for x in v.split(",") if x], default=[DEFAULT_INITIAL],
         help="--initial-in-flight values amebo-logship runs the network rows with, comma-separated.",
     )  # fmt: skip
     parser.add_argument("--reject-beyond", type=int, default=3)

@@ -405,10 +405,11 @@ def test_a_steady_cluster_earns_the_limit_doubling_then_one_at_a_time_up_to_the_
     assert max(history) == 32 == history[-1]
 
 
-def test_the_shipper_starts_at_4_and_reaches_64_after_four_round_trips():
-    limit = AdaptiveConcurrency(64, initial=ShipOptions(patterns=[]).initial_in_flight)
-    assert limit.limit == 4 and ShipOptions(patterns=[]).max_in_flight == 64
-    assert Sim(limit).drive(lambda w: 0.5, 5) == [8, 16, 32, 64, 64]
+def test_the_shipper_starts_at_8_and_reaches_128_after_four_round_trips():
+    options = ShipOptions(patterns=[])
+    limit = AdaptiveConcurrency(options.max_in_flight, initial=options.initial_in_flight)
+    assert limit.limit == 8 and options.max_in_flight == 128
+    assert Sim(limit).drive(lambda w: 0.5, 5) == [16, 32, 64, 128, 128]
 
 
 def test_no_growth_while_the_limit_is_not_reached():
@@ -674,9 +675,9 @@ def ship_options_from_command_line(tmp_path: Path, *args: str, env: dict[str, st
 @pytest.mark.parametrize(
     ("args", "env", "expected"),
     [
-        ((), None, 4),
+        ((), None, 8),
         (("--initial-in-flight", "16"), None, 16),
-        ((), {"AMEBO_LOGSHIP_INITIAL_IN_FLIGHT": "8"}, 8),
+        ((), {"AMEBO_LOGSHIP_INITIAL_IN_FLIGHT": "4"}, 4),
         (("--initial-in-flight", "16", "--max-in-flight", "6"), None, 6),  # (never above the cap)
     ],
 )

@@ -21,6 +21,7 @@ import click
 
 from .. import configure_logging, get_logger
 from . import formats
+from .concurrency import DEFAULT_INITIAL, DEFAULT_MAXIMUM
 from .connection import ConnectionSettings, explain, make_client, validate
 from .errors import EXIT_AUTH, EXIT_CODES, EXIT_CONFIG, EXIT_FAILURE, EXIT_STATE, OperatorError
 from .params import COMPRESSION, SIZE, EnvOption, config_option, env
@@ -304,7 +305,7 @@ def main() -> None:
 @option(
     "--max-in-flight",
     type=click.IntRange(1, 256),
-    default=64,
+    default=DEFAULT_MAXIMUM,
     show_default=True,
     metavar="N",
     help="Bulk requests in flight at most; how many is learned from the cluster's round-trip times "
@@ -313,12 +314,12 @@ def main() -> None:
 @option(
     "--initial-in-flight",
     type=click.IntRange(1, 256),
-    default=4,
+    default=DEFAULT_INITIAL,
     show_default=True,
     metavar="N",
     help="Bulk requests in flight at the start, before the cluster's answers say more (at most "
-    "--max-in-flight): low, for shippers that start together against one cluster; a lone shipper "
-    "far from a large cluster ramps up sooner from 8 or 16.",
+    "--max-in-flight). Shippers that start together against one cluster (a DaemonSet) start lower, "
+    "at 4 or 2; a lone shipper far from a large cluster ramps up sooner from 16.",
 )
 @option(
     "--flush-interval",

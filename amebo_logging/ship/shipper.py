@@ -13,7 +13,7 @@ Threads share nothing mutable; values cross between them on queues:
 * **The sender threads** (:mod:`.senders`, up to ``--max-in-flight``) each own a bulk sender
   and a transport: a batch in, values out.
 
-**Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at four
+**Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at eight
 requests (``ShipOptions.initial_in_flight``) and grows while the round-trip time stays near
 its baseline and work waits; 429s, 503s, timeouts and a rising round-trip time cut it.
 Batches complete in any order; a file's offset only advances over the contiguous prefix of
@@ -54,7 +54,7 @@ from typing import Any
 from ..logger import AmeboLogger
 from .batch import Batch, Batcher, ReadStats
 from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal
-from .concurrency import AdaptiveConcurrency
+from .concurrency import DEFAULT_INITIAL, DEFAULT_MAXIMUM, AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
 from .errors import EXIT_CONFIG, Crashed, OperatorError
@@ -87,9 +87,9 @@ class ShipOptions:
     scan_interval: float = 1.0
     shutdown_timeout: float = 30.0
     close_inactive: float = 300.0
-    max_in_flight: int = 64
+    max_in_flight: int = DEFAULT_MAXIMUM
     compress: str = "auto"  # --compress: auto (gzip when round trips are long), gzip, off
-    initial_in_flight: int = 4  # --initial-in-flight: where the learned limit starts (at most --max-in-flight)
+    initial_in_flight: int = DEFAULT_INITIAL  # --initial-in-flight: where the learned limit starts (at most the max)
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     once: bool = False
@@ -124,8 +124,8 @@ class ShipOptions:
             wait_for_files=params["wait_for_files"],
             give_up_after=params["give_up_after"],
             max_open_files=params["max_open_files"],
-            max_in_flight=params.get("max_in_flight") or 64,
-            initial_in_flight=params.get("initial_in_flight") or 4,
+            max_in_flight=params.get("max_in_flight") or DEFAULT_MAXIMUM,
+            initial_in_flight=params.get("initial_in_flight") or DEFAULT_INITIAL,
             compress=params.get("compress") or "auto",
             dry_run=params["dry_run"],
             file_format=params.get("file_format", "auto"),
