@@ -169,6 +169,25 @@ def test_a_failed_request_is_retried_whole_and_says_whether_it_was_push_back():
     assert stats.bulk_requests == 3 and not stats.failing
 
 
+def test_with_hand_back_push_back_hands_back_what_is_left_and_a_later_call_settles_it():
+    """A sender made for the shipper, whose loop owns the concurrency limit: it does not retry
+    after push-back itself (429 for the request, or for some of its items), it hands back
+    what is left; given that back, it sends only that."""
+    answers = iter([items(201, 429, 201, 429), refused(429), None])
+    transport = MockTransport(lambda request: next(answers) or accepted(request))
+    sender, attempts, _ = sender_for(transport)
+    sender.hand_back = True
+    batch = batch_of(4)
+    first = sender.deliver(batch)
+    assert list(first.settled) == [DELIVERED, 0, DELIVERED, 0] and first.again == ([1, 3],) and first.fatal is None
+    second = sender.deliver(batch, bytearray(first.settled), first.again)
+    assert list(second.settled) == [DELIVERED, 0, DELIVERED, 0] and second.again == ([1, 3],)
+    third = sender.deliver(batch, bytearray(second.settled), second.again)
+    assert list(third.settled) == [DELIVERED] * 4 and third.again == ()
+    assert [len(r) for r in transport.requests] == [4, 2, 2]
+    assert [a.pressure for a in attempts] == [True, True, False]
+
+
 def test_a_timeout_is_push_back():
     answers = iter([refused(None, reason="ConnectionTimeout", timeout=True), accepted])
     transport = MockTransport(lambda r: a(r) if callable(a := next(answers)) else a)
@@ -416,10 +435,20 @@ def test_no_growth_while_the_limit_is_not_reached():
     assert Sim(AdaptiveConcurrency(32)).drive(lambda w: 0.5, 10, reached=False)[-1] == 1
 
 
+def test_push_back_while_the_limit_doubles_halves_it_back_to_the_last_that_drew_none():
+    limit = AdaptiveConcurrency(64, initial=8)
+    sim = Sim(limit)
+    assert sim.drive(lambda w: 0.125, 2) == [16, 32]
+    history = sim.drive(lambda w: 0.125, 2, pressure=lambda w: w == 0)
+    assert history == [16, 16] and not limit.slow_start  # (and held there)
+
+
 def test_push_back_cuts_the_limit_and_holds_it():
     limit = AdaptiveConcurrency(32)
     sim = Sim(limit)
     sim.drive(lambda w: 0.125, 8)
+    sim.drive(lambda w: 0.125, 2, pressure=lambda w: w == 0)  # (the end of the doubling)
+    sim.drive(lambda w: 0.125, 40)  # (the hold, then one more a window, up to the maximum)
     before = limit.limit
     history = sim.drive(lambda w: 0.125, 2, pressure=lambda w: w == 0)
     assert history[-1] == int(before * 0.9) and not limit.slow_start
@@ -735,6 +764,72 @@ def test_a_sender_thread_is_started_for_each_request_in_flight_not_for_max_in_fl
         assert senders() == 4
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000
+
+
+def test_after_push_back_the_requests_refused_go_again_no_more_at_once_than_the_cut_limit(tmp_path):
+    """Eight requests out at the start, all refused (429): the limit is halved to four, and the
+    eight go again, four at a time, not each on its own clock (a cluster that said "too much"
+    would have them all back at once)."""
+    cond = threading.Condition()
+    arrived: list[int] = []
+    active = 0
+    most = 0
+    release = threading.Event()
+
+    def overloaded(request: Request) -> Answer:
+        nonlocal active, most
+        with cond:
+            arrived.append(first_line(request))
+            cond.notify_all()
+            if len(arrived) <= 8:  # the first eight: refused together, once all are out
+                assert cond.wait_for(lambda: len(arrived) >= 8, 10)
+                return refused(429, "es_rejected_execution_exception", "rejected execution")
+            active += 1
+            most = max(most, active)
+            cond.notify_all()
+        assert release.wait(30)
+        with cond:
+            active -= 1
+        return accepted(request)
+
+    logs, shipper, published, snapshots = run_shipper(
+        tmp_path,
+        MockTransport(overloaded),
+        batch_size=100,
+        max_in_flight=8,
+        initial_in_flight=8,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+    )
+    write_numbered(logs / "app.log", 2_000)
+    with shipping(shipper, release) as result:
+        with cond:
+            assert cond.wait_for(lambda: active == 4, 10)
+        with published:  # the loop goes round a few more times: no fifth request
+            seen = len(snapshots)
+            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
+        with cond:
+            assert most == 4 and sorted(arrived[:8]) == list(range(0, 800, 100)), (most, arrived)
+            assert set(arrived[8:12]) <= set(range(0, 800, 100))  # those refused go first
+    [summary] = result
+    assert summary.ended == "done" and summary.snapshot.delivery.delivered == 2_000
+    assert summary.snapshot.delivery.retries["429"] == 8
+
+
+def test_a_cluster_that_refuses_everything_is_given_up_on_after_give_up_after(tmp_path):
+    logs, shipper, _, _ = run_shipper(
+        tmp_path,
+        MockTransport(lambda request: refused(429, "es_rejected_execution_exception", "rejected execution")),
+        batch_size=100,
+        give_up_after=0.3,
+        backoff_initial=0.01,
+        backoff_max=0.02,
+    )
+    write_numbered(logs / "app.log", 1_000)
+    summary = shipper.run()
+    assert summary.ended == "fatal" and summary.fatal is not None and summary.fatal.kind == "unreachable"
+    assert "did not accept documents for 0.3s" in summary.fatal.message and "nothing is lost" in summary.fatal.message
+    assert summary.unsettled == 1_000 and committed_in_state(tmp_path) == [0]  # (nothing past the start)
 
 
 def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):

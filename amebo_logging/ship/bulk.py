@@ -18,8 +18,11 @@ stream's ``::failures`` indices: settled, but counted apart and reported per bat
 (the ``_id`` exists: a replay) is a duplicate, settled; 429, 5xx and other 403s (a write
 block) are retried with exponential backoff and jitter.  A whole request that fails
 (connection refused, timeout, 429, 5xx...) is retried the same way; with *give_up_after*
-(``--once``) only for that long.  413 splits the request in halves, down to one document,
-and remembers the size the server refused.
+(``--once``) only for that long.  A sender made with *hand_back* (the shipper's) does not
+retry after push-back (429, 503, a timeout, items refused with 429) itself: it hands back
+what is left (:attr:`Outcome.again`), for the owner of the concurrency limit to send again.
+413 splits the request in halves, down to one document, and remembers the size the server
+refused.
 """
 
 from __future__ import annotations
@@ -46,8 +49,10 @@ __all__ = [
     "BulkSender",
     "DeliveryStats",
     "Fatal",
+    "Group",
     "Outcome",
     "PermanentFailures",
+    "gave_up",
 ]
 
 #: Upper bounds (seconds) of the bulk request duration histogram.
@@ -122,6 +127,9 @@ class Outcome:
 
     settled: bytearray
     fatal: Fatal | None = None
+    #: What is still to send after push-back, handed back to the caller (a sender made with
+    #: ``hand_back``): it sends it again when its own concurrency limit allows.
+    again: tuple[Group, ...] = ()
 
     def counts(self) -> dict[str, int]:
         return _counts(self.settled)
@@ -208,6 +216,15 @@ class DeliveryStats:
         return out
 
 
+def gave_up(where: str, seconds: float, last_failure: str) -> Fatal:
+    """Why a ``--once`` run stops when Elasticsearch accepted nothing for *seconds*."""
+    return Fatal(
+        "unreachable",
+        f"Elasticsearch at {where or 'the given --es-url'} did not accept documents for {seconds:g}s "
+        f"(last: {last_failure}); nothing is lost: run again to resume (or raise --give-up-after)",
+    )
+
+
 class Backoff:
     """Exponential backoff with jitter: about initial, 2x, 4x ... up to *maximum* seconds."""
 
@@ -216,8 +233,13 @@ class Backoff:
         self.failures = 0
 
     def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2 ** min(self.failures, 30)))
+        delay = self.after(self.failures)
         self.failures += 1
+        return delay
+
+    def after(self, failures: int) -> float:
+        """The delay after *failures* failures in a row."""
+        ceiling = min(self.maximum, self.initial * (2 ** min(failures, 30)))
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def reset(self) -> None:
@@ -260,6 +282,7 @@ class BulkSender:
         on_problem: Callable[[str, str, dict[str, Any]], None],
         give_up_after: float | None = None,
         where: str = "",
+        hand_back: bool = False,
     ) -> None:
         self.transport = transport
         self.target = target
@@ -270,6 +293,9 @@ class BulkSender:
         self.on_problem = on_problem  # (level, event, fields)
         self.give_up_after = give_up_after
         self.where = where  # the cluster's URLs, for messages
+        # Push-back (429, 503, a timeout) to documents handed back, not retried here: the
+        # caller owns the concurrency limit, which then decides when they go again.
+        self.hand_back = hand_back
         self.max_body: int | None = None  # learned from 413s
         self._failing_since: float | None = None
         self._last_failure = "no answer"
@@ -330,19 +356,19 @@ class BulkSender:
             return None
         if time.monotonic() - self._failing_since < self.give_up_after:
             return None
-        return Fatal(
-            "unreachable",
-            f"Elasticsearch at {self.where or 'the given --es-url'} did not accept "
-            f"documents for {self.give_up_after:g}s (last: {self._last_failure}); nothing is lost: run "
-            "again to resume (or raise --give-up-after)",
-        )
+        return gave_up(self.where, self.give_up_after, self._last_failure)
 
     # --- one batch -------------------------------------------------------------------------------
-    def deliver(self, batch: Batch) -> Outcome:
-        """Settle every document of *batch*, or say why the run cannot go on."""
+    def deliver(self, batch: Batch, settled: bytearray | None = None, groups: Sequence[Group] = ()) -> Outcome:
+        """Settle every document of *batch*, or say why the run cannot go on; with *settled*,
+        a batch handed back before: only its *groups* are left to send.  With ``hand_back``,
+        what push-back refused comes back in :attr:`Outcome.again`."""
         n = len(batch)
-        settled = bytearray(n)
-        work: deque[Group] = deque([range(n)]) if n else deque()
+        if settled is None:
+            settled = bytearray(n)
+            work: deque[Group] = deque([range(n)]) if n else deque()
+        else:
+            work = deque(groups)
         while work:
             group = work.popleft()
             body, gzipped, size = batch.request(group)  # (size: uncompressed, what 413 limits)
@@ -354,6 +380,8 @@ class BulkSender:
             del body
             if answer.body is None:
                 go_on, fatal = self._request_failed(batch, group, answer, seconds, size, settled, work)
+                if go_on is None:  # push-back: handed back
+                    return Outcome(settled, again=tuple(work))
                 if not go_on:
                     return Outcome(settled, fatal)
                 continue
@@ -385,6 +413,9 @@ class BulkSender:
                 return Outcome(settled, fatal)
             if retry:
                 self.on_problem("warning", "documents_retried", {"documents": len(retry)})
+                if self.hand_back and retries.get("429"):  # push-back, item by item
+                    work.appendleft(retry)
+                    return Outcome(settled, again=tuple(work))
                 if not self._wait():
                     return Outcome(settled, self._gave_up())
                 work.appendleft(retry)
@@ -401,8 +432,9 @@ class BulkSender:
         size: int,
         settled: bytearray,
         work: deque[Group],
-    ) -> tuple[bool, Fatal | None]:
-        """Handle a request Elasticsearch (or a proxy) did not answer 2xx: (go on?, why not)."""
+    ) -> tuple[bool | None, Fatal | None]:
+        """Handle a request Elasticsearch (or a proxy) did not answer 2xx: (go on?, why not);
+        None: push-back, the group handed back (``hand_back``)."""
         status = answer.status
         if status == 401:
             self._report(answer, seconds)
@@ -435,9 +467,11 @@ class BulkSender:
             "bulk_request_failed",
             {"reason": answer.reason, "retry_cause": cause, "documents": len(group)},
         )
+        work.appendleft(group)
+        if self.hand_back and (answer.timeout or status in (429, 503)):
+            return None, None
         if not self._wait():
             return False, self._gave_up()
-        work.appendleft(group)
         return True, None
 
     def _too_large(self, batch: Batch, group: Group, size: int, settled: bytearray, work: deque[Group]) -> list[int]:

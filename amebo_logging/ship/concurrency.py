@@ -7,13 +7,16 @@ The shipper's loop owns one :class:`AdaptiveConcurrency` and feeds it values: ea
 flight.  Time is cut into *windows* about one round-trip time long; at the end of each:
 
 * **push-back** (a 429, a 503, a request that timed out) in the window, or a mean round-trip
-  time above the baseline by more than *deviation_scale* standard deviations: the limit is
-  cut to *decrease* of itself (at least 1), at most once per window; push-back to requests
-  sent before a cut is the overload that cut answered, not more of it.  After push-back it is
-  then held for *hold_windows* windows, twice as long each time push-back comes back soon
-  after a hold (up to *max_hold_windows*): a cluster that just said "too much" is not asked
-  for more at once, so at a hard limit only a few requests in a hundred are refused, where
-  growing by one every window would be refused every few;
+  time above the baseline by more than *deviation_scale* standard deviations: the limit is cut
+  to *decrease* of itself (at least 1), at most once per window, or, to push-back while it still
+  doubles, to half (the doubling overshot; the limit before it drew none: TCP halves its window
+  on a loss in slow start); push-back to requests sent before a cut is the overload that cut
+  answered, not more of it.  The requests refused go again under the limit (the shipper's loop
+  holds them back, see :mod:`.shipper`), not each on its own.  After push-back it is then held
+  for *hold_windows* windows, twice as long each time push-back comes back soon after a hold (up
+  to *max_hold_windows*): a cluster that just said "too much" is not asked for more at once, so
+  at a hard limit only a few requests in a hundred are refused, where growing by one every
+  window would be refused every few;
 * otherwise, when the limit was reached in the window (more work waited than it allowed) and
   the round-trip time stayed near the baseline: the limit grows by one, up to *maximum*;
   until the first cut, it doubles instead (TCP's slow start): a cluster 500 ms away gets 128
@@ -134,7 +137,11 @@ class AdaptiveConcurrency:
             and current > baseline + max(self.deviation_scale * math.sqrt(self.variance), self.min_rise * baseline)
         )
         if self._pressure or rising:
-            cut = max(1.0, math.floor(self._limit * self.decrease))
+            # push-back while the limit still doubled each window: the last doubling overshot,
+            # and the limit before it drew none, so back to it (TCP halves its window on a loss
+            # in slow start); after, the limit grows by one a window and 0.9 of it undoes that
+            factor = 0.5 if self._pressure and self.slow_start else self.decrease
+            cut = max(1.0, math.floor(self._limit * factor))
             if cut < self._limit:
                 self.decreases += 1
             self._limit = cut

@@ -7,7 +7,8 @@ transport of its own, takes one batch at a time, and puts back what happened, as
 
 * an :class:`~.bulk.Attempt` per request, as it happens (the loop counts it, and the
   concurrency limit learns from its round-trip time and any push-back);
-* a :class:`Done` per batch, carrying its :class:`~.bulk.Outcome`;
+* a :class:`Done` per batch, carrying its :class:`~.bulk.Outcome`: settled, or what push-back
+  refused handed back (the loop sends it again, as new :class:`Work`, when its limit allows);
 * a :class:`~.errors.Crashed` if a sender thread met a bug (the loop stops the run).
 
 Batches finish in any order; what that means for offsets is :mod:`.offsets`' business.
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 
 from ..logger import AmeboLogger
 from .batch import Batch
-from .bulk import Attempt, BulkSender, Outcome
+from .bulk import Attempt, BulkSender, Group, Outcome
 from .errors import Crashed
 from .pack import Packed
 
@@ -32,10 +33,20 @@ __all__ = ["Done", "SenderPool", "Work"]
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """A batch to send, and its place in the order batches were handed out."""
+    """A batch to send, and its place in the order batches were handed out; sent again after
+    push-back, how its documents were settled so far, those left (*groups*) and how many times
+    it was handed back (*tries*)."""
 
     seq: int
     batch: Batch
+    settled: bytearray | None = None
+    groups: tuple[Group, ...] = ()
+    tries: int = 0
+
+    @property
+    def pending(self) -> int:
+        """Its documents not settled yet."""
+        return len(self.batch) if self.settled is None else self.settled.count(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +108,10 @@ class SenderPool:
                 if work is None:
                     return
                 if self.hard_stop.is_set():  # not sent: not acknowledged, read again next time
-                    self.reports.put(Done(work, Outcome(bytearray(len(work.batch)))))
+                    settled = work.settled if work.settled is not None else bytearray(len(work.batch))
+                    self.reports.put(Done(work, Outcome(settled)))
                     continue
-                outcome = sender.deliver(work.batch)
+                outcome = sender.deliver(work.batch, work.settled, work.groups)
                 if outcome.fatal is not None:
                     self.hard_stop.set()
                 self.reports.put(Done(work, outcome))

@@ -15,7 +15,10 @@ Threads share nothing mutable; values cross between them on queues:
 
 **Several requests in flight, and how many is learned.**  :mod:`.concurrency` starts at eight
 requests (``ShipOptions.initial_in_flight``) and grows while the round-trip time stays near
-its baseline and work waits; 429s, 503s, timeouts and a rising round-trip time cut it.
+its baseline and work waits; 429s, 503s, timeouts and a rising round-trip time cut it.  What
+push-back refused comes back from the sender (:attr:`~.bulk.Outcome.again`) and goes again
+after a backoff, keeping its place under the limit meanwhile, once fewer requests are out than
+the limit: so a cut limit holds for the retries too.
 Batches complete in any order; a file's offset only advances over the contiguous prefix of
 settled batches (:mod:`.offsets`).
 
@@ -39,6 +42,7 @@ Everything else (metrics, ``/health``, the progress bar, the summary) reads
 
 from __future__ import annotations
 
+import heapq
 import os
 import queue
 import signal
@@ -53,7 +57,7 @@ from typing import Any
 
 from ..logger import AmeboLogger
 from .batch import Batch, Batcher, ReadStats
-from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal
+from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal, Outcome, gave_up
 from .concurrency import DEFAULT_INITIAL, DEFAULT_MAXIMUM, AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
@@ -262,6 +266,9 @@ class Shipper:
             containers=options.containers,
         )
         self.ready: deque[Batch] = deque()
+        # batches push-back handed back, by when they may go again: (due, seq, work)
+        self.again: list[tuple[float, int, Work]] = []
+        self.push_back = Backoff(options.backoff_initial, options.backoff_max)
         self.batcher = Batcher(
             self._emitted,
             host_name=options.host_name,
@@ -285,6 +292,7 @@ class Shipper:
                 on_problem=self._problem,
                 give_up_after=options.give_up_after if options.once else None,
                 where=options.where,
+                hand_back=True,
             )
 
         self.pool = SenderPool(cap, make_sender, self.hard_stop, log)
@@ -453,7 +461,7 @@ class Shipper:
             if self.stopping:
                 self.batcher.flush()
                 self._dispatch()
-                if self.in_flight == 0 and not self.ready and not self.packing:
+                if self.in_flight == 0 and not self.ready and not self.packing and not self.again:
                     return "stopped"
                 self._publish()
                 self._take_reports(POLL_INTERVAL)
@@ -493,7 +501,7 @@ class Shipper:
         held is the same at any limit), those waiting in less than two batches' worth of bytes
         as they are held (gzipped, when packed), and the packer is not behind (the batches at
         it are not compressed yet)."""
-        held = len(self.ready) + len(self._packed) + self.packing + self.in_flight
+        held = len(self.ready) + len(self._packed) + self.packing + self.in_flight + len(self.again)
         return (
             self.packing <= PACKER_BACKLOG
             and held <= self.concurrency.maximum
@@ -525,19 +533,33 @@ class Shipper:
             and not self.ready
             and not self.packing
             and self.in_flight == 0
+            and not self.again
         )
 
     def _dispatch(self) -> None:
-        concurrency = self.concurrency
-        while self.ready and self.in_flight < concurrency.limit:
-            batch = self.ready.popleft()
-            self._seq += 1
-            self.offsets.sent(self._seq, batch.source_ends)
+        """Hand batches to the senders while the limit allows.  A batch push-back handed back
+        keeps its place under the limit while it waits out its backoff (as a request would,
+        retried by its sender), and goes again, first, once it is due and the requests out are
+        fewer than the limit (which the push-back may have cut below them); a new batch goes
+        when those out and those waiting again are fewer."""
+        limit = self.concurrency.limit
+        again = self.again
+        now = time.monotonic() if again else 0.0
+        while True:
+            if again and again[0][0] <= now and self.in_flight < limit:
+                work = heapq.heappop(again)[2]
+            elif self.ready and self.in_flight + len(again) < limit:
+                batch = self.ready.popleft()
+                self._seq += 1
+                self.offsets.sent(self._seq, batch.source_ends)
+                work = Work(self._seq, batch)
+            else:
+                return
             self.in_flight += 1
-            self.in_flight_docs += len(batch)
+            self.in_flight_docs += work.pending
             self.pool.grow_to(self.in_flight)
-            self.pool.submit(Work(self._seq, batch))
-            concurrency.dispatched(self.in_flight)
+            self.pool.submit(work)
+            self.concurrency.dispatched(self.in_flight + len(again))
 
     def _take_reports(self, wait: float) -> None:
         """Apply what the senders report (attempts and finished batches); wait up to *wait*
@@ -606,12 +628,15 @@ class Shipper:
     def _done(self, done: Done) -> None:
         work, outcome = done.work, done.outcome
         self.in_flight -= 1
-        self.in_flight_docs -= len(work.batch)
+        self.in_flight_docs -= work.pending
         self.offsets.live = {
             "in_flight": str(self.in_flight),
             "concurrency_limit": str(self.concurrency.limit),
             "max_in_flight": str(self.concurrency.maximum),
         }
+        if outcome.again and not self.hard_stop.is_set():
+            self._hand_back(work, outcome)
+            return
         missing = outcome.settled.count(0)
         if missing:
             self.unsettled += missing
@@ -629,6 +654,21 @@ class Shipper:
             )
         elif missing and not self.hard_stop.is_set():
             self.hard_stop.set()
+
+    def _hand_back(self, work: Work, outcome: Outcome) -> None:
+        """What push-back refused: sent again after a backoff, when the limit allows (so a
+        cluster that said "too much" sees the limit, not every refused request coming back on
+        its own); with --once, not after --give-up-after with nothing accepted."""
+        tries = work.tries + 1
+        due = time.monotonic() + self.push_back.after(work.tries)
+        again = Work(work.seq, work.batch, bytearray(outcome.settled), outcome.again, tries)
+        heapq.heappush(self.again, (due, work.seq, again))
+        give_up = self.options.give_up_after if self.options.once else None
+        since = self.delivery.failing_since
+        if give_up is not None and since is not None and time.time() - since >= give_up and self.fatal is None:
+            last = self.delivery.last_failure[2] if self.delivery.last_failure else "no answer"
+            self.fatal = gave_up(self.options.where, give_up, last)
+            self.log.error("shipping_cannot_continue", reason=self.fatal.message, kind=self.fatal.kind)
 
     def _save_offsets(self, *, now: bool = False) -> None:
         """Write the offsets committed since the last write, when that is due (or *now*)."""
@@ -671,6 +711,9 @@ class Shipper:
         for batch in self.ready:
             self.unsettled += len(batch)
         self.ready.clear()
+        for _, _, work in self.again:
+            self.unsettled += work.pending
+        self.again.clear()
         if self.in_flight:  # queued for a sender, or on their way and abandoned after the grace
             self.pool.unsent()  # (let the queued ones go)
             self.unsettled += self.in_flight_docs
