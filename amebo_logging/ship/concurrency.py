@@ -40,8 +40,10 @@ at once).  Beyond that the limit is earned, never assumed.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from .bulk import Attempt
+if TYPE_CHECKING:  # (a leaf at run time: the command's defaults are read from here)
+    from .bulk import Attempt
 
 __all__ = ["DEFAULT_INITIAL", "DEFAULT_MAXIMUM", "AdaptiveConcurrency"]
 
