@@ -57,12 +57,13 @@ DEFAULT_MAXIMUM = 128
 
 #: ``--initial-in-flight``'s default: where the learned limit starts, before any answer. From 8, a
 #: cluster 0.5 s away gets 128 requests in flight after 4 round trips (from 4, after 5): a backlog
-#: of 1,000,000 records there shipped 1.63x-1.81x Fluent Bit's rate from 8, 1.44x-1.52x from 4 (two
-#: runs of bench/ship_throughput.py). Eight requests of 5,000 of Amebo's records are about 19 MB of
-#: operations (1.3 MB gzipped on the wire), where Elasticsearch's indexing pressure allows a tenth
-#: of each node's heap; a cluster that cannot take them answers 429 and is sent fewer. Shippers
-#: that start together against one cluster (a DaemonSet after a rollout) start lower: the packaged
-#: ConfigMap says 4.
+#: of 1,000,000 records there shipped 1.47x-1.81x Fluent Bit's rate from 8, 1.29x-1.52x from 4
+#: (four runs of bench/ship_throughput.py; Fluent Bit's rate there follows the machine's speed,
+#: ours hardly). Eight requests of 5,000 of Amebo's records are about 19 MB of operations (1.3 MB
+#: gzipped on the wire), where Elasticsearch's indexing pressure allows a tenth of each node's
+#: heap; a cluster that cannot take them answers 429 and is sent fewer. Shippers that start
+#: together against one cluster (a DaemonSet after a rollout) start lower: the packaged ConfigMap
+#: says 4.
 DEFAULT_INITIAL = 8
 
 
