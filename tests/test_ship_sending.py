@@ -565,6 +565,23 @@ class Gate:
         return accepted(request)
 
 
+class Far:
+    """A cluster far away: each request is held until *release* is set; how many arrived is
+    counted under *arrived* (a condition notified on each)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.arrived = threading.Condition()
+        self.active: list[int] = []
+
+    def __call__(self, request: Request) -> Answer:
+        with self.arrived:
+            self.active.append(1)
+            self.arrived.notify_all()
+        assert self.release.wait(30)
+        return accepted(request)
+
+
 def run_shipper(tmp_path: Path, transport, opts: ShipOptions | None = None, **options):
     """A shipper of ``tmp_path/logs/*.log`` over *transport* (with *opts*, or ShipOptions of
     *options*), and the snapshots it publishes, with a condition notified on each."""
@@ -626,32 +643,32 @@ def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
     assert committed_in_state(tmp_path) == [3000 * LINE]
 
 
+def most_read(published: threading.Condition, snapshots: list) -> int:
+    """The most lines read, once the loop has gone round a few more times (time to read on, if
+    it would)."""
+    with published:
+        seen = len(snapshots)
+        assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
+        return max(s.read.lines for s in snapshots)
+
+
 def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_allow(tmp_path):
     """A cluster far away: while the limit is 4 and all four wait for their answer, reading
     goes on (up to --max-in-flight batches held, those waiting in two --batch-bytes), so that
     when the limit grows they go at once, not a round trip of reading later."""
-    release = threading.Event()
-    active = []
-
-    def far(request: Request) -> Answer:
-        active.append(1)
-        assert release.wait(30)
-        return accepted(request)
-
+    far = Far()
     logs, shipper, published, snapshots = run_shipper(
         tmp_path, MockTransport(far), batch_size=100, batch_bytes=64 << 10, max_in_flight=64, initial_in_flight=4
     )
     write_numbered(logs / "app.log", 20_000)
-    with shipping(shipper, release) as result:
+    with shipping(shipper, far.release) as result:
         # (waiting for the limit, 4 at most would wait beside the 4 in flight, 3 at the packer:
         # with a 64 KiB read and a batch filling, under 2,700 lines)
         with published:
             assert published.wait_for(lambda: snapshots and snapshots[-1].read.lines >= 4_000, 10)
-            seen = len(snapshots)
-            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)  # (time to read on, if it would)
-            most = max(s.read.lines for s in snapshots)
+        most = most_read(published, snapshots)
         # and no further: 64 held (4 of them in flight), a 64 KiB read past them, a batch filling
-        assert len(active) == 4 and most <= 64 * 100 + 1_500 + 100, most
+        assert len(far.active) == 4 and most <= 64 * 100 + 1_500 + 100, most
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 20_000
 
@@ -659,31 +676,18 @@ def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_al
 def test_requests_in_flight_take_the_place_of_batches_read_ahead(tmp_path):
     """Memory holds the same at any limit: with --max-in-flight requests out, reading waits at
     once (where batches waiting, as many again, would double what is held)."""
-    release = threading.Event()
-    arrived = threading.Condition()
-    active = []
-
-    def far(request: Request) -> Answer:
-        with arrived:
-            active.append(1)
-            arrived.notify_all()
-        assert release.wait(30)
-        return accepted(request)
-
+    far = Far()
     logs, shipper, published, snapshots = run_shipper(
         tmp_path, MockTransport(far), batch_size=200, batch_bytes=64 << 10, max_in_flight=32, initial_in_flight=32
     )
     write_numbered(logs / "app.log", 30_000)
-    with shipping(shipper, release) as result:
-        with arrived:
-            assert arrived.wait_for(lambda: len(active) == 32, 10)
-        with published:
-            seen = len(snapshots)
-            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)  # (time to read on, if it would)
-            most = max(s.read.lines for s in snapshots)
+    with shipping(shipper, far.release) as result:
+        with far.arrived:
+            assert far.arrived.wait_for(lambda: len(far.active) == 32, 10)
+        most = most_read(published, snapshots)
         # the 32 in flight, a 64 KiB read past them (1,424 lines), a batch filling (where 31
         # batches waiting beside them, and 3 at the packer, would be 13,000 lines and more)
-        assert len(active) == 32 and most <= 32 * 200 + 1_500 + 200, most
+        assert len(far.active) == 32 and most <= 32 * 200 + 1_500 + 200, most
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 30_000
 
@@ -714,42 +718,23 @@ def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, arg
     """A cluster far away: as many requests as --initial-in-flight (at most --max-in-flight)
     are sent at the start, and no more until answers come back."""
     options = ship_options_from_command_line(tmp_path, "--batch-size", "100", *args, env=env)
-    arrived = threading.Condition()
-    active = []
-    release = threading.Event()
-
-    def far(request: Request) -> Answer:
-        with arrived:
-            active.append(1)
-            arrived.notify_all()
-        assert release.wait(30)
-        return accepted(request)
-
+    far = Far()
     logs, shipper, published, snapshots = run_shipper(tmp_path, MockTransport(far), options)
     write_numbered(logs / "app.log", 5_000)
-    with shipping(shipper, release) as result:
-        with arrived:
-            assert arrived.wait_for(lambda: len(active) >= expected, 10)
+    with shipping(shipper, far.release) as result:
+        with far.arrived:
+            assert far.arrived.wait_for(lambda: len(far.active) >= expected, 10)
         with published:  # the loop goes round a few more times: no request beyond the limit
             seen = len(snapshots)
             assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
             limits = {s.concurrency_limit for s in snapshots if s.in_flight}
-        assert len(active) == expected and limits == {expected}, (len(active), limits)
+        assert len(far.active) == expected and limits == {expected}, (len(far.active), limits)
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000
 
 
 def test_a_sender_thread_is_started_for_each_request_in_flight_not_for_max_in_flight(tmp_path):
-    arrived = threading.Condition()
-    active = []
-    release = threading.Event()
-
-    def far(request: Request) -> Answer:
-        with arrived:
-            active.append(1)
-            arrived.notify_all()
-        assert release.wait(30)
-        return accepted(request)
+    far = Far()
 
     def senders() -> int:
         return sum(t.name.startswith("amebo-logship-sender-") for t in threading.enumerate())
@@ -758,9 +743,9 @@ def test_a_sender_thread_is_started_for_each_request_in_flight_not_for_max_in_fl
         tmp_path, MockTransport(far), batch_size=100, max_in_flight=128, initial_in_flight=4
     )
     write_numbered(logs / "app.log", 5_000)
-    with shipping(shipper, release) as result:
-        with arrived:
-            assert arrived.wait_for(lambda: len(active) == 4, 10)
+    with shipping(shipper, far.release) as result:
+        with far.arrived:
+            assert far.arrived.wait_for(lambda: len(far.active) == 4, 10)
         assert senders() == 4
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000

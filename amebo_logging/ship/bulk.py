@@ -293,8 +293,8 @@ class BulkSender:
         self.on_problem = on_problem  # (level, event, fields)
         self.give_up_after = give_up_after
         self.where = where  # the cluster's URLs, for messages
-        # Push-back (429, 503, a timeout) to documents handed back, not retried here: the
-        # caller owns the concurrency limit, which then decides when they go again.
+        # After push-back (429, 503, a timeout), what is left is handed back, not retried here:
+        # the caller owns the concurrency limit, which decides when it goes again.
         self.hand_back = hand_back
         self.max_body: int | None = None  # learned from 413s
         self._failing_since: float | None = None
