@@ -153,11 +153,11 @@ def test_kill_9_at_random_moments_then_every_line_exactly_once(es, ship_dir):
 
 
 def test_sigterm_delivers_what_is_in_flight_then_exits_0(es, ship_dir):
-    # (reading runs ahead of sending by --max-in-flight batches and reads 4 MiB at a time: a file
-    # of several times that, so that the stop comes mid-way)
+    # (reading runs ahead of sending by up to --max-in-flight batches, 16 of 1,000 here, and
+    # reads 4 MiB at a time: a file of several times that, so that the stop comes mid-way)
     write_lines(ship_dir / "app.log", [record(i) for i in range(100_000)])
     es.faults.delay = 0.05  # slow enough to stop it mid-way
-    proc = ShipperProcess(ship_args(es, ship_dir, "--batch-size", "1000"))
+    proc = ShipperProcess(ship_args(es, ship_dir, "--batch-size", "1000", "--max-in-flight", "16"))
     try:
         while es.bulk_requests < 2:
             time.sleep(0.005)
