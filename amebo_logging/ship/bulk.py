@@ -367,7 +367,8 @@ class BulkSender:
         if settled is None:
             settled = bytearray(n)
             work: deque[Group] = deque([range(n)]) if n else deque()
-        else:
+        else:  # (a copy: what it was given, the caller's value, stays as it was)
+            settled = bytearray(settled)
             work = deque(groups)
         while work:
             group = work.popleft()

@@ -659,9 +659,8 @@ class Shipper:
         """What push-back refused: sent again after a backoff, when the limit allows (so a
         cluster that said "too much" sees the limit, not every refused request coming back on
         its own); with --once, not after --give-up-after with nothing accepted."""
-        tries = work.tries + 1
         due = time.monotonic() + self.push_back.after(work.tries)
-        again = Work(work.seq, work.batch, bytearray(outcome.settled), outcome.again, tries)
+        again = Work(work.seq, work.batch, outcome.settled, outcome.again, work.tries + 1)
         heapq.heappush(self.again, (due, work.seq, again))
         give_up = self.options.give_up_after if self.options.once else None
         since = self.delivery.failing_since
