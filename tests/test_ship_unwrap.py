@@ -9,9 +9,13 @@ of any bytes is what orjson reads there.
 
 from __future__ import annotations
 
+import ctypes
 import json
+import mmap
+import re
 import shutil
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -43,6 +47,28 @@ _ODD = st.sampled_from(
 _ENDINGS = st.sampled_from([b"\\n", b"\\n", b"\\n", b"", b"\\r\\n", b"\\n\\n", b"\\u000a"])
 
 
+_KEYS = [*formats.CONTAINER_KEYS, "containerd", "streams", "kubernetes", "stream.x", "s"]
+
+
+def _respelled(draw, body: bytes) -> bytes:
+    """*body* (a Docker entry's log, escaped) with the quote before a key or string, or the
+    letter after it, written another way JSON allows: the entry's own \\u escape, or an escape
+    inside the line (its key is then "\\u0073tream")."""
+    how = draw(st.sampled_from(["as is"] * 3 + ["outer letter", "outer quote", "inner letter", "html"]))
+    quotes = [m.start() for m in re.finditer(rb'\\"[a-z]', body)]
+    if how == "as is" or not quotes:
+        return body
+    at = draw(st.sampled_from(quotes))
+    letter = b"%04x" % body[at + 2]
+    if how == "outer letter":  # (Docker writes letters as they are; another writer may not)
+        return body[: at + 2] + b"\\u" + letter + body[at + 3 :]
+    if how == "outer quote":
+        return body[:at] + b"\\u0022" + body[at + 2 :]
+    if how == "inner letter":
+        return body[: at + 2] + b"\\\\u" + letter + body[at + 3 :]
+    return body[: at + 2] + b"\\u003c\\u0026" + body[at + 2 :]  # as Docker writes < and &
+
+
 @st.composite
 def entries(draw, seq: int) -> bytes:
     """One outer line: mostly what Docker writes (a JSON record, or any text), sometimes not."""
@@ -51,10 +77,12 @@ def entries(draw, seq: int) -> bytes:
         doc = {"@timestamp": "2026-12-02T10:00:00Z", "seq": seq, "m": draw(st.text(max_size=20))}
         if draw(st.booleans()):
             del doc["@timestamp"]  # (the runtime's time is used)
+        if draw(st.integers(0, 3)) == 0:  # a key the container's document gets, or one like it
+            doc[draw(st.sampled_from(_KEYS))] = "x"
         text = orjson.dumps(doc).decode()
         if draw(st.integers(0, 5)) == 0:  # written by another encoder: blanks between the members
             text = "{ " + json.dumps(doc)[1:]
-        body = orjson.dumps(text)[1:-1]
+        body = _respelled(draw, orjson.dumps(text)[1:-1])
     elif kind == "text":
         body = draw(_TEXT)
     else:
@@ -124,13 +152,84 @@ def test_whatever_the_c_path_takes_of_any_bytes_is_what_orjson_reads_there(lines
     chunk = bytes(raw)
     if not chunk.endswith(b"\n"):
         chunk += b"\n"
-    lines_, starts, stream, objects, stop = formats.c_unwrap(chunk, 0, 0, 1 << 20)
-    run = Run(lines_, starts, ("stdout", "stderr")[stream] if lines_ else "", bool(objects), chunk, 0)
+    lines_, starts, stream, objects, stop, keyed = formats.c_unwrap(chunk, 0, 0, 1 << 20)
+    run = Run(lines_, starts, ("stdout", "stderr")[stream] if lines_ else "", bool(objects), chunk, 0, keyed)
     for i, line in enumerate(lines_):
         entry = orjson.loads(chunk[starts[i] : starts[i + 1]])
         assert entry == {"log": line.decode() + "\n", "stream": run.stream, "time": run.time(i)}
     assert stop == (starts[-1] if lines_ else 0)
     assert objects == (bool(lines_) and all(line.startswith(b'{"') for line in lines_))
+
+
+@built
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), n=st.integers(1, 30))
+def test_a_line_the_c_path_does_not_mark_as_keyed_has_no_key_a_containers_document_gets(data, n):
+    """The batcher checks only the marked lines for the container's keys (stream, container.*,
+    kubernetes.*): however the entry or the line spells a key, a line holding one is marked."""
+    chunk = b"".join(data.draw(entries(i)) for i in range(n))
+    lines, _starts, _stream, _objects, _stop, keyed = formats.c_unwrap(chunk, 0, 0, 1 << 20, formats._CONTAINER_WATCH)
+    for i, line in enumerate(lines):
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict) and set(doc) & set(formats.CONTAINER_KEYS):
+            assert i in keyed, line
+
+
+@built
+@pytest.mark.parametrize("key", formats.CONTAINER_KEYS)
+@pytest.mark.parametrize(
+    "spelling", ["as is", "outer letter", "outer quote", "outer dot", "inner letter", "inner dot", "deep"]
+)
+def test_a_line_with_a_containers_key_is_marked_as_keyed_however_it_is_spelled(key, spelling):
+    doc = {"@timestamp": "2026-12-02T10:00:00Z", "message": "m" * 40, key: 1, "n": "x" * 40}
+    text = orjson.dumps(doc).decode()
+    u = f"\\u{ord(key[0]):04x}"  # (a \u escape of the key's first letter)
+    if spelling == "inner letter":  # the line's own escape: {"\u0073tream": 1}
+        text = text.replace(f'"{key}"', f'"{u}{key[1:]}"')
+    elif spelling == "inner dot":
+        text = text.replace(f'"{key}"', '"' + key.replace(".", "\\u002e") + '"')
+    elif spelling == "deep":  # (in an object inside the line: marked too, which is only slower)
+        text = text.replace(f'"{key}":1', f'"o":{{"{key}":1}}')
+    body = orjson.dumps(text)[1:-1]
+    escaped = b'\\"' + key.encode()  # the key's opening quote and the key, as the entry has them
+    if spelling == "outer letter":  # the entry's own escape (Docker's writer does not; another may)
+        body = body.replace(escaped, b'\\"' + u.encode() + key[1:].encode())
+    elif spelling == "outer quote":
+        body = body.replace(escaped, b"\\u0022" + key.encode())
+    elif spelling == "outer dot":
+        body = body.replace(escaped, escaped.replace(b".", b"\\u002e"))
+    entry = b'{"log":"' + body + b'\\n","stream":"stdout","time":"' + TIME.encode() + b'"}\n'
+    assert orjson.loads(orjson.loads(entry)["log"]) == orjson.loads(text)  # (what the line holds)
+    lines, _starts, _stream, _objects, stop, keyed = formats.c_unwrap(
+        entry * 2, 0, 0, 1 << 20, formats._CONTAINER_WATCH
+    )
+    assert (len(lines), stop) == (2, 2 * len(entry)), entry
+    assert keyed == [0, 1], entry
+
+
+@built
+def test_the_common_containers_line_is_not_marked_as_keyed():
+    """(Else every line takes the longer check: slower, and nothing would say so.)"""
+    doc = {"@timestamp": "2026-12-02T10:00:00Z", "message": "GET /v1/events?a=1&b=<2>", "container_name": "c"}
+    entry = orjson.dumps({"log": orjson.dumps(doc).decode() + "\n", "stream": "stdout", "time": TIME})
+    entry = entry.replace(b"&", b"\\u0026").replace(b"<", b"\\u003c").replace(b">", b"\\u003e")  # (as Docker writes)
+    chunk = entry + b"\n"
+    lines, _starts, _stream, _objects, stop, keyed = formats.c_unwrap(
+        chunk * 50, 0, 0, 1 << 20, formats._CONTAINER_WATCH
+    )
+    assert (len(lines), stop, keyed) == (50, len(chunk) * 50, [])
+    assert orjson.loads(lines[0]) == doc
+    marked = chunk.replace(b"container_name", b"container.name")
+    assert formats.c_unwrap(marked * 3, 0, 0, 1 << 20, formats._CONTAINER_WATCH)[5] == [0, 1, 2]
+
+
+def test_the_container_check_looks_for_every_key_the_unwrapper_watches_for():
+    fields = {f.encode_name for f in msgspec.structs.fields(batch_module._PlainContainer)}
+    plain = {f.encode_name for f in msgspec.structs.fields(batch_module._Plain)}
+    assert fields - plain == set(formats.CONTAINER_KEYS)
 
 
 @built
@@ -254,3 +353,47 @@ def test_a_plain_chunk_gets_the_same_operations_made_in_c_or_formatted(
         formatted = batches()
     assert in_c == formatted
     assert sum(body.count(b"\n") for body, _ in in_c) == 2 * len(docs)
+
+
+@pytest.fixture
+def at_a_guard_page():
+    """Puts bytes at the very end of a page the next of which cannot be read (a read beyond
+    them faults): the C unwrapper reads by blocks, and must never read past what it is given."""
+    page = mmap.PAGESIZE
+    area = mmap.mmap(-1, 2 * page)
+    anchor = ctypes.c_char.from_buffer(area)
+    guard = ctypes.c_void_p(ctypes.addressof(anchor) + page)
+    mprotect = ctypes.CDLL(None, use_errno=True).mprotect
+    if mprotect(guard, ctypes.c_size_t(page), 0) != 0:  # (PROT_NONE)
+        pytest.skip("mprotect is not available here")
+    views: list[memoryview] = []
+
+    def place(data: bytes) -> memoryview:
+        area[page - len(data) : page] = data
+        views.append(memoryview(area)[page - len(data) : page])
+        return views[-1]
+
+    yield place
+    mprotect(guard, ctypes.c_size_t(page), mmap.PROT_READ | mmap.PROT_WRITE)
+    for view in views:
+        view.release()
+    del anchor
+    area.close()
+
+
+@built
+def test_the_c_path_never_reads_beyond_the_bytes_it_is_given(at_a_guard_page):
+    """Entries cut anywhere, escapes at every distance from the end, with and without Docker's
+    tail: each read ends at the guard page's edge (a fault here, not a wrong record elsewhere)."""
+    tails = [b"", b"x", b"\\\\", b"\\u0041", b'\\"', b'\\"stream\\"', b'\\"container.']
+    for k in range(0, 40):
+        for n in range(0, 24, 3):
+            for tail in tails:
+                body = b"a" * k + b'\\"' * n + tail
+                for entry in (
+                    b'{"log":"' + body + b"\n",
+                    b'{"log":"' + body + b'\\n","stream":"stdout","time":"' + b"t" * k + b'"}\n',
+                ):
+                    view = at_a_guard_page(entry)
+                    got = formats.c_unwrap(view, 0, 0, 1 << 20, formats._CONTAINER_WATCH)
+                    assert got == formats.c_unwrap(entry, 0, 0, 1 << 20, formats._CONTAINER_WATCH)

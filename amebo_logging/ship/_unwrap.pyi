@@ -1,6 +1,8 @@
 """Docker json-file entries, unwrapped in bulk, and their bulk operations (C: _unwrap.c)."""
 
-def unwrap(data: bytes, pos: int, base: int, max_bytes: int, /) -> tuple[list[bytes], list[int], int, int, int]: ...
+def unwrap(
+    data: bytes, pos: int, base: int, max_bytes: int, watch: bytes = ..., /
+) -> tuple[list[bytes], list[int], int, int, int, list[int]]: ...
 def operations(
     lines: list[bytes], starts: list[int], prefix: bytes, middle: bytes, member: bytes, /
 ) -> list[bytes]: ...

@@ -46,6 +46,7 @@ except ImportError:  # (a machine that could not build it)
     c_unwrap = None  # type: ignore[assignment]
 
 __all__ = [
+    "CONTAINER_KEYS",
     "FORMATS",
     "CriFramer",
     "DockerFramer",
@@ -67,6 +68,36 @@ FORMATS: Final = ("auto", "json", "docker", "cri")
 #: Tuples: one is built per line of the container.
 Record = tuple[int, int, bytes, str, str, int]
 
+#: The keys a container's document gets that a plain file's does not: the runtime's stream
+#: and what :func:`container_fields` finds.  A line holding one of its own is built the careful way.
+CONTAINER_KEYS: Final = (
+    "stream",
+    "container.id",
+    "container.name",
+    "container.image.name",
+    "kubernetes.namespace",
+    "kubernetes.pod.name",
+    "kubernetes.pod.uid",
+    "kubernetes.container.name",
+)
+
+
+def _watch(keys: tuple[str, ...]) -> bytes:
+    """What the C unwrapper is told to watch for (its *watch*): each key after its opening
+    quote, as a Docker entry holds it (the line's text, escaped again), up to its first dot
+    (``stream\\"``, ``container.``, ``kubernetes.``); as 16 bytes, NULs after the word."""
+    words: dict[bytes, None] = {}
+    for key in keys:
+        escaped = orjson.dumps(orjson.dumps(key).decode()[1:])[1:-1]
+        head, dot, _ = escaped.partition(b".")
+        words[head + dot] = None
+    if any(not 8 <= len(word) <= 16 for word in words) or len(words) > 4:
+        raise ValueError(f"the C unwrapper watches for up to 4 words of 8 to 16 bytes, not {list(words)}")
+    return b"".join(word.ljust(16, b"\0") for word in words)
+
+
+_CONTAINER_WATCH: Final = _watch(CONTAINER_KEYS)
+
 #: Where the C unwrapper gave up, how much the careful way reads before it is tried again
 #: (a file it cannot take costs one failed call per this many bytes).
 CAREFUL_STRETCH: Final = 8192
@@ -76,9 +107,10 @@ CAREFUL_STRETCH: Final = 8192
 class Run:
     """Consecutive whole entries on one stream, unwrapped: the records
     ``(starts[i], starts[i + 1], lines[i], time(i), stream, 0)``, as columns.  *objects*: every
-    line starts with ``{"`` (JSON lines, the common case).  The runtime's times are read from
-    the entries (*outer*, which starts at offset *base*) only when asked for: a line with its
-    own ``@timestamp`` never needs one."""
+    line starts with ``{"`` (JSON lines, the common case).  *keyed*: the lines (indices) that
+    may hold one of :data:`CONTAINER_KEYS` (every other line surely holds none).  The runtime's
+    times are read from the entries (*outer*, which starts at offset *base*) only when asked
+    for: a line with its own ``@timestamp`` never needs one."""
 
     lines: list[bytes]
     starts: list[int]  # one more than lines: where the last one ends
@@ -86,6 +118,7 @@ class Run:
     objects: bool
     outer: bytes
     base: int
+    keyed: list[int]
 
     @property
     def end(self) -> int:
@@ -228,13 +261,15 @@ class DockerFramer(Framer):
         pos, size = 0, len(data)
         while pos < size:
             if not self._partial:
-                lines, starts, stream, objects, stop = unwrap(data, pos, offset, self.max_bytes)
+                lines, starts, stream, objects, stop, keyed = unwrap(
+                    data, pos, offset, self.max_bytes, _CONTAINER_WATCH
+                )
                 if lines:
                     if records:
                         records.sort(key=_START)
                         pieces.append(records)
                         records = []
-                    pieces.append(Run(lines, starts, _STREAMS[stream], bool(objects), data, offset))
+                    pieces.append(Run(lines, starts, _STREAMS[stream], bool(objects), data, offset, keyed))
                     pos = stop
                     continue
             # (what it gave up at, and a stretch after: records joined from parts across
