@@ -75,6 +75,27 @@ def test_0_done(es, logs):
     assert out.startswith("delivered 20 documents")
 
 
+def test_the_command_starts_without_what_it_never_uses(logs):
+    """`--version` loads no logging library at all, and a run never loads rich (structlog
+    would, for pretty tracebacks the command does not render: 80 ms of every start)."""
+    script = "import sys\nfrom amebo_logging.ship.cli import run\nsys.argv[0] = 'amebo-logship'\nrun()\n"
+    version = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", script, "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.returncode == 0 and "amebo-logship" in version.stdout, version.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in version.stderr.splitlines()}
+    assert not imported & {"structlog", "rich", "urllib3", "msgspec"}, sorted(imported)
+    ran = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", script, *ship_args("http://127.0.0.1:9", logs, "--dry-run"),
+         "--log-format", "console"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in ran.stderr.splitlines() if line.startswith("import time")}
+    # (an import of rich is still tried, and fails: what it would load is not loaded)
+    assert "structlog" in imported and not imported & {"rich.console", "rich.traceback", "pygments"}
+
+
 def test_1_only_for_a_bug(logs):
     crash = (
         "import sys\nfrom amebo_logging.ship import shipper, cli\n"
