@@ -8,8 +8,11 @@ with ``filter_path=errors,items.*.status,...`` each item is ``{"<op>":{"status":
 without, each item is the full result (``_index``, ``_id``, ``_version``, ``result``,
 ``_shards``, ``_seq_no``, ``_primary_term``, ``status``).  Loopback only.
 
-* ``--delay D``: each ``_bulk`` is answered D seconds after it arrived, as a distant or busy
-  cluster answers (the wait costs no CPU: many requests can wait at once).
+* ``--delay D``: each ``_bulk`` is answered D seconds after it arrived (its request line and
+  headers read), as a distant or busy cluster answers: the wait costs no CPU, many requests
+  can wait at once, and the sink's own reading, decoding and counting of a request are within
+  its D seconds (a cluster decodes and indexes on many cores; this sink, on the shippers' own,
+  under one interpreter lock, would otherwise add its queue to the latency of every burst).
 * ``--reject-beyond K``: a ``_bulk`` that arrives while K others are being handled is
   answered 429 ``es_rejected_execution_exception``, as Elasticsearch's indexing pressure
   answers when its coordinating limit is reached.
@@ -114,6 +117,7 @@ class Handler(BaseHTTPRequestHandler):
         """A ``_bulk`` body, as it arrived (for subclasses: this sink keeps nothing)."""
 
     def do_POST(self) -> None:
+        arrived = time.monotonic()
         parts = urlsplit(self.path)
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         gzipped = self.headers.get("Content-Encoding", "").lower() == "gzip"
@@ -140,13 +144,12 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(REJECTED, 429)
             return
         try:
-            self._bulk(parts, body)
+            self._bulk(parts, body, arrived)
         finally:
             with stats.lock:
                 stats.active -= 1
 
-    def _bulk(self, parts, body: bytes) -> None:
-        arrived = time.monotonic()
+    def _bulk(self, parts, body: bytes, arrived: float) -> None:
         self.received(body)
         segs = [s for s in parts.path.split("/") if s]
         index = (segs[0] if len(segs) == 2 else "sink").encode()

@@ -386,7 +386,7 @@ def test_the_c_path_never_reads_beyond_the_bytes_it_is_given(at_a_guard_page):
     """Entries cut anywhere, escapes at every distance from the end, with and without Docker's
     tail: each read ends at the guard page's edge (a fault here, not a wrong record elsewhere)."""
     tails = [b"", b"x", b"\\\\", b"\\u0041", b'\\"', b'\\"stream\\"', b'\\"container.']
-    for k in range(0, 40):
+    for k in range(40):
         for n in range(0, 24, 3):
             for tail in tails:
                 body = b"a" * k + b'\\"' * n + tail
