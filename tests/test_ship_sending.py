@@ -427,11 +427,11 @@ def test_a_steady_cluster_earns_the_limit_doubling_then_one_at_a_time_up_to_the_
     assert max(history) == 32 == history[-1]
 
 
-def test_the_shipper_starts_at_8_and_reaches_128_after_four_round_trips():
+def test_the_shipper_starts_at_8_and_reaches_64_after_three_round_trips():
     options = ShipOptions(patterns=[])
     limit = AdaptiveConcurrency(options.max_in_flight, initial=options.initial_in_flight)
-    assert limit.limit == 8 and options.max_in_flight == 128
-    assert Sim(limit).drive(lambda w: 0.5, 5) == [16, 32, 64, 128, 128]
+    assert limit.limit == 8 and options.max_in_flight == 64
+    assert Sim(limit).drive(lambda w: 0.5, 5) == [16, 32, 64, 64, 64]
 
 
 def test_no_growth_while_the_limit_is_not_reached():

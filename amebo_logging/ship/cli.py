@@ -292,7 +292,7 @@ def main() -> None:
 @option(
     "--batch-size",
     type=click.IntRange(1, 100_000),
-    default=5000,
+    default=10000,
     show_default=True,
     help="Documents per bulk request at most.",
 )

@@ -19,8 +19,8 @@ flight.  Time is cut into *windows* about one round-trip time long; at the end o
   window would be refused every few;
 * otherwise, when the limit was reached in the window (more work waited than it allowed) and
   the round-trip time stayed near the baseline: the limit grows by one, up to *maximum*;
-  until the first cut, it doubles instead (TCP's slow start): a cluster 500 ms away gets 128
-  requests in flight after 4 windows (from 8), where one more a window would give it 12.  The
+  until the first cut, it doubles instead (TCP's slow start): a cluster 500 ms away gets 64
+  requests in flight after 3 windows (from 8), where one more a window would give it 11.  The
   first window ends with the first answer (it began with the first request).
 
 "Near the baseline" is within *deviation_scale* standard deviations, and never less than
@@ -49,21 +49,20 @@ __all__ = ["DEFAULT_INITIAL", "DEFAULT_MAXIMUM", "AdaptiveConcurrency"]
 
 #: ``--max-in-flight``'s default.  By Little's law the requests a cluster needs in flight are the
 #: rate times the round trip: one core reads about 700,000 of Amebo's records a second, so a
-#: cluster 0.5 s away takes about 70 requests of 5,000 to keep up, one 0.9 s away about 126.  The
-#: limit only grows that far where round trips are long and flat and work waits; what is held is
-#: bounded by it too (the shipper's reading waits at that many batches held).  Vector's own
-#: ceiling is 200.
-DEFAULT_MAXIMUM = 128
+#: cluster 0.5 s away takes about 35 requests of 10,000 (``--batch-size``) to keep up, one 0.9 s
+#: away about 63.  The limit only grows that far where round trips are long and flat and work
+#: waits; what is held is bounded by it too (the shipper's reading waits at that many batches
+#: held).  (128 requests of 5,000 held the same documents: as many threads for half the work
+#: each, and a round trip more to reach them.)  Vector's own ceiling is 200.
+DEFAULT_MAXIMUM = 64
 
 #: ``--initial-in-flight``'s default: where the learned limit starts, before any answer. From 8, a
-#: cluster 0.5 s away gets 128 requests in flight after 4 round trips (from 4, after 5): a backlog
-#: of 1,000,000 records there shipped 1.47x-1.81x Fluent Bit's rate from 8, 1.29x-1.52x from 4
-#: (four runs of bench/ship_throughput.py; Fluent Bit's rate there follows the machine's speed,
-#: ours hardly). Eight requests of 5,000 of Amebo's records are about 19 MB of operations (1.3 MB
-#: gzipped on the wire), where Elasticsearch's indexing pressure allows a tenth of each node's
-#: heap; a cluster that cannot take them answers 429 and is sent fewer. Shippers that start
-#: together against one cluster (a DaemonSet after a rollout) start lower: the packaged ConfigMap
-#: says 4.
+#: cluster 0.5 s away gets 64 requests in flight after 3 round trips (from 4, after 4): a backlog
+#: of 1,000,000 records there goes in four rounds of requests from 8, five from 4.  Eight
+#: requests of 10,000 of Amebo's records are about 38 MB of operations (2.6 MB gzipped on the
+#: wire), where Elasticsearch's indexing pressure allows a tenth of each node's heap; a cluster
+#: that cannot take them answers 429 and is sent fewer. Shippers that start together against one
+#: cluster (a DaemonSet after a rollout) start lower: the packaged ConfigMap says 4.
 DEFAULT_INITIAL = 8
 
 

@@ -34,7 +34,7 @@ it grows, requests in flight take the place of batches waiting.  Those waiting t
 ``--batch-bytes`` at most as they are held; each is at most ``--batch-bytes``.  When round
 trips take 0.2 s or more (``--compress auto``, :mod:`.pack`), batches are held gzipped, a
 fifteenth of the size: two packing threads compress each as it is frozen, beside the reading,
-and reading waits when more than two are at them.
+and reading waits while both are at work (a plain body waiting for them is memory for nothing).
 
 Everything else (metrics, ``/health``, the progress bar, the summary) reads
 :meth:`Shipper.snapshot`, a value published by the main loop; nothing reads the internals.
@@ -73,7 +73,7 @@ from .transport import BulkTransport
 __all__ = ["FileState", "ShipOptions", "Shipper", "Snapshot", "Summary"]
 
 POLL_INTERVAL = 0.05
-PACKER_BACKLOG = 2  # batches at the packer beyond which reading waits for it
+PACKER_BACKLOG = 1  # batches at the packer beyond which reading waits for it (one a thread)
 SNAPSHOT_EVERY = 0.2
 
 
@@ -84,7 +84,7 @@ class ShipOptions:
     state_dir: Path = field(default_factory=lambda: Path("~/.local/state/amebo-logship").expanduser())
     dead_letter: Path | None = None
     excludes: list[str] = field(default_factory=list)
-    batch_size: int = 5000
+    batch_size: int = 10000
     batch_bytes: int = 10 * 1024 * 1024
     flush_interval: float = 1.0
     max_line_bytes: int = 1024 * 1024
