@@ -22,9 +22,9 @@
  *   watched  the lines (their indices in lines) that may hold a key *watch* names: it is up
  *            to four words of 16 bytes, each the start of a key after its opening quote, as a
  *            Docker entry has it (escaped: b'stream\\"' for "stream"; at least 8 bytes, NULs
- *            after a shorter one).  A line not in watched
- *            has none of them as a key (nor as a string after a quote): it has no such word
- *            after any quote, and no escaped backslash or \u escape that could hide one.
+ *            after a shorter one).  A line not in watched has none of them as a key (nor as a
+ *            string after a quote): it has no such word after any quote, and no escaped
+ *            backslash or \u escape that could hide one.
  *
  * What it takes it decodes exactly as orjson.loads(entry)["log"].encode() would: every escape
  * of RFC 8259, surrogate pairs joined; a line with a lone surrogate, a control character, or
