@@ -110,16 +110,18 @@ static const unsigned char ESCAPED[256] = {
     ['"'] = '"', ['\\'] = '\\', ['/'] = '/', ['b'] = '\b', ['f'] = '\f', ['n'] = '\n', ['r'] = '\r', ['t'] = '\t',
 };
 
+/* Eight bytes at p, in memory order (to compare with other bytes so loaded). */
+static inline uint64_t word_at(const unsigned char *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
 /* Whether the n bytes at p are s's (n a constant: compiled to a load or two, not a call). */
 static inline int same(const unsigned char *p, const char *s, size_t n) {
-    uint64_t a, b;
     if (n >= 8) {
-        memcpy(&a, p, 8);
-        memcpy(&b, s, 8);
-        if (a != b) return 0;
-        memcpy(&a, p + n - 8, 8);
-        memcpy(&b, s + n - 8, 8);
-        return a == b;
+        const unsigned char *t = (const unsigned char *)s;
+        return word_at(p) == word_at(t) && word_at(p + n - 8) == word_at(t + n - 8);
     }
     uint32_t c, d;
     memcpy(&c, p, 4);
@@ -194,12 +196,6 @@ typedef struct {
     uint64_t head[MAX_WATCH], tail[MAX_WATCH], tail_mask[MAX_WATCH];
     unsigned char first[256]; /* 1 for the first byte of a word: any other is passed at once */
 } Watch;
-
-static inline uint64_t word_at(const unsigned char *p) {
-    uint64_t w;
-    memcpy(&w, p, 8);
-    return w;
-}
 
 /* Whether the WORD bytes at p start with a watched word. */
 static inline int watched_word(const Watch *watch, const unsigned char *p) {
@@ -366,8 +362,10 @@ static PyObject *unwrap(PyObject *self, PyObject *args) {
     memset(watch.first, 0, sizeof watch.first);
     for (int i = 0; i < MAX_WATCH; i++) { /* (the slots not given: the first word again, or none) */
         unsigned char word[WORD] = {0}, mask[8];
-        if (words_len > 0) memcpy(word, words + WORD * (i < words_len / WORD ? i : 0), WORD);
-        if (words_len > 0) watch.first[word[0]] = 1;
+        if (words_len > 0) {
+            memcpy(word, words + WORD * (i < words_len / WORD ? i : 0), WORD);
+            watch.first[word[0]] = 1;
+        }
         for (int j = 0; j < 8; j++) mask[j] = word[8 + j] ? 0xFF : 0; /* (a NUL: past the word's end) */
         watch.head[i] = word_at(word);
         watch.tail[i] = word_at(word + 8);
