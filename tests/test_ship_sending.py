@@ -33,7 +33,7 @@ from amebo_logging.ship.concurrency import AdaptiveConcurrency
 from amebo_logging.ship.items import Chunk, Source
 from amebo_logging.ship.pack import worth_gzipping
 from amebo_logging.ship.params import COMPRESSION
-from amebo_logging.ship.shipper import ShipOptions, Shipper
+from amebo_logging.ship.shipper import ShipOptions, Shipper, Summary
 from amebo_logging.ship.state import StateStore
 from amebo_logging.ship.transport import Answer
 
@@ -68,7 +68,7 @@ class DeadLetters:
         self.entries += [(i, status) for i, status, _ in refused_docs]
 
 
-def sender_for(transport, dead=None, give_up_after=None):
+def sender_for(transport, dead=None):
     attempts: list[Attempt] = []
     problems: list[tuple[str, str, dict]] = []
     sender = BulkSender(
@@ -79,7 +79,6 @@ def sender_for(transport, dead=None, give_up_after=None):
         backoff=Backoff(0.0001, 0.001),
         hard_stop=threading.Event(),
         on_problem=lambda level, event, fields: problems.append((level, event, fields)),
-        give_up_after=give_up_after,
         where="http://es:9200",
     )
     return sender, attempts, problems
@@ -382,11 +381,19 @@ def test_a_dead_letter_that_cannot_be_written_leaves_the_document_pending():
     assert any(event == "dead_letter_write_failed" for _, event, _ in problems)
 
 
-def test_give_up_after_says_nothing_is_lost():
-    sender, _, _ = sender_for(MockTransport(lambda r: refused(None, reason="refused")), give_up_after=0.0)
-    outcome = sender.deliver(batch_of(1))
-    assert outcome.fatal is not None and outcome.fatal.kind == "unreachable"
-    assert "nothing is lost" in outcome.fatal.message and list(outcome.settled) == [0]
+def test_a_refused_connection_is_retried_until_the_hard_stop_and_nothing_is_settled():
+    calls = []
+
+    def answer(request):
+        calls.append(request)
+        if len(calls) == 3:
+            sender.hard_stop.set()  # (the shipper's, when the run gives up or is stopped)
+        return refused(None, reason="connection refused")
+
+    sender, attempts, _ = sender_for(MockTransport(answer))
+    outcome = sender.deliver(batch_of(4))
+    assert len(calls) == 3 and [a.failure for a in attempts] == [("connection", "connection refused")] * 3
+    assert outcome.fatal is None and not outcome.again and list(outcome.settled) == [0] * 4
 
 
 # --- the adaptive concurrency limit ----------------------------------------------------------------
@@ -618,6 +625,21 @@ def shipping(shipper: Shipper, release: threading.Event) -> Iterator[list]:
         runner.join(30)
 
 
+def run_bounded(shipper: Shipper, seconds: float) -> Summary:
+    """*shipper*'s run, stopped at once after *seconds* if it has not ended by then (a run
+    that should have ended on its own then fails its test rather than hanging it)."""
+    result: list[Summary] = []
+    runner = threading.Thread(target=lambda: result.append(shipper.run()))
+    runner.start()
+    runner.join(seconds)
+    if runner.is_alive():
+        shipper.request_stop()
+        shipper.request_stop()  # (the second: at once)
+        runner.join(30)
+    [summary] = result
+    return summary
+
+
 def committed_in_state(tmp_path: Path) -> list[int]:
     store = StateStore(tmp_path / "state", create=False, lock=False)
     try:
@@ -814,10 +836,23 @@ def test_a_cluster_that_refuses_everything_is_given_up_on_after_give_up_after(tm
         backoff_max=0.02,
     )
     write_numbered(logs / "app.log", 1_000)
-    summary = shipper.run()
+    summary = run_bounded(shipper, 10)
     assert summary.ended == "fatal" and summary.fatal is not None and summary.fatal.kind == "unreachable"
     assert "did not accept documents for 0.3s" in summary.fatal.message and "nothing is lost" in summary.fatal.message
     assert summary.unsettled == 1_000 and committed_in_state(tmp_path) == [0]  # (nothing past the start)
+
+
+def test_give_up_after_cuts_short_a_senders_own_backoff_and_says_nothing_is_lost(tmp_path):
+    # a refused connection is not push-back: the sender waits out its own backoff (10-20 s
+    # here) before it tries again; the shipper gives up at 0.3 s and the hard stop ends the wait
+    transport = MockTransport(lambda request: refused(None, reason="connection refused"))
+    logs, shipper, _, _ = run_shipper(tmp_path, transport, give_up_after=0.3, backoff_initial=20.0, backoff_max=20.0)
+    write_numbered(logs / "app.log", 300)
+    summary = run_bounded(shipper, 10)
+    assert summary.ended == "fatal" and summary.fatal is not None and summary.fatal.kind == "unreachable"
+    assert "did not accept documents for 0.3s (last: connection refused)" in summary.fatal.message
+    assert "nothing is lost" in summary.fatal.message and summary.seconds < 10
+    assert len(transport.requests) == 1 and summary.unsettled == 300 and committed_in_state(tmp_path) == [0]
 
 
 def test_max_in_flight_1_sends_one_request_at_a_time(tmp_path):

@@ -17,10 +17,11 @@ Per item: 2xx is delivered, or kept in the failure store when Elasticsearch says
 stream's ``::failures`` indices: settled, but counted apart and reported per batch); 409
 (the ``_id`` exists: a replay) is a duplicate, settled; 429, 5xx and other 403s (a write
 block) are retried with exponential backoff and jitter.  A whole request that fails
-(connection refused, timeout, 429, 5xx...) is retried the same way; with *give_up_after*
-(``--once``) only for that long.  A sender made with *hand_back* (the shipper's) does not
-retry after push-back (429, 503, a timeout, items refused with 429) itself: it hands back
-what is left (:attr:`Outcome.again`), for the owner of the concurrency limit to send again.
+(connection refused, timeout, 429, 5xx...) is retried the same way, until the hard stop: the
+shipper, which sees every sender's attempts, alone decides when a ``--once`` run gives up
+(``--give-up-after``).  A sender made with *hand_back* (the shipper's) does not retry after
+push-back (429, 503, a timeout, items refused with 429) itself: it hands back what is left
+(:attr:`Outcome.again`), for the owner of the concurrency limit to send again.
 413 splits the request in halves, down to one document, and remembers the size the server
 refused.
 """
@@ -52,7 +53,6 @@ __all__ = [
     "Group",
     "Outcome",
     "PermanentFailures",
-    "gave_up",
 ]
 
 #: Upper bounds (seconds) of the bulk request duration histogram.
@@ -216,15 +216,6 @@ class DeliveryStats:
         return out
 
 
-def gave_up(where: str, seconds: float, last_failure: str) -> Fatal:
-    """Why a ``--once`` run stops when Elasticsearch accepted nothing for *seconds*."""
-    return Fatal(
-        "unreachable",
-        f"Elasticsearch at {where or 'the given --es-url'} did not accept documents for {seconds:g}s "
-        f"(last: {last_failure}); nothing is lost: run again to resume (or raise --give-up-after)",
-    )
-
-
 class Backoff:
     """Exponential backoff with jitter: about initial, 2x, 4x ... up to *maximum* seconds."""
 
@@ -280,7 +271,6 @@ class BulkSender:
         backoff: Backoff,
         hard_stop: threading.Event,
         on_problem: Callable[[str, str, dict[str, Any]], None],
-        give_up_after: float | None = None,
         where: str = "",
         hand_back: bool = False,
     ) -> None:
@@ -291,25 +281,17 @@ class BulkSender:
         self.backoff = backoff
         self.hard_stop = hard_stop
         self.on_problem = on_problem  # (level, event, fields)
-        self.give_up_after = give_up_after
         self.where = where  # the cluster's URLs, for messages
         # After push-back (429, 503, a timeout), what is left is handed back, not retried here:
         # the caller owns the concurrency limit, which decides when it goes again.
         self.hand_back = hand_back
         self.max_body: int | None = None  # learned from 413s
-        self._failing_since: float | None = None
-        self._last_failure = "no answer"
 
     # --- one request -----------------------------------------------------------------------
     def _request(self, body: bytes, gzipped: bool) -> tuple[Answer, float]:
         started = time.perf_counter()
         answer = self.transport.send(body, self.target, gzipped=gzipped)
-        seconds = time.perf_counter() - started
-        if answer.body is not None:
-            self._failing_since = None
-        else:
-            self._last_failure = answer.reason
-        return answer, seconds
+        return answer, time.perf_counter() - started
 
     def _report(
         self,
@@ -342,21 +324,9 @@ class BulkSender:
         )
 
     def _wait(self) -> bool:
-        """Back off; False when the hard stop, or the give-up deadline, came first."""
-        delay = self.backoff.next_delay()
-        if self.give_up_after is not None and self._failing_since is not None:
-            left = self._failing_since + self.give_up_after - time.monotonic()
-            if left <= 0:
-                return False
-            delay = min(delay, left)
-        return not self.hard_stop.wait(delay)
-
-    def _gave_up(self) -> Fatal | None:
-        if self.give_up_after is None or self._failing_since is None:
-            return None
-        if time.monotonic() - self._failing_since < self.give_up_after:
-            return None
-        return gave_up(self.where, self.give_up_after, self._last_failure)
+        """Back off; False when the hard stop came first (the run is stopping: a --once run
+        gives up when the cluster accepted nothing for --give-up-after, the shipper decides)."""
+        return not self.hard_stop.wait(self.backoff.next_delay())
 
     # --- one batch -------------------------------------------------------------------------------
     def deliver(self, batch: Batch, settled: bytearray | None = None, groups: Sequence[Group] = ()) -> Outcome:
@@ -405,7 +375,7 @@ class BulkSender:
                     },
                 )
                 if not self._wait():
-                    return Outcome(settled, self._gave_up())
+                    return Outcome(settled)
                 work.appendleft(group)
                 continue
             retry, retries, fatal = self._settle_items(batch, group, items, settled)
@@ -418,7 +388,7 @@ class BulkSender:
                     work.appendleft(retry)
                     return Outcome(settled, again=tuple(work))
                 if not self._wait():
-                    return Outcome(settled, self._gave_up())
+                    return Outcome(settled)
                 work.appendleft(retry)
             else:
                 self.backoff.reset()
@@ -459,8 +429,6 @@ class BulkSender:
         if answer.error_type in _TARGET_ERRORS or status == 404:
             self._report(answer, seconds)
             return False, Fatal("target", f"Elasticsearch refused the target {self.target}: {answer.reason}")
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
         cause = _cause(status)
         self._report(answer, seconds, retries={cause: 1})
         self.on_problem(
@@ -472,7 +440,7 @@ class BulkSender:
         if self.hand_back and (answer.timeout or status in (429, 503)):
             return None, None
         if not self._wait():
-            return False, self._gave_up()
+            return False, None
         return True, None
 
     def _too_large(self, batch: Batch, group: Group, size: int, settled: bytearray, work: deque[Group]) -> list[int]:

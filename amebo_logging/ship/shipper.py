@@ -58,7 +58,7 @@ from typing import Any
 
 from ..logger import AmeboLogger
 from .batch import Batch, Batcher, ReadStats
-from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal, Outcome, gave_up
+from .bulk import Attempt, Backoff, BulkSender, DeliveryStats, Fatal, Outcome
 from .concurrency import DEFAULT_INITIAL, DEFAULT_MAXIMUM, AdaptiveConcurrency
 from .deadletter import DeadLetter
 from .discover import Discovery, Waiting
@@ -241,6 +241,8 @@ class Shipper:
         self._stop_deadline: float | None = None
         self.read_stats = ReadStats()
         self.delivery = DeliveryStats()  # added up here, from the senders' values
+        # when (monotonic) the cluster began to accept nothing: --once gives up --give-up-after later
+        self.failing_at: float | None = None
         self.resumed: dict[str, int] = {}  # generation uid -> the offset this run began reading it at
         # A dry run writes nothing under the state directory (its transport refuses nothing).
         dead_path = (
@@ -291,7 +293,6 @@ class Shipper:
                 backoff=Backoff(options.backoff_initial, options.backoff_max),
                 hard_stop=self.hard_stop,
                 on_problem=self._problem,
-                give_up_after=options.give_up_after if options.once else None,
                 where=options.where,
                 hand_back=True,
             )
@@ -454,6 +455,7 @@ class Shipper:
             self._heed_stop_requests()
             self._take_reports(0.0)
             self._save_offsets()  # (what the last reports committed, once the last write is old enough)
+            self._give_up_when_due()
             if self.fatal is not None or self.state_error is not None:
                 return "fatal"
             if self.hard_stop.is_set():
@@ -585,6 +587,10 @@ class Shipper:
     def _attempted(self, attempt: Attempt) -> None:
         was_failing, since = self.delivery.failing, self.delivery.failing_since
         self.delivery.add(attempt)
+        if not self.delivery.failing:
+            self.failing_at = None
+        elif not was_failing:
+            self.failing_at = time.monotonic()
         if self.delivery.failing and not was_failing and self.delivery.last_failure is not None:
             self.log.warning(
                 "elasticsearch_waiting",
@@ -659,15 +665,25 @@ class Shipper:
     def _hand_back(self, work: Work, outcome: Outcome) -> None:
         """What push-back refused: sent again after a backoff, when the limit allows (so a
         cluster that said "too much" sees the limit, not every refused request coming back on
-        its own); with --once, not after --give-up-after with nothing accepted."""
+        its own)."""
         due = time.monotonic() + self.push_back.after(work.tries)
         again = Work(work.seq, work.batch, outcome.settled, outcome.again, work.tries + 1)
         heapq.heappush(self.again, (due, work.seq, again))
-        give_up = self.options.give_up_after if self.options.once else None
-        since = self.delivery.failing_since
-        if give_up is not None and since is not None and time.time() - since >= give_up and self.fatal is None:
+
+    def _give_up_when_due(self) -> None:
+        """--once: the run stops when the cluster has accepted nothing for --give-up-after
+        (decided here alone, for every sender: the hard stop cuts their backoffs short)."""
+        give_up = self.options.give_up_after
+        since = self.failing_at
+        if not self.options.once or give_up is None or since is None or self.fatal is not None:
+            return
+        if time.monotonic() - since >= give_up:
             last = self.delivery.last_failure[2] if self.delivery.last_failure else "no answer"
-            self.fatal = gave_up(self.options.where, give_up, last)
+            self.fatal = Fatal(
+                "unreachable",
+                f"Elasticsearch at {self.options.where or 'the given --es-url'} did not accept documents for "
+                f"{give_up:g}s (last: {last}); nothing is lost: run again to resume (or raise --give-up-after)",
+            )
             self.log.error("shipping_cannot_continue", reason=self.fatal.message, kind=self.fatal.kind)
 
     def _save_offsets(self, *, now: bool = False) -> None:
