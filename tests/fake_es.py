@@ -637,7 +637,9 @@ class FakeElasticsearch:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
-    request_queue_size = 128
+    # the listen backlog Elasticsearch's Netty has (the system's somaxconn): a shipper opening
+    # its connections at once is not made to wait out dropped SYNs the real server would take
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.open_connections: set[socket.socket] = set()
