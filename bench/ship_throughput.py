@@ -2,7 +2,7 @@
 against Fluent Bit behind a cluster that answers late or pushes back.
 
     python bench/ship_throughput.py [--lines 1000000] [--growth-lines 4000000] [--keep DIR]
-                                    [--delays 0,0.1,0.5] [--starts 8] [--reject-beyond 3] [--repeat 3]
+                                    [--delays 0,0.02,0.1,0.5] [--starts 8] [--reject-beyond 3] [--repeat 3]
                                     [--no-fluent-bit]
 
 1. Writes a file of realistic Amebo records (about 345 bytes each) with amebo_logging.
@@ -293,7 +293,7 @@ def main() -> None:
     parser.add_argument("--growth-lines", type=int, default=4_000_000)
     parser.add_argument("--keep", type=Path, default=None, help="Work in this directory and keep its files.")
     parser.add_argument(
-        "--delays", type=lambda v: [float(x) for x in v.split(",") if x], default=[0.0, 0.1, 0.5],
+        "--delays", type=lambda v: [float(x) for x in v.split(",") if x], default=[0.0, 0.02, 0.1, 0.5],
         help="Bulk latencies (seconds) of the network rows, comma-separated ('' skips them).",
     )  # fmt: skip
     parser.add_argument(
