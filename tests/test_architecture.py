@@ -1,12 +1,16 @@
 """The house rules, kept: the package's import graph has no cycle, the library wing never imports
 the shipper wing (the lazy ``ElasticsearchHandler`` export aside), only the owner of offsets
 uses the state store during a run, and no module or test imports another's private names or a
-test module.  Read with ``ast`` from the source: nothing is imported."""
+test module.  Read with ``ast`` from the source: nothing is imported (but the package itself,
+to see its public names, loaded on first use, resolve to what its type-checking imports say)."""
 
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "amebo_logging"
@@ -138,3 +142,32 @@ def test_no_private_name_is_imported_and_no_test_module_imports_another():
             if module.split(".")[-1].startswith("test_") or imported.startswith("test_"):
                 offences.append(f"{where} imports the test module {module}.{imported}".rstrip("."))
     assert offences == []
+
+
+def _type_checking_names() -> dict[str, str]:
+    """name -> the module it is imported from, in the package's ``if TYPE_CHECKING:`` block."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    [block] = [n for n in tree.body if isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING"]
+    names = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom) and node.level == 1, ast.unparse(node)
+        for alias in node.names:
+            names[alias.asname or alias.name] = f"amebo_logging.{node.module}" if node.module else ""
+    return names
+
+
+def test_the_public_names_loaded_on_first_use_are_the_ones_the_type_checker_sees():
+    """The package names its public surface three times (its type-checking imports, where each
+    is loaded from on first use, ``__all__``): they agree, name by name and module by module."""
+    import amebo_logging
+
+    declared = _type_checking_names()
+    assert len(declared) > 25 and set(declared) == set(amebo_logging.__all__)
+    for name, module in declared.items():
+        if module:
+            expected = getattr(importlib.import_module(module), name)
+        else:  # a submodule
+            expected = importlib.import_module(f"amebo_logging.{name}")
+        assert getattr(amebo_logging, name) is expected, name
+    with pytest.raises(AttributeError, match="no attribute 'nothing_of_ours'"):
+        getattr(amebo_logging, "nothing_of_ours")  # noqa: B009
