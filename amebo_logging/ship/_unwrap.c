@@ -92,6 +92,9 @@ static inline void block_marks(const unsigned char *p, uint32_t *backslashes, ui
 }
 #endif
 
+/* Whether c is a byte block_marks marks neither way: plain ASCII text, not a quote or a backslash. */
+static inline int plain_byte(unsigned char c) { return c != '"' && c != '\\' && c >= 0x20 && c < 0x80; }
+
 static inline int lowest(uint32_t m) {
 #if defined(__GNUC__) || defined(__clang__)
     return __builtin_ctz(m);
@@ -262,7 +265,7 @@ static const unsigned char *decode_string(const unsigned char *p, const unsigned
             }
         }
         at = p;
-        while (at < end && *at != '"' && *at != '\\' && *at >= 0x20 && *at < 0x80) at++;
+        while (at < end && plain_byte(*at)) at++;
         memmove(o, p, (size_t)(at - p));
         o += at - p;
         p = at;
@@ -326,7 +329,7 @@ static const unsigned char *plain_text(const unsigned char *p, const unsigned ch
         if (backslashes | others) return p + lowest(backslashes | others);
         p += BLOCK;
     }
-    while (p < end && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80) p++;
+    while (p < end && plain_byte(*p)) p++;
     return p;
 }
 
