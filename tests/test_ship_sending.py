@@ -658,23 +658,27 @@ def test_a_slow_batch_holds_back_the_commit_of_faster_later_ones(tmp_path):
         with gate.cond:  # batches after the held one go out and come back while it waits
             assert gate.cond.wait_for(lambda: gate.held is not None and max(gate.answered, default=0) > gate.held, 30)
             later = [a for a in gate.answered if a > gate.held]
-        with published:  # ... and their acknowledgements are applied, but commit nothing past it
-            seen = len(snapshots)
-            assert published.wait_for(lambda: len(snapshots) > seen + 1, 30)
-            committed = max(f.committed for s in snapshots for f in s.files)
+        # ... and their acknowledgements are applied, but commit nothing past it
+        committed = max(f.committed for s in snapshots_after(published, snapshots, 2) for f in s.files)
         assert gate.held == 0 and later and committed == 0  # nothing passes the first, slow batch
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 3000
     assert committed_in_state(tmp_path) == [3000 * LINE]
 
 
+def snapshots_after(published: threading.Condition, snapshots: list, more: int = 3) -> list:
+    """Every snapshot, once the loop has published *more* (it has gone round a few more times:
+    time to do what it should not, if it would)."""
+    with published:
+        seen = len(snapshots)
+        assert published.wait_for(lambda: len(snapshots) >= seen + more, 30)
+        return list(snapshots)
+
+
 def most_read(published: threading.Condition, snapshots: list) -> int:
     """The most lines read, once the loop has gone round a few more times (time to read on, if
     it would)."""
-    with published:
-        seen = len(snapshots)
-        assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
-        return max(s.read.lines for s in snapshots)
+    return max(s.read.lines for s in snapshots_after(published, snapshots))
 
 
 def test_reading_runs_ahead_of_a_low_limit_as_far_as_max_in_flight_and_memory_allow(tmp_path):
@@ -749,10 +753,8 @@ def test_initial_in_flight_requests_go_out_before_the_first_answer(tmp_path, arg
     with shipping(shipper, far.release) as result:
         with far.arrived:
             assert far.arrived.wait_for(lambda: len(far.active) >= expected, 10)
-        with published:  # the loop goes round a few more times: no request beyond the limit
-            seen = len(snapshots)
-            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
-            limits = {s.concurrency_limit for s in snapshots if s.in_flight}
+        # the loop goes round a few more times: no request beyond the limit
+        limits = {s.concurrency_limit for s in snapshots_after(published, snapshots) if s.in_flight}
         assert len(far.active) == expected and limits == {expected}, (len(far.active), limits)
     [summary] = result
     assert summary.ended == "done" and summary.snapshot.delivery.delivered == 5_000
@@ -815,9 +817,7 @@ def test_after_push_back_the_requests_refused_go_again_no_more_at_once_than_the_
     with shipping(shipper, release) as result:
         with cond:
             assert cond.wait_for(lambda: active == 4, 10)
-        with published:  # the loop goes round a few more times: no fifth request
-            seen = len(snapshots)
-            assert published.wait_for(lambda: len(snapshots) > seen + 2, 30)
+        snapshots_after(published, snapshots)  # the loop goes round a few more times: no fifth request
         with cond:
             assert most == 4 and sorted(arrived[:8]) == list(range(0, 800, 100)), (most, arrived)
             assert set(arrived[8:12]) <= set(range(0, 800, 100))  # those refused go first
